@@ -1,0 +1,104 @@
+"""One YAML file configures every paywatch process; every knob has a documented default.
+
+Sections are owned by the component they configure (`<component>/settings.py`); this
+module only composes them, loads the file and resolves secrets. Unknown keys are an
+error, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from paywatch.alerts.settings import AlertSettings
+from paywatch.collectors.settings import CollectorSettings, SdkSettings
+from paywatch.compensation.settings import CompensationSettings
+from paywatch.detectors.settings import DetectorSettings
+from paywatch.embedded.settings import EmbeddedSettings
+
+CONFIG_ENV = "PAYWATCH_CONFIG"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Topics(Section):
+    """Kafka topic names; these are the contract's defaults."""
+
+    payments: str = "payments.events"
+    heartbeats: str = "paywatch.heartbeats"
+    logs: str = "paywatch.logs"
+    findings: str = "paywatch.findings"
+    alerts: str = "paywatch.alerts"
+    actions: str = "paywatch.actions"
+    dead_letter: str = "paywatch.dlq"
+    channel_partials: str = Field(
+        "paywatch.channel-partials",
+        description="Per-window partial counts that detector workers send to the channel aggregator.",
+    )
+
+
+class KafkaSettings(Section):
+    bootstrap_servers: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers.")
+    topics: Topics = Field(default_factory=Topics)
+    client: dict[str, str | int | bool] = Field(
+        default_factory=dict,
+        description="Extra librdkafka properties (security.protocol, sasl.mechanism, …). "
+        "Put passwords in `sasl_password_env`, not here.",
+    )
+    sasl_password_env: str | None = Field(
+        None, description="Name of the environment variable holding sasl.password."
+    )
+
+
+class ElasticsearchSettings(Section):
+    url: str = Field("http://127.0.0.1:19200", description="Elasticsearch URL.")
+    namespace: str = Field(
+        "default", description="Data stream namespace: logs-paywatch.<dataset>-<namespace>."
+    )
+    api_key_env: str = Field("PAYWATCH_ES_API_KEY", description="Environment variable holding an API key.")
+    api_key_file: Path | None = Field(None, description="File holding an API key (e.g. a mounted secret).")
+    request_timeout_s: float = 30.0
+
+
+class Config(Section):
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
+    sdk: SdkSettings = Field(default_factory=SdkSettings)
+    collector: CollectorSettings = Field(default_factory=CollectorSettings)
+    detectors: DetectorSettings = Field(default_factory=DetectorSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    compensation: CompensationSettings = Field(default_factory=CompensationSettings)
+    embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load the YAML config (argument, else $PAYWATCH_CONFIG, else all defaults)."""
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        return Config()
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config {path}:\n{exc}") from None
+
+
+def read_secret(env: str | None, file: Path | None = None) -> str | None:
+    """A secret from the environment, else from a file; never from the YAML itself."""
+    if env and os.environ.get(env):
+        return os.environ[env]
+    if file is not None:
+        return Path(file).read_text().strip()
+    return None

@@ -1,0 +1,184 @@
+"""The paywatch event contract, version 1.
+
+One JSON object per message, ECS field names (nested objects, as Elasticsearch stores
+them) plus `payment.*` and `heartbeat.*` namespaces where ECS has nothing. The same
+structs decode Kafka messages, HTTP ingest bodies and replay files, and generate the
+published JSON Schema (`schemas/event.schema.json`), so the contract has one source.
+
+`@timestamp` is event time (when it happened at the producer); `event.ingested` is
+processing time, set by paywatch when it stores the event. They are never mixed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Final, Literal
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+CONTRACT_VERSION: Final = "1"
+MAX_EVENT_BYTES: Final = 64 * 1024
+
+Dataset = Literal["paywatch.payment", "paywatch.heartbeat", "paywatch.app"]
+PAYMENT, HEARTBEAT, APP = "paywatch.payment", "paywatch.heartbeat", "paywatch.app"
+
+PaymentAction = Literal[
+    "order_created",
+    "payment_requested",
+    "channel_callback",
+    "channel_query_result",
+    "order_paid",
+    "order_closed",
+    "refund_requested",
+    "refund_succeeded",
+]
+PAYMENT_ACTIONS: Final[frozenset[str]] = frozenset(PaymentAction.__args__)  # type: ignore[attr-defined]
+# Actions that concern one attempt at a channel, so must name both.
+ATTEMPT_ACTIONS: Final = frozenset({"payment_requested", "channel_callback", "channel_query_result"})
+CHANNEL_ACTIONS: Final = ATTEMPT_ACTIONS | {"refund_requested", "refund_succeeded"}
+Outcome = Literal["success", "failure", "unknown"]
+ErrorCategory = Literal["user", "channel", "system", "limit"]
+HeartbeatStatus = Literal["up", "degraded", "stopping"]
+
+Id = Annotated[str, Meta(min_length=1, max_length=256)]
+Timestamp = Annotated[datetime, Meta(tz=True)]
+NonNegative = Annotated[int, Meta(ge=0)]
+
+
+class EventMeta(Struct, omit_defaults=True, forbid_unknown_fields=False):
+    id: Id
+    dataset: Dataset
+    action: str | None = None
+    outcome: Outcome | None = None
+    ingested: Timestamp | None = None
+
+
+class ServiceInstance(Struct, omit_defaults=True):
+    id: Id
+
+
+class Service(Struct, omit_defaults=True):
+    name: Id
+    instance: ServiceInstance
+    version: str | None = None
+
+
+class TraceId(Struct, omit_defaults=True):
+    id: Id
+
+
+class Payment(Struct, omit_defaults=True):
+    order_id: Id
+    attempt_id: Id | None = None
+    channel: str | None = None
+    method: str | None = None
+    merchant_id: str | None = None
+    amount_minor: NonNegative | None = None
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | None = None
+    status: str | None = None
+    error_code: str | None = None
+    error_category: ErrorCategory | None = None
+    latency_ms: NonNegative | None = None
+
+
+class Heartbeat(Struct, omit_defaults=True):
+    interval_s: Annotated[float, Meta(gt=0)]
+    seq: NonNegative
+    status: HeartbeatStatus
+    checks: dict[str, Literal["ok", "fail"]] | None = None
+
+
+class Log(Struct, omit_defaults=True):
+    level: Literal["trace", "debug", "info", "warn", "warning", "error", "critical", "fatal"]
+
+
+class Error(Struct, omit_defaults=True):
+    type: str | None = None
+    message: str | None = None
+
+
+class Event(Struct, omit_defaults=True, rename={"timestamp": "@timestamp"}):
+    """Any event on the wire. Which sections are required depends on `event.dataset`."""
+
+    timestamp: Timestamp
+    event: EventMeta
+    service: Service
+    payment: Payment | None = None
+    heartbeat: Heartbeat | None = None
+    log: Log | None = None
+    message: str | None = None
+    error: Error | None = None
+    trace: TraceId | None = None
+    span: TraceId | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Kafka message key: payments partition by order, everything else by service."""
+        if self.payment is not None:
+            return self.payment.order_id
+        return self.service.name
+
+
+class ContractError(ValueError):
+    """An event that breaks the contract; the message says precisely why."""
+
+
+_decoder = msgspec.json.Decoder(Event)
+_encoder = msgspec.json.Encoder()
+
+
+def check(event: Event) -> Event:
+    """Cross-field rules msgspec types cannot express."""
+    ds = event.event.dataset
+    if ds == PAYMENT:
+        if event.payment is None:
+            raise ContractError("`payment` is required when event.dataset is paywatch.payment")
+        if event.event.action not in PAYMENT_ACTIONS:
+            raise ContractError(
+                f"event.action {event.event.action!r} is not one of {sorted(PAYMENT_ACTIONS)}"
+            )
+        if event.event.action in CHANNEL_ACTIONS and event.payment.channel is None:
+            raise ContractError(f"payment.channel is required for {event.event.action}")
+        if event.event.action in ATTEMPT_ACTIONS and event.payment.attempt_id is None:
+            raise ContractError(f"payment.attempt_id is required for {event.event.action}")
+    elif ds == HEARTBEAT:
+        if event.heartbeat is None:
+            raise ContractError("`heartbeat` is required when event.dataset is paywatch.heartbeat")
+    elif ds == APP and (event.log is None or event.message is None):
+        raise ContractError("`log.level` and `message` are required when event.dataset is paywatch.app")
+    return event
+
+
+def decode(raw: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> Event:
+    """Bytes → validated Event, or ContractError with the reason (for the dead-letter topic)."""
+    if len(raw) > max_bytes:
+        raise ContractError(f"event is {len(raw)} bytes, over the {max_bytes}-byte limit")
+    try:
+        return check(_decoder.decode(raw))
+    except msgspec.ValidationError as exc:
+        raise ContractError(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ContractError(f"not valid JSON: {exc}") from None
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def to_builtins(event: Event) -> dict:
+    return msgspec.to_builtins(event)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def json_schema() -> dict:
+    """The published JSON Schema; tests keep schemas/event.schema.json equal to this."""
+    schema = msgspec.json.schema(Event)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://paywatch.dev/schemas/event/v1"
+    schema["title"] = "paywatch event, contract v" + CONTRACT_VERSION
+    return schema

@@ -1,0 +1,60 @@
+"""Kafka wiring shared by every stage: client configs from settings, topic creation.
+
+Only configuration lives here; each stage owns its produce/consume loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from paywatch.config import KafkaSettings, read_secret
+
+
+def _base(settings: KafkaSettings) -> dict[str, Any]:
+    conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers, **settings.client}
+    password = read_secret(settings.sasl_password_env)
+    if password:
+        conf["sasl.password"] = password
+    return conf
+
+
+def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    """Idempotent, acks=all: a retried send never duplicates, a lost broker never loses an ack'd event."""
+    return {
+        **_base(settings),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 20,
+        "compression.type": "lz4",
+        **overrides,
+    }
+
+
+def consumer_config(settings: KafkaSettings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """Manual commits: offsets move only after the work for them is durable downstream."""
+    return {
+        **_base(settings),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        **overrides,
+    }
+
+
+def ensure_topics(settings: KafkaSettings, names: list[str], partitions: int = 6) -> None:
+    """Create topics that do not exist yet (idempotent; an existing topic is left as it is)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(_base(settings))
+    existing = set(admin.list_topics(timeout=10).topics)
+    missing = [
+        NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names if n not in existing
+    ]
+    if not missing:
+        return
+    for name, future in admin.create_topics(missing).items():
+        try:
+            future.result(timeout=30)
+        except Exception as exc:  # TOPIC_ALREADY_EXISTS from a concurrent creator is fine
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise RuntimeError(f"cannot create topic {name}: {exc}") from exc

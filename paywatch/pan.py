@@ -1,0 +1,88 @@
+"""Card-number (PAN) masking, applied in the SDK and again in the collector.
+
+A PAN is 13–19 digits, optionally grouped by single spaces or dashes, that passes the
+Luhn check. It is masked to its first six and last four digits (what PCI DSS allows to
+be shown). Identifier fields (event, order, attempt, trace ids) are exempt: they are
+keys, and numeric ids such as snowflake order numbers pass Luhn one time in ten, so
+masking them would silently merge orders. Every free-text field is masked.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+from paywatch.contract import Event
+
+_CANDIDATE: Final = re.compile(r"(?<![\d])\d(?:[ -]?\d){12,18}(?![\d])")
+MASK_CHAR: Final = "*"
+
+# Keys whose values are identifiers, wherever they appear in a document tree.
+ID_KEYS: Final = frozenset(
+    {"id", "order_id", "attempt_id", "fingerprint", "refund_id", "event_id", "event_ids", "dedup_key"}
+)
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _mask_match(m: re.Match[str]) -> str:
+    text = m.group(0)
+    digits = "".join(c for c in text if c.isdigit())
+    if not 13 <= len(digits) <= 19 or not luhn_ok(digits):
+        return text
+    return digits[:6] + MASK_CHAR * (len(digits) - 10) + digits[-4:]
+
+
+def mask_text(text: str) -> str:
+    """Mask every PAN inside a free-text string; other text is returned unchanged (same object)."""
+    if _CANDIDATE.search(text) is None:
+        return text
+    return _CANDIDATE.sub(_mask_match, text)
+
+
+def mask_tree(value: Any, key: str | None = None) -> Any:
+    """Mask PANs in every string of a JSON-like tree, except under identifier keys."""
+    if isinstance(value, str):
+        return value if key in ID_KEYS else mask_text(value)
+    if isinstance(value, dict):
+        return {mask_text(k): mask_tree(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_tree(v, key) for v in value]
+    return value
+
+
+def mask_event(event: Event) -> Event:
+    """Mask the free-text fields of a contract event in place; returns it for chaining."""
+    p = event.payment
+    if p is not None:
+        for name in ("channel", "method", "merchant_id", "status", "error_code"):
+            v = getattr(p, name)
+            if v is not None:
+                setattr(p, name, mask_text(v))
+    if event.message is not None:
+        event.message = mask_text(event.message)
+    if event.error is not None:
+        if event.error.message is not None:
+            event.error.message = mask_text(event.error.message)
+        if event.error.type is not None:
+            event.error.type = mask_text(event.error.type)
+    if event.labels:
+        event.labels = {mask_text(k): mask_text(v) for k, v in event.labels.items()}
+    if event.heartbeat is not None and event.heartbeat.checks:
+        event.heartbeat.checks = {mask_text(k): v for k, v in event.heartbeat.checks.items()}
+    event.service.name = mask_text(event.service.name)
+    if event.service.version is not None:
+        event.service.version = mask_text(event.service.version)
+    if event.event.action is not None:
+        event.event.action = mask_text(event.event.action)
+    return event
