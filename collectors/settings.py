@@ -1,12 +1,8 @@
-"""Configuration of the SDK (`sdk:`) and the collector (`collector:`)."""
+"""Configuration of the Kafka → Elasticsearch collector (the `collector:` section)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
-
-
-class SdkSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class CollectorSettings(BaseModel):

@@ -14,7 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from paywatch.alerts.settings import AlertSettings
-from paywatch.collectors.settings import CollectorSettings, SdkSettings
+from paywatch.collectors.sdk_settings import SdkSettings
+from paywatch.collectors.settings import CollectorSettings
 from paywatch.compensation.settings import CompensationSettings
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.embedded.settings import EmbeddedSettings

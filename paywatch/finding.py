@@ -30,8 +30,21 @@ Kind = Literal[
     "heartbeat_missing",
     "service_down",
     "service_flapping",
+    "compensation_gave_up",
+    "query_unavailable",
 ]
 State = Literal["open", "resolved"]
+# What pages: an incident-level finding that matches no real incident is a false incident.
+INCIDENT_KINDS: Final = frozenset(
+    {
+        "paid_but_pending_incident",
+        "duplicate_charge_incident",
+        "channel_health",
+        "error_code_spike",
+        "service_down",
+        "heartbeat_missing",
+    }
+)
 Severity = Literal["info", "warning", "critical"]
 Level = Literal["healthy", "degraded", "down"]
 
@@ -89,6 +102,14 @@ class Finding(Struct, omit_defaults=True, rename={"timestamp": "@timestamp"}):
     finding: FindingMeta
     payment: FindingPayment | None = None
     service: FindingService | None = None
+
+
+def is_incident(finding: Finding) -> bool:
+    """Channel health pages only when it leaves healthy; its recovery is a resolve, not a page."""
+    meta = finding.finding
+    if meta.kind not in INCIDENT_KINDS:
+        return False
+    return meta.kind != "channel_health" or meta.level != "healthy"
 
 
 def finding_event_id(fingerprint: str, state: str, level: str | None, at: datetime) -> str:

@@ -2,7 +2,7 @@ package dev.paywatch.devstack;
 
 import org.elasticsearch.common.logging.LogConfigurator;
 import org.elasticsearch.common.settings.Settings;
-import org.elasticsearch.node.MockNode;
+import org.elasticsearch.node.ClasspathPluginsNode;
 import org.elasticsearch.node.Node;
 import org.elasticsearch.plugins.Plugin;
 import org.elasticsearch.transport.netty4.Netty4Plugin;
@@ -19,9 +19,9 @@ import java.util.concurrent.TimeUnit;
  * Boots one genuine Elasticsearch 8.x node inside this JVM, for local development and tests.
  *
  * <p>Why: Elastic publishes the server, the Netty4 HTTP transport and the test framework to Maven
- * Central, but no distribution archive. {@link MockNode} is the test framework's way to run a real
- * {@link Node} with plugins taken from the classpath instead of a plugins directory; with no mock
- * plugins added it uses the production services (Netty4 HTTP, Lucene, real cluster state).
+ * Central, but no distribution archive. {@link ClasspathPluginsNode} runs a real {@link Node} with
+ * plugins taken from the classpath instead of a plugins directory (the trick of the test
+ * framework's MockNode, without its test-only mocks).
  *
  * <p>Usage: {@code java -cp <libs>/*:<classes> dev.paywatch.devstack.LocalEsNode HOME HTTP_PORT TRANSPORT_PORT [CLUSTER]}
  * Writes HOME/node.ready when the HTTP port is bound; SIGTERM closes the node cleanly.
@@ -55,7 +55,6 @@ public final class LocalEsNode {
             // a dev box's disk is often >90% full; do not turn indices read-only under us
             .put("cluster.routing.allocation.disk.threshold_enabled", false)
             .put("action.auto_create_index", true)
-            .put("ingest.geoip.downloader.enabled", false)
             .build();
 
         LogConfigurator.configureESLogging();
@@ -64,8 +63,7 @@ public final class LocalEsNode {
         List<Class<? extends Plugin>> plugins = new ArrayList<>();
         plugins.add(Netty4Plugin.class);
 
-        // forbidPrivateIndexSettings=false: behave like a production node, not a randomized test
-        MockNode node = new MockNode(settings, plugins, false, () -> {});
+        Node node = new ClasspathPluginsNode(settings, plugins);
         CountDownLatch stopped = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             try {
