@@ -46,7 +46,7 @@ Timestamp = Annotated[datetime, Meta(tz=True)]
 NonNegative = Annotated[int, Meta(ge=0)]
 
 
-class EventMeta(Struct, omit_defaults=True, forbid_unknown_fields=False):
+class EventMeta(Struct, omit_defaults=True, forbid_unknown_fields=True):
     id: Id
     dataset: Dataset
     action: str | None = None
@@ -54,21 +54,21 @@ class EventMeta(Struct, omit_defaults=True, forbid_unknown_fields=False):
     ingested: Timestamp | None = None
 
 
-class ServiceInstance(Struct, omit_defaults=True):
+class ServiceInstance(Struct, omit_defaults=True, forbid_unknown_fields=True):
     id: Id
 
 
-class Service(Struct, omit_defaults=True):
+class Service(Struct, omit_defaults=True, forbid_unknown_fields=True):
     name: Id
     instance: ServiceInstance
     version: str | None = None
 
 
-class TraceId(Struct, omit_defaults=True):
+class TraceId(Struct, omit_defaults=True, forbid_unknown_fields=True):
     id: Id
 
 
-class Payment(Struct, omit_defaults=True):
+class Payment(Struct, omit_defaults=True, forbid_unknown_fields=True):
     order_id: Id
     attempt_id: Id | None = None
     channel: str | None = None
@@ -82,23 +82,23 @@ class Payment(Struct, omit_defaults=True):
     latency_ms: NonNegative | None = None
 
 
-class Heartbeat(Struct, omit_defaults=True):
+class Heartbeat(Struct, omit_defaults=True, forbid_unknown_fields=True):
     interval_s: Annotated[float, Meta(gt=0)]
     seq: NonNegative
     status: HeartbeatStatus
     checks: dict[str, Literal["ok", "fail"]] | None = None
 
 
-class Log(Struct, omit_defaults=True):
+class Log(Struct, omit_defaults=True, forbid_unknown_fields=True):
     level: Literal["trace", "debug", "info", "warn", "warning", "error", "critical", "fatal"]
 
 
-class Error(Struct, omit_defaults=True):
+class Error(Struct, omit_defaults=True, forbid_unknown_fields=True):
     type: str | None = None
     message: str | None = None
 
 
-class Event(Struct, omit_defaults=True, rename={"timestamp": "@timestamp"}):
+class Event(Struct, omit_defaults=True, forbid_unknown_fields=True, rename={"timestamp": "@timestamp"}):
     """Any event on the wire. Which sections are required depends on `event.dataset`."""
 
     timestamp: Timestamp

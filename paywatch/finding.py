@@ -75,7 +75,7 @@ class FindingMeta(Struct, omit_defaults=True):
 
 class FindingEventMeta(Struct, omit_defaults=True):
     id: str
-    dataset: Literal["paywatch.finding"] = FINDING
+    dataset: Literal["paywatch.finding"]  # required, not defaulted: omit_defaults would drop it from the JSON
     ingested: Timestamp | None = None
 
 
@@ -132,7 +132,7 @@ def make_finding(
 ) -> Finding:
     return Finding(
         timestamp=at,
-        event=FindingEventMeta(id=finding_event_id(fingerprint, state, level, at)),
+        event=FindingEventMeta(id=finding_event_id(fingerprint, state, level, at), dataset=FINDING),
         finding=FindingMeta(
             kind=kind,
             state=state,

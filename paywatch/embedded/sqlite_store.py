@@ -1,0 +1,138 @@
+"""The embedded backend's storage: one SQLite file in WAL mode.
+
+Holds what Elasticsearch holds in the Kafka deployment — events, findings, alerts and
+actions, keyed by `event.id` so a re-delivered document is stored once — plus the
+dead letters (input that broke the contract, kept with its reason and original bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from paywatch.clock import Clock, SystemClock
+from paywatch.finding import INCIDENT_KINDS
+from paywatch.store import Doc, get, latest_alerts, summarise_incidents
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS docs (
+    event_id    TEXT PRIMARY KEY,
+    dataset     TEXT NOT NULL,
+    ts          TEXT NOT NULL,   -- @timestamp, event time (RFC 3339, UTC)
+    ingested    TEXT NOT NULL,   -- processing time
+    order_id    TEXT,
+    channel     TEXT,
+    service     TEXT,
+    fingerprint TEXT,
+    kind        TEXT,
+    body        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS docs_order ON docs(order_id, ts);
+CREATE INDEX IF NOT EXISTS docs_dataset_ts ON docs(dataset, ts);
+CREATE INDEX IF NOT EXISTS docs_fingerprint ON docs(fingerprint, ts);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    raw         BLOB NOT NULL
+);
+"""
+
+
+def _iso(clock: Clock) -> str:
+    return clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class SqliteStore:
+    """Thread-safe (one connection behind a lock): the ingest server writes from many threads."""
+
+    def __init__(self, path: str | Path, clock: Clock | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def write(self, docs: Iterable[Doc]) -> int:
+        """Store documents, stamping `event.ingested`; returns how many were new."""
+        ingested = _iso(self._clock)
+        rows = []
+        for doc in docs:
+            body = dict(doc)
+            body["event"] = {**body["event"], "ingested": ingested}
+            rows.append(
+                (
+                    body["event"]["id"],
+                    body["event"]["dataset"],
+                    body["@timestamp"],
+                    ingested,
+                    get(body, "payment.order_id"),
+                    get(body, "payment.channel"),
+                    get(body, "service.name"),
+                    get(body, "finding.fingerprint") or get(body, "alert.fingerprint"),
+                    get(body, "finding.kind"),
+                    json.dumps(body, separators=(",", ":")),
+                )
+            )
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO docs VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            self._db.execute("COMMIT")
+            return self._db.total_changes - before
+
+    def dead_letter(self, source: str, reason: str, raw: bytes) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO dead_letters (received_at, source, reason, raw) VALUES (?,?,?,?)",
+                (_iso(self._clock), source, reason, raw),
+            )
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        cur = self._query(
+            "SELECT received_at, source, reason, raw FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [{"received_at": r[0], "source": r[1], "reason": r[2], "raw": bytes(r[3])} for r in cur]
+
+    def count(self, dataset: str | None = None) -> int:
+        if dataset is None:
+            return self._query("SELECT count(*) FROM docs", ())[0][0]
+        return self._query("SELECT count(*) FROM docs WHERE dataset = ?", (dataset,))[0][0]
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def _bodies(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in self._query(sql, params)]
+
+    # HistoryReader
+    def order_timeline(self, order_id: str) -> list[dict[str, Any]]:
+        return self._bodies("SELECT body FROM docs WHERE order_id = ? ORDER BY ts, event_id", (order_id,))
+
+    def alerts(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        docs = self._bodies("SELECT body FROM docs WHERE dataset = 'paywatch.alert' ORDER BY ts, event_id", ())
+        return latest_alerts(docs, status, limit)
+
+    def incidents(self, limit: int = 100) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(INCIDENT_KINDS))
+        docs = self._bodies(
+            f"SELECT body FROM docs WHERE dataset = 'paywatch.finding' AND kind IN ({marks}) ORDER BY ts, event_id",
+            tuple(sorted(INCIDENT_KINDS)),
+        )
+        return summarise_incidents(docs)[:limit]
+
+    def findings(self) -> list[dict[str, Any]]:
+        return self._bodies("SELECT body FROM docs WHERE dataset = 'paywatch.finding' ORDER BY ts, event_id", ())
