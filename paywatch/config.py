@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -51,22 +52,23 @@ class KafkaSettings(Section):
         description="Extra librdkafka properties (security.protocol, sasl.mechanism, …). "
         "Put passwords in `sasl_password_env`, not here.",
     )
-    sasl_password_env: str | None = Field(
-        None, description="Name of the environment variable holding sasl.password."
-    )
+    sasl_password_env: str | None = Field(None, description="Name of the environment variable holding sasl.password.")
 
 
 class ElasticsearchSettings(Section):
     url: str = Field("http://127.0.0.1:19200", description="Elasticsearch URL.")
-    namespace: str = Field(
-        "default", description="Data stream namespace: logs-paywatch.<dataset>-<namespace>."
-    )
+    namespace: str = Field("default", description="Data stream namespace: logs-paywatch.<dataset>-<namespace>.")
     api_key_env: str = Field("PAYWATCH_ES_API_KEY", description="Environment variable holding an API key.")
     api_key_file: Path | None = Field(None, description="File holding an API key (e.g. a mounted secret).")
     request_timeout_s: float = 30.0
 
 
 class Config(Section):
+    backend: Literal["embedded", "kafka"] = Field(
+        "embedded",
+        description="`embedded`: one process, HTTP ingest, SQLite. `kafka`: Kafka transport, Elasticsearch storage, "
+        "one process per stage. Detection and alerting are the same code either way.",
+    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
     sdk: SdkSettings = Field(default_factory=SdkSettings)

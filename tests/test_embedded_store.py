@@ -109,3 +109,26 @@ def test_ingest_refuses_clearly(ingest, headers, body, status):
     assert r.status_code == status
     assert r.json()["error"]
     assert received == []
+
+
+def test_operator_commands_read_the_embedded_database(tmp_path, store):
+    from click.testing import CliRunner
+
+    from paywatch.cli import main
+
+    store.write([msgspec.to_builtins(contract.decode(payment_line("e1", order_id="o-42", amount_minor=990)))])
+    store.write([finding_doc("open", T0)])
+    cfg = tmp_path / "paywatch.yaml"
+    cfg.write_text(f"embedded:\n  database: {store.path}\n")
+    runner = CliRunner()
+    shown = runner.invoke(main, ["orders", "show", "o-42", "--config", str(cfg), "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["payment"]["amount_minor"] == 990
+    missing = runner.invoke(main, ["orders", "show", "nope", "--config", str(cfg)])
+    assert missing.exit_code != 0 and "no events stored for order nope" in missing.output
+    listed = runner.invoke(main, ["incidents", "--config", str(cfg), "--json"])
+    assert json.loads(listed.output)["kind"] == "paid_but_pending_incident"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("embeded: {}\n")
+    typo = runner.invoke(main, ["incidents", "--config", str(bad)])
+    assert typo.exit_code != 0 and "embeded" in typo.output

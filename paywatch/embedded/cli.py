@@ -1,0 +1,151 @@
+"""Operator commands that read history (`orders show`, `alerts list`, `incidents`) and the
+embedded runtime (`run --embedded`, `demo`). The read commands work the same against
+SQLite (embedded) and Elasticsearch (kafka backend): they only see a HistoryReader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from paywatch.config import Config, ConfigError, load_config
+from paywatch.store import HistoryReader, get
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="paywatch.yaml"
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+
+
+def _config(path: Path | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def history_reader(config: Config) -> HistoryReader:
+    """The backend named in the config: the SQLite file, or Elasticsearch."""
+    if config.backend == "kafka":
+        from paywatch.elastic import ElasticHistory, client
+
+        return ElasticHistory(client(config.elasticsearch), config.elasticsearch.namespace)
+    from paywatch.embedded.sqlite_store import SqliteStore
+
+    if not config.embedded.database.exists():
+        raise click.ClickException(
+            f"no embedded database at {config.embedded.database}; run `paywatch run --embedded` or `paywatch demo`"
+        )
+    return SqliteStore(config.embedded.database)
+
+
+def _print(rows: list[dict[str, Any]], table: Table, cells, as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, sort_keys=True))
+        return
+    for row in rows:
+        table.add_row(*[("" if c is None else str(c)) for c in cells(row)])
+    Console().print(table)
+
+
+def _what(doc: dict[str, Any]) -> str:
+    dataset = get(doc, "event.dataset") or ""
+    if dataset == "paywatch.finding":
+        return f"finding {get(doc, 'finding.kind')} {get(doc, 'finding.state')}"
+    if dataset == "paywatch.alert":
+        return f"alert {get(doc, 'alert.labels.alertname') or ''} {get(doc, 'alert.status')}"
+    return f"{dataset.removeprefix('paywatch.')} {get(doc, 'event.action') or ''}"
+
+
+@click.group()
+def orders() -> None:
+    """Look up business orders."""
+
+
+@orders.command("show")
+@click.argument("order_id")
+@config_option
+@json_option
+def show(order_id: str, config_path: Path | None, as_json: bool) -> None:
+    """Everything paywatch knows about ORDER_ID, oldest first: attempts, callbacks, queries, findings, actions."""
+    rows = history_reader(_config(config_path)).order_timeline(order_id)
+    if not rows:
+        raise click.ClickException(f"no events stored for order {order_id}")
+    columns = ("time (event)", "what", "attempt", "channel", "outcome", "status", "amount")
+    table = Table(*columns, title=f"order {order_id}")
+    _print(
+        rows,
+        table,
+        lambda d: (
+            d["@timestamp"],
+            _what(d),
+            get(d, "payment.attempt_id"),
+            get(d, "payment.channel"),
+            get(d, "event.outcome") or get(d, "finding.state"),
+            get(d, "payment.status") or get(d, "payment.error_code"),
+            _amount(d),
+        ),
+        as_json,
+    )
+
+
+def _amount(doc: dict[str, Any]) -> str | None:
+    minor, currency = get(doc, "payment.amount_minor"), get(doc, "payment.currency")
+    return None if minor is None else f"{minor} {currency or ''} (minor units)"
+
+
+@click.group()
+def alerts() -> None:
+    """Alerts paywatch raised."""
+
+
+@alerts.command("list")
+@click.option("--status", type=click.Choice(["firing", "resolved"]), help="Only alerts in this state.")
+@click.option("--limit", default=100, show_default=True)
+@config_option
+@json_option
+def list_alerts(status: str | None, limit: int, config_path: Path | None, as_json: bool) -> None:
+    """The latest state of each alert, newest first."""
+    rows = history_reader(_config(config_path)).alerts(status, limit)
+    table = Table("changed at", "alert", "status", "severity", "channel/service", "summary", title="alerts")
+    _print(
+        rows,
+        table,
+        lambda d: (
+            d["@timestamp"],
+            get(d, "alert.labels.alertname"),
+            get(d, "alert.status"),
+            get(d, "alert.labels.severity"),
+            get(d, "alert.labels.channel") or get(d, "alert.labels.service"),
+            get(d, "alert.annotations.summary"),
+        ),
+        as_json,
+    )
+
+
+@click.command()
+@click.option("--limit", default=100, show_default=True)
+@config_option
+@json_option
+def incidents(limit: int, config_path: Path | None, as_json: bool) -> None:
+    """Incident-level findings, newest first, with when they opened and resolved."""
+    rows = history_reader(_config(config_path)).incidents(limit)
+    table = Table("opened", "resolved", "kind", "severity", "channel/service", "summary", title="incidents")
+    _print(
+        rows,
+        table,
+        lambda r: (
+            r["opened_at"],
+            r["resolved_at"] or "open",
+            r["kind"],
+            r["severity"],
+            r["channel"] or r["service"],
+            r["summary"],
+        ),
+        as_json,
+    )
