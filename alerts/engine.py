@@ -1,0 +1,218 @@
+"""The alerting core: findings in, alert changes out. No I/O, no wall clock.
+
+Every finding is a *signal* about one source (its fingerprint) being open or resolved.
+A rule turns the source into labels; sources with the same labels are one alert. The
+alert is `pending` (recorded, not paged) until a rule's `page_at` is met, then `firing`
+until its last source resolves (no flapping while an incident drains), then `resolved`.
+While firing it is re-sent on a schedule so Alertmanager never times it out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from paywatch.alerts.kibana import discover_url, evidence_query
+from paywatch.alerts.model import Alert, AlertChange, Status, fingerprint
+from paywatch.alerts.rules import Rule, Rules
+
+from paywatch.finding import Finding
+
+MAX_LISTED_ORDERS = 20
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One source's news: the engine's single input, from a finding or from self-monitoring."""
+
+    kind: str
+    key: str
+    open: bool
+    at: datetime
+    summary: str
+    level: str | None = None
+    channel: str | None = None
+    service: str | None = None
+    merchant: str | None = None
+    order_id: str | None = None
+    event_ids: tuple[str, ...] = ()
+
+
+def signal_from_finding(finding: Finding) -> Signal:
+    """A channel back to healthy is its health finding resolving, whatever state it carries."""
+    meta, payment, service = finding.finding, finding.payment, finding.service
+    return Signal(
+        kind=meta.kind,
+        key=meta.fingerprint,
+        open=meta.state == "open" and meta.level != "healthy",
+        at=finding.timestamp,
+        summary=meta.summary,
+        level=meta.level,
+        channel=payment.channel if payment else None,
+        service=service.name if service else None,
+        merchant=payment.merchant_id if payment else None,
+        order_id=payment.order_id if payment else None,
+        event_ids=tuple(meta.evidence.event_ids),
+    )
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where an on-call person goes from a page: the runbook, and Kibana filtered to the evidence."""
+
+    runbook_base_url: str = ""
+    kibana_url: str = ""
+    kibana_data_view: str = "logs-paywatch"
+    kibana_lookback: timedelta = timedelta(hours=1)
+
+
+@dataclass
+class _State:
+    labels: dict[str, str]
+    starts_at: datetime
+    status: Status = "pending"
+    sources: dict[str, tuple[Rule, Signal]] = field(default_factory=dict)
+    # Every source this alert has had, so a resolved page still carries its evidence.
+    seen: dict[str, tuple[Rule, Signal]] = field(default_factory=dict)
+    first_seen: datetime | None = None
+    last_sent: datetime | None = None
+
+    def pages(self) -> Rule | None:
+        """The first rule whose paging threshold the open sources meet, if any."""
+        counts: dict[tuple[str, str | None], int] = {}
+        for rule, _ in self.sources.values():
+            counts[rule.kind, rule.level] = counts.get((rule.kind, rule.level), 0) + 1
+        for rule, _ in self.sources.values():
+            if rule.page and counts[rule.kind, rule.level] >= rule.page_at:
+                return rule
+        return None
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        rules: Rules,
+        resend_interval: timedelta = timedelta(minutes=1),
+        links: Links | None = None,
+    ) -> None:
+        self._rules = rules
+        self._resend = resend_interval
+        self._links = links or Links()
+        self._alerts: dict[str, _State] = {}
+        self._source_alert: dict[str, str] = {}
+
+    def on_finding(self, finding: Finding) -> list[AlertChange]:
+        return self.on_signal(signal_from_finding(finding))
+
+    def on_signal(self, signal: Signal) -> list[AlertChange]:
+        changes: list[AlertChange] = []
+        previous = self._source_alert.pop(signal.key, None)
+        target = None
+        rule = self._rules.match(signal.kind, signal.level) if signal.open else None
+        if rule is not None:
+            rule = rule.for_channel(signal.channel)
+            labels = _labels(rule, signal)
+            target = fingerprint(labels)
+            state = self._alerts.get(target)
+            if state is None:
+                state = self._alerts[target] = _State(labels=labels, starts_at=signal.at)
+            state.sources[signal.key] = state.seen[signal.key] = (rule, signal)
+            self._source_alert[signal.key] = target
+        if previous is not None and previous != target:
+            self._alerts[previous].sources.pop(signal.key, None)
+            changes += self._transition(previous, signal.at)
+        if target is not None:
+            changes += self._transition(target, signal.at)
+        return changes
+
+    def tick(self, now: datetime) -> list[AlertChange]:
+        """Re-send every firing alert whose last send is older than the resend interval."""
+        changes = []
+        for state in self._alerts.values():
+            if state.status == "firing" and state.last_sent and now - state.last_sent >= self._resend:
+                state.last_sent = now
+                changes.append(AlertChange(self._snapshot(state, now), now, page=True, reason="resent"))
+        return changes
+
+    def active(self) -> list[Alert]:
+        """Every alert not yet resolved, for status pages and restarts."""
+        return [self._snapshot(s, s.last_sent or s.starts_at) for s in self._alerts.values()]
+
+    def _transition(self, key: str, at: datetime) -> list[AlertChange]:
+        state = self._alerts[key]
+        if not state.sources:
+            del self._alerts[key]
+            was_firing = state.status == "firing"
+            state.status = "resolved"
+            return [AlertChange(self._snapshot(state, at, ends_at=at), at, page=was_firing, reason="resolved")]
+        if state.first_seen is None:
+            state.first_seen = at
+            state.status = "firing" if state.pages() else "pending"
+            return [self._opened(state, at, "opened")]
+        if state.status == "pending" and state.pages():
+            state.status = "firing"
+            return [self._opened(state, at, "fired")]
+        return []
+
+    def _opened(self, state: _State, at: datetime, reason: str) -> AlertChange:
+        page = state.status == "firing"
+        if page:
+            state.last_sent = at
+        return AlertChange(self._snapshot(state, at), at, page=page, reason=reason)  # type: ignore[arg-type]
+
+    def _snapshot(self, state: _State, at: datetime, ends_at: datetime | None = None) -> Alert:
+        return Alert(
+            labels=dict(state.labels),
+            annotations=self._annotations(state, ends_at),
+            starts_at=state.starts_at,
+            status=state.status,
+            ends_at=ends_at,
+        )
+
+    def _annotations(self, state: _State, ends_at: datetime | None) -> dict[str, str]:
+        current = state.sources or state.seen
+        sources = [signal for _, signal in state.seen.values()]
+        rule = state.pages() or next(iter(state.seen.values()))[0]
+        latest = max(sources, key=lambda s: s.at)
+        orders = sorted({s.order_id for s in sources if s.order_id})
+        open_orders = {s.order_id for _, s in current.values() if s.order_id}
+        fields = {
+            "count": str(len(open_orders) or len(current)),
+            "channel": state.labels.get("channel", ""),
+            "service": state.labels.get("service", ""),
+            "merchant": state.labels.get("merchant", ""),
+            "level": latest.level or "",
+            "summary": latest.summary,
+        }
+        annotations = {"summary": rule.summary.format_map(fields)}
+        lines = [latest.summary]
+        if orders:
+            shown = ", ".join(orders[:MAX_LISTED_ORDERS])
+            more = len(orders) - MAX_LISTED_ORDERS
+            lines.append(f"Orders: {shown}" + (f" (+{more} more)" if more > 0 else ""))
+        annotations["description"] = "\n".join(lines)
+        if rule.runbook and self._links.runbook_base_url:
+            annotations["runbook_url"] = f"{self._links.runbook_base_url}#{rule.runbook}"
+        if self._links.kibana_url:
+            start = min((s.at for s in sources), default=state.starts_at) - self._links.kibana_lookback
+            query = evidence_query(
+                orders,
+                [e for s in sources for e in s.event_ids],
+                {
+                    f"payment.{k}" if k != "service" else "service.name": v
+                    for k, v in state.labels.items()
+                    if k in ("channel", "service")
+                },
+            )
+            annotations["kibana_url"] = discover_url(
+                self._links.kibana_url, self._links.kibana_data_view, query, start, ends_at
+            )
+        return annotations
+
+
+def _labels(rule: Rule, signal: Signal) -> dict[str, str]:
+    labels = {"alertname": rule.alertname, "severity": rule.severity}
+    for name in rule.group_by:
+        value = getattr(signal, name)
+        labels[name] = value if value else "unknown"
+    return labels
