@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "dashboards": "paywatch.dashboards.cli:dashboards",
     "devstack": "paywatch.devstack_cli:devstack",
     "schema": "paywatch.schema_cli:schema",
+    "config-docs": "paywatch.config_docs:config_docs",
 }
 
 

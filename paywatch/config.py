@@ -31,13 +31,17 @@ class Section(BaseModel):
 class Topics(Section):
     """Kafka topic names; these are the contract's defaults."""
 
-    payments: str = "payments.events"
-    heartbeats: str = "paywatch.heartbeats"
-    logs: str = "paywatch.logs"
-    findings: str = "paywatch.findings"
-    alerts: str = "paywatch.alerts"
-    actions: str = "paywatch.actions"
-    dead_letter: str = "paywatch.dlq"
+    payments: str = Field("payments.events", description="Payment events (key: payment.order_id).")
+    heartbeats: str = Field("paywatch.heartbeats", description="Heartbeats (key: service.name).")
+    logs: str = Field("paywatch.logs", description="Structured application logs (dataset paywatch.app).")
+    findings: str = Field("paywatch.findings", description="Detector findings, incl. compensating-query requests.")
+    alerts: str = Field("paywatch.alerts", description="Every alert state change (stored as history).")
+    actions: str = Field(
+        "paywatch.actions", description="Compensating-query audit, repair actions and refund candidates."
+    )
+    dead_letter: str = Field(
+        "paywatch.dlq", description="Messages that broke the contract or were rejected, with the reason."
+    )
     channel_partials: str = Field(
         "paywatch.channel-partials",
         description="Per-window partial counts that detector workers send to the channel aggregator.",
@@ -45,6 +49,8 @@ class Topics(Section):
 
 
 class KafkaSettings(Section):
+    """Where the Kafka backend's brokers are and what the topics are called."""
+
     bootstrap_servers: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers.")
     topics: Topics = Field(default_factory=Topics)
     client: dict[str, str | int | bool] = Field(
@@ -56,11 +62,13 @@ class KafkaSettings(Section):
 
 
 class ElasticsearchSettings(Section):
+    """Where the Kafka backend stores and reads history."""
+
     url: str = Field("http://127.0.0.1:19200", description="Elasticsearch URL.")
     namespace: str = Field("default", description="Data stream namespace: logs-paywatch.<dataset>-<namespace>.")
     api_key_env: str = Field("PAYWATCH_ES_API_KEY", description="Environment variable holding an API key.")
     api_key_file: Path | None = Field(None, description="File holding an API key (e.g. a mounted secret).")
-    request_timeout_s: float = 30.0
+    request_timeout_s: float = Field(30.0, description="Per-request timeout towards Elasticsearch.")
 
 
 class Config(Section):
