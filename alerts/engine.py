@@ -167,6 +167,7 @@ class AlertEngine:
             starts_at=state.starts_at,
             status=state.status,
             ends_at=ends_at,
+            order_ids=tuple(sorted({s.order_id for _, s in state.seen.values() if s.order_id})),
         )
 
     def _annotations(self, state: _State, ends_at: datetime | None) -> dict[str, str]:

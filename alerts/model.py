@@ -31,6 +31,8 @@ class Alert:
     starts_at: datetime
     status: Status
     ends_at: datetime | None = None
+    # Every order this alert has been about: what makes the alert history searchable by order id.
+    order_ids: tuple[str, ...] = ()
     fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:
