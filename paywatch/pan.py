@@ -15,6 +15,7 @@ from typing import Any, Final
 from paywatch.contract import Event
 
 _CANDIDATE: Final = re.compile(r"(?<![\d])\d(?:[ -]?\d){12,18}(?![\d])")
+_CANDIDATE_BYTES: Final = re.compile(_CANDIDATE.pattern.encode())
 MASK_CHAR: Final = "*"
 
 # Keys whose values are identifiers, wherever they appear in a document tree.
@@ -41,6 +42,14 @@ def _mask_match(m: re.Match[str]) -> str:
     if not 13 <= len(digits) <= 19 or not luhn_ok(digits):
         return text
     return digits[:6] + MASK_CHAR * (len(digits) - 10) + digits[-4:]
+
+
+def may_contain_pan(raw: bytes) -> bool:
+    """One scan of a raw JSON message; False proves no string in it holds a PAN, so the
+    field-by-field masking can be skipped. JSON escapes other than \\u never produce a digit,
+    space or dash, so any PAN in a decoded string appears verbatim in ASCII bytes; non-ASCII
+    text or \\u escapes are answered True (mask to be safe)."""
+    return not raw.isascii() or b"\\u" in raw or _CANDIDATE_BYTES.search(raw) is not None
 
 
 def mask_text(text: str) -> str:

@@ -1,0 +1,41 @@
+"""`paywatch collect`: run the Kafka → Elasticsearch collector until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import click
+
+from paywatch.config import load_config
+
+
+@click.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="paywatch YAML config (default: $PAYWATCH_CONFIG, else built-in defaults).",
+)
+def collect(config_path: str | None) -> None:
+    """Store paywatch's Kafka topics in Elasticsearch: validated, PAN-masked, exactly once by event.id.
+
+    Invalid messages and documents Elasticsearch refuses go to the dead-letter topic with the
+    reason. Stops cleanly on SIGTERM/SIGINT (the batch in hand is finished or redone later)."""
+    from paywatch.collectors.collector import Stopped, connect
+
+    from paywatch.metrics import start_metrics_server
+
+    config = load_config(config_path)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    settings = config.collector
+    if settings.metrics_port is not None:
+        start_metrics_server(settings.metrics_port, settings.metrics_host)
+    try:
+        collector = connect(config, should_stop=stop.is_set)
+    except Stopped:
+        return
+    collector.run()
