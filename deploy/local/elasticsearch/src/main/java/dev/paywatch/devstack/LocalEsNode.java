@@ -62,6 +62,7 @@ public final class LocalEsNode {
 
         List<Class<? extends Plugin>> plugins = new ArrayList<>();
         plugins.add(Netty4Plugin.class);
+        plugins.add(CompatPlugin.class);
 
         Node node = new ClasspathPluginsNode(settings, plugins);
         CountDownLatch stopped = new CountDownLatch(1);
