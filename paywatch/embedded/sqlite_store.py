@@ -134,5 +134,6 @@ class SqliteStore:
         )
         return summarise_incidents(docs)[:limit]
 
-    def findings(self) -> list[dict[str, Any]]:
-        return self._bodies("SELECT body FROM docs WHERE dataset = 'paywatch.finding' ORDER BY ts, event_id", ())
+    def documents(self, dataset: str) -> list[dict[str, Any]]:
+        """All documents of one dataset, oldest first (the incident report reads these)."""
+        return self._bodies("SELECT body FROM docs WHERE dataset = ? ORDER BY ts, event_id", (dataset,))
