@@ -1,9 +1,226 @@
-"""Configuration of the compensation stage (the `compensation:` section of paywatch.yaml)."""
+"""Configuration of the compensation stage (the `compensation:` section of paywatch.yaml).
+
+Every channel paywatch may ask is declared under `channels:` with the adapter that speaks
+its query API; a channel that is not declared, or is declared with `adapter: none`, has no
+query API and is reported as such instead of pretending to have been checked. Schedule and
+budget have stage-wide defaults that each channel may override as a whole.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+AdapterName = Literal["wechatpay", "alipay", "stripe", "generic", "none"]
 
 
-class CompensationSettings(BaseModel):
+class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ScheduleSettings(_Section):
+    """When to ask again: passive wait first, then growing intervals, then hand to a person."""
+
+    offsets_s: list[float] = Field(
+        [120, 300, 600, 1800, 3600, 21600, 86400],
+        description="Seconds after the attempt started at which the channel is queried "
+        "(a query request arriving later than an offset is served at once).",
+    )
+    jitter: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Each query time is delayed by up to this fraction of its interval, derived "
+        "from the attempt id, so thousands of stuck orders do not query in lock-step.",
+    )
+    horizon_s: float = Field(
+        86400,
+        gt=0,
+        description="After this many seconds without a definite answer the compensator gives up "
+        "and raises a `compensation_gave_up` finding with the evidence.",
+    )
+    error_retry_s: float = Field(
+        30,
+        gt=0,
+        description="Delay before re-asking after the query API itself failed (5xx, timeout, 429); "
+        "a Retry-After header, when longer, wins.",
+    )
+    not_found_grace_s: float = Field(
+        600,
+        ge=0,
+        description="Inside this many seconds after the attempt started, 'order not found' means "
+        "the record has not landed at the channel yet (unknown, ask again); after it, failure.",
+    )
+
+    @model_validator(mode="after")
+    def _offsets_grow(self) -> ScheduleSettings:
+        if not self.offsets_s or any(b <= a for a, b in zip(self.offsets_s, self.offsets_s[1:], strict=False)):
+            raise ValueError("schedule.offsets_s must be a non-empty, strictly increasing list")
+        return self
+
+
+class BudgetSettings(_Section):
+    """How hard paywatch may lean on one channel's query API (bank query systems are fragile)."""
+
+    qps: float = Field(5.0, gt=0, description="Most queries per second sent to the channel.")
+    headroom: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="Fraction of `qps` kept unused so network jitter never lets the channel observe "
+        "more than `qps` requests in any one-second window.",
+    )
+    concurrency: int = Field(4, ge=1, description="Most queries in flight to the channel at once.")
+    timeout_s: float = Field(10.0, gt=0, description="Timeout of one query request.")
+    breaker_failures: int = Field(
+        5,
+        ge=1,
+        description="Consecutive failed queries (5xx, timeout, connection error) that open the "
+        "circuit: the channel is not queried until the probe time.",
+    )
+    breaker_open_s: float = Field(
+        30.0, gt=0, description="How long an opened circuit waits before one probe query is let through."
+    )
+    breaker_max_open_s: float = Field(
+        600.0,
+        gt=0,
+        description="Each failed probe doubles the wait, up to this many seconds.",
+    )
+    throttle_pause_s: float = Field(
+        1.0,
+        ge=0,
+        description="Pause after a 429 that carries no Retry-After header.",
+    )
+
+
+class WechatPaySettings(_Section):
+    """WeChat Pay API v3 merchant credentials (the private key itself is a secret)."""
+
+    mchid: str = Field("", description="Merchant id (`mchid`) sent with each order query.")
+    serial_no: str = Field("", description="Serial number of the merchant API certificate.")
+    private_key_env: str = Field(
+        "PAYWATCH_WECHATPAY_PRIVATE_KEY",
+        description="Environment variable holding the merchant API private key (PEM).",
+    )
+    private_key_file: Path | None = Field(None, description="File holding the merchant API private key (PEM).")
+
+
+class AlipaySettings(_Section):
+    """Alipay open platform application credentials (the private key itself is a secret)."""
+
+    app_id: str = Field("", description="Application id (`app_id`).")
+    private_key_env: str = Field(
+        "PAYWATCH_ALIPAY_PRIVATE_KEY",
+        description="Environment variable holding the application private key (PEM) used for RSA2.",
+    )
+    private_key_file: Path | None = Field(None, description="File holding the application private key (PEM).")
+
+
+class StripeSettings(_Section):
+    """Stripe API access (the secret key itself is a secret)."""
+
+    secret_key_env: str = Field(
+        "PAYWATCH_STRIPE_SECRET_KEY", description="Environment variable holding the secret key (sk_...)."
+    )
+    secret_key_file: Path | None = Field(None, description="File holding the secret key.")
+    api_version: str | None = Field(None, description="`Stripe-Version` header; the account default if unset.")
+
+
+class GenericSettings(_Section):
+    """An HTTP/JSON query API described by a URL template and a field mapping."""
+
+    method: Literal["GET", "POST"] = Field("GET", description="HTTP method of the query.")
+    path: str = Field(
+        "/orders/{attempt_id}",
+        description="Path template appended to `base_url`; `{attempt_id}` and `{order_id}` are filled in.",
+    )
+    status_field: str = Field("status", description="Dotted path of the status in the JSON response.")
+    success: list[str] = Field(["paid", "success"], description="Status values meaning the money moved.")
+    failure: list[str] = Field(
+        ["failed", "closed", "canceled"], description="Status values meaning the attempt is final and unpaid."
+    )
+    refunded: list[str] = Field(["refunded"], description="Status values meaning paid, then refunded.")
+    not_found_http: list[int] = Field([404], description="HTTP statuses meaning 'order not found'.")
+    token_env: str | None = Field(
+        None, description="Environment variable holding a bearer token sent as `Authorization: Bearer`."
+    )
+    token_file: Path | None = Field(None, description="File holding the bearer token.")
+
+
+class ChannelSettings(_Section):
+    """One payment channel's query API."""
+
+    adapter: AdapterName = Field(
+        "none", description="Which query API the channel speaks; `none` = callback only, no query API."
+    )
+    base_url: str = Field("", description="Base URL of the channel's query API.")
+    schedule: ScheduleSettings | None = Field(None, description="Overrides the stage-wide schedule.")
+    budget: BudgetSettings | None = Field(None, description="Overrides the stage-wide budget.")
+    wechatpay: WechatPaySettings = Field(default_factory=WechatPaySettings)
+    alipay: AlipaySettings = Field(default_factory=AlipaySettings)
+    stripe: StripeSettings = Field(default_factory=StripeSettings)
+    generic: GenericSettings = Field(default_factory=GenericSettings)
+
+    @model_validator(mode="after")
+    def _queryable_needs_url(self) -> ChannelSettings:
+        if self.adapter != "none" and not self.base_url:
+            raise ValueError(f"channel with adapter {self.adapter!r} needs a base_url")
+        return self
+
+
+class OrderWebhookSettings(_Section):
+    """Optional HTTP push of repair and refund actions to the order system."""
+
+    url: str | None = Field(None, description="URL the order system listens on; unset = Kafka only.")
+    secret_env: str = Field(
+        "PAYWATCH_ORDER_WEBHOOK_SECRET",
+        description="Environment variable holding the HMAC-SHA256 key for `X-Paywatch-Signature`.",
+    )
+    secret_file: Path | None = Field(None, description="File holding the webhook HMAC key.")
+    timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook delivery.")
+    retries: int = Field(3, ge=0, description="Retries of a failed delivery, with exponential backoff.")
+
+
+class CompensationSettings(_Section):
+    """Compensating queries: ask the channel for the truth about stuck, unknown and duplicate
+    attempts, within a per-channel budget, and turn confirmed answers into audited repair and
+    refund-candidate actions."""
+
+    dry_run: bool = Field(
+        False,
+        description="Query and audit everything, but mark repair/refund actions as dry-run and "
+        "send no webhook: nothing outside paywatch changes.",
+    )
+    auto_refund: bool = Field(
+        False,
+        description="Turn confirmed duplicate charges into `refund` actions (after one more fresh "
+        "query each). Off: they stay `refund_candidate` actions for a person.",
+    )
+    actor: str = Field("paywatch-compensator", description="Actor named in every audit record.")
+    service_name: str = Field(
+        "paywatch-compensator", description="`service.name` of the events and heartbeats this stage emits."
+    )
+    consumer_group: str = Field("paywatch-compensator", description="Kafka consumer group.")
+    heartbeat_interval_s: float = Field(10.0, gt=0, description="Heartbeat interval of the compensator.")
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    order_webhook: OrderWebhookSettings = Field(default_factory=OrderWebhookSettings)
+    channels: dict[str, ChannelSettings] = Field(
+        default_factory=dict,
+        description="Channel name (as in `payment.channel`) → its query API: `adapter`, `base_url`, "
+        "credentials section, optional `schedule`/`budget` overrides. Undeclared channels have no query API.",
+    )
+
+    def schedule_for(self, channel: str) -> ScheduleSettings:
+        ch = self.channels.get(channel)
+        return ch.schedule if ch is not None and ch.schedule is not None else self.schedule
+
+    def budget_for(self, channel: str) -> BudgetSettings:
+        ch = self.channels.get(channel)
+        return ch.budget if ch is not None and ch.budget is not None else self.budget
+
+    def queryable(self, channel: str) -> bool:
+        ch = self.channels.get(channel)
+        return ch is not None and ch.adapter != "none"
