@@ -1,9 +1,185 @@
-"""Configuration of the detectors stage (the `detectors:` section of paywatch.yaml)."""
+"""Configuration of the detectors stage (the `detectors:` section of paywatch.yaml).
+
+Defaults come from the field: a minute's grace for the callback, two minutes before
+asking the channel, a few seconds of windows for rates. Every per-channel knob can be
+overridden under `channels: {<channel>: {...}}`, because a bank that calls back in 5 min
+must not be judged by a wallet's 5 s.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from functools import cached_property
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
-class DetectorSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChannelSettings(_Section):
+    """Knobs that may differ per channel."""
+
+    paid_grace_s: float = Field(
+        60.0,
+        description="Seconds after a successful charge within which the business must record order_paid "
+        "before the order is reported as paid-but-pending.",
+    )
+    query_after_s: float = Field(
+        120.0,
+        description="Seconds after an attempt was sent without a final outcome (no callback, no query "
+        "result) before an `unknown_attempt` finding asks for a compensating query.",
+    )
+    not_found_grace_s: float = Field(
+        300.0,
+        description="Seconds after the attempt during which a channel's 'order not found' answer means "
+        "'not landed yet' (unknown), not failure.",
+    )
+    degraded_min_failure_rate: float = Field(
+        0.15,
+        description="Floor for the failure rate the Wilson lower bound must exceed before a channel is "
+        "degraded, whatever its baseline.",
+    )
+    degraded_baseline_factor: float = Field(
+        4.0,
+        description="The Wilson lower bound must also exceed this multiple of the channel's own baseline failure rate.",
+    )
+    degraded_baseline_margin: float = Field(
+        0.10,
+        description="…and the baseline plus this absolute margin.",
+    )
+    down_failure_rate: float = Field(
+        0.9,
+        description="Failure rate (Wilson lower bound) at or above which a degraded channel is `down`.",
+    )
+    min_attempts: int = Field(
+        5, description="Fewer finished attempts than this in the health span are never judged unhealthy."
+    )
+
+
+class DetectorSettings(_Section):
+    # --- per-order detectors -------------------------------------------------
+    default: ChannelSettings = Field(
+        default_factory=ChannelSettings, description="Channel knobs used when a channel has no override."
+    )
+    channels: dict[str, ChannelSettings] = Field(
+        default_factory=dict,
+        description="Per-channel overrides, keyed by `payment.channel`. Unset fields take the defaults of `default`.",
+    )
+    not_found_codes: list[str] = Field(
+        default_factory=lambda: ["not_found", "ORDER_NOT_EXIST", "ORDERNOTEXIST", "TRADE_NOT_EXIST"],
+        description="`payment.error_code` values with which channels say 'no such order'.",
+    )
+    finished_retention_s: float = Field(
+        3600.0,
+        description="How long a finished order (paid or closed, nothing open) is kept so that late or "
+        "re-delivered events are recognised, before its state is evicted.",
+    )
+    open_order_ttl_s: float = Field(
+        86400.0,
+        description="An order with no activity for this long is evicted even if unfinished "
+        "(abandoned checkouts); its open findings stay with alerting.",
+    )
+    # --- windows and rollups ---------------------------------------------------
+    window_s: float = Field(
+        2.0,
+        description="Width of the tumbling windows in which counts are taken (and published as partials "
+        "between workers). Small windows keep paging latency low.",
+    )
+    allowed_lateness_s: float = Field(
+        2.0,
+        description="A window is judged this long after it ends, so slightly late events still count in "
+        "their own window; later events count in the oldest open window.",
+    )
+    health_span_windows: int = Field(
+        5, description="Channel health is judged on the sum of this many latest windows (a sliding span)."
+    )
+    degrade_after: int = Field(
+        4,
+        description="Consecutive unhealthy judgements before a channel is marked degraded (or down); "
+        "a blip shorter than this never pages.",
+    )
+    recover_after: int = Field(
+        10,
+        description="Consecutive healthy judgements before a degraded/down channel is healthy again "
+        "(hysteresis: the exit is slower than the entry, so a recovering channel does not flap).",
+    )
+    wilson_z: float = Field(
+        3.0, description="z of the Wilson score bounds used for failure rates and error-code shares."
+    )
+    baseline_alpha: float = Field(
+        0.02,
+        description="EWMA weight of each healthy window in a channel's baseline (failure rate, error-code "
+        "shares, stuck and duplicate orders per window). Windows judged unhealthy are not learned.",
+    )
+    baseline_prior_failure_rate: float = Field(
+        0.03, description="Baseline failure rate of a channel before any window was learned."
+    )
+    health_by_method: bool = Field(
+        False,
+        description="Also judge health per channel × payment method (e.g. alipay:qr vs alipay:app).",
+    )
+    incident_span_windows: int = Field(
+        30,
+        description="Sliding span (in windows) over which newly stuck or duplicate-charged orders are "
+        "counted for the incident-level findings.",
+    )
+    pending_incident_min_orders: int = Field(
+        5,
+        description="Paid-but-pending orders opened on one channel within the incident span needed to page.",
+    )
+    duplicate_incident_min_orders: int = Field(
+        2,
+        description="Duplicate-charged orders (per channel, and overall) within the incident span needed "
+        "to page; the normal rate is near zero.",
+    )
+    incident_baseline_factor: float = Field(
+        3.0,
+        description="Incident rollups also need this multiple of the baseline count for the span, so a "
+        "channel with a steady trickle of slow callbacks does not page.",
+    )
+    incident_resolve_after: int = Field(
+        30,
+        description="Windows with nothing new before an incident-level rollup resolves.",
+    )
+    error_code_min_count: int = Field(
+        20, description="Occurrences of one customer-side error code in the health span needed to page."
+    )
+    error_code_factor: float = Field(
+        5.0,
+        description="The Wilson lower bound of the code's share of attempts must exceed this multiple of "
+        "its baseline share (and the baseline plus `error_code_margin`).",
+    )
+    error_code_margin: float = Field(0.05, description="Absolute margin over the baseline share of a code.")
+    # --- heartbeats ------------------------------------------------------------
+    heartbeat_grace_factor: float = Field(
+        3.0, description="An instance is missing after `interval × grace_factor` seconds of silence."
+    )
+    required_services: list[str] = Field(
+        default_factory=list,
+        description="Services that must send heartbeats; one never seen within `startup_grace_s` of the "
+        "detector starting is reported down.",
+    )
+    startup_grace_s: float = Field(60.0, description="Time a required service has to appear after the detector starts.")
+    flap_window_s: float = Field(
+        600.0, description="Window in which an instance's missing→back transitions are counted."
+    )
+    flap_threshold: int = Field(
+        3,
+        description="Missing→back transitions within the flap window after which the instance is reported "
+        "once as flapping and its further gaps are summarised instead of paged.",
+    )
+    heartbeat_forget_s: float = Field(
+        86400.0, description="A stopped or missing instance is dropped from the table after this long."
+    )
+
+    @cached_property
+    def _resolved(self) -> dict[str, ChannelSettings]:
+        base = self.default.model_dump()
+        return {ch: ChannelSettings(**{**base, **o.model_dump(exclude_unset=True)}) for ch, o in self.channels.items()}
+
+    def for_channel(self, channel: str | None) -> ChannelSettings:
+        """The effective knobs of one channel (its override merged over `default`)."""
+        if channel is None:
+            return self.default
+        return self._resolved.get(channel, self.default)

@@ -1,0 +1,181 @@
+"""The table of every service instance ever seen, and who has gone silent.
+
+An instance is missing once silent for longer than its own announced interval ×
+`heartbeat_grace_factor`; a service is down when none of its instances is alive. A
+`stopping` beat is a planned stop and never alerts. An instance that keeps going missing
+and coming back is reported once as flapping, and its further gaps are not paged.
+Silence is only visible with a clock, so the findings come from `tick`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from paywatch.detectors.settings import DetectorSettings
+from paywatch.detectors.timebase import to_dt, to_ms
+
+from paywatch.contract import Event
+from paywatch.finding import Evidence, Finding, FindingService, FindingServiceInstance, make_finding
+
+
+class Instance:
+    __slots__ = (
+        "event_id",
+        "flapping",
+        "flaps",
+        "instance",
+        "interval_ms",
+        "last",
+        "missing",
+        "paged",
+        "service",
+        "stopped",
+    )
+
+    def __init__(self, service: str, instance: str) -> None:
+        self.service = service
+        self.instance = instance
+        self.last = 0
+        self.interval_ms = 0
+        self.event_id = ""
+        self.stopped = False
+        self.missing = False
+        self.paged = False  # a heartbeat_missing finding is open
+        self.flapping = False
+        self.flaps: deque[int] = deque()  # ms of recent missing → back transitions
+
+
+class HeartbeatTable:
+    def __init__(self, settings: DetectorSettings) -> None:
+        self.s = settings
+        self.instances: dict[tuple[str, str], Instance] = {}
+        self.down: set[str] = set()  # services with an open service_down finding
+        self.started: int | None = None  # ms of the first tick, for required services
+        self._flap_ms = int(settings.flap_window_s * 1000)
+
+    def feed(self, event: Event) -> list[Finding]:
+        at = to_ms(event.timestamp)
+        hb = event.heartbeat
+        svc = event.service
+        key = (svc.name, svc.instance.id)
+        inst = self.instances.get(key)
+        if inst is None:
+            inst = self.instances[key] = Instance(svc.name, svc.instance.id)
+        if at < inst.last:
+            return []  # an older beat delivered late says nothing new
+        found: list[Finding] = []
+        inst.last = at
+        inst.interval_ms = int(hb.interval_s * 1000)
+        inst.event_id = event.event.id
+        inst.stopped = hb.status == "stopping"
+        if inst.missing:
+            inst.missing = False
+            self._flap(inst, at, found)
+            if inst.paged:
+                inst.paged = False
+                found.append(self._instance_finding(inst, "resolved", at))
+        if svc.name in self.down and not inst.stopped:
+            self.down.discard(svc.name)
+            found.append(self._service_finding(svc.name, "resolved", at))
+        return found
+
+    def _flap(self, inst: Instance, at: int, found: list[Finding]) -> None:
+        inst.flaps.append(at)
+        while inst.flaps and inst.flaps[0] < at - self._flap_ms:
+            inst.flaps.popleft()
+        if not inst.flapping and len(inst.flaps) >= self.s.flap_threshold:
+            inst.flapping = True
+            found.append(self._flapping_finding(inst, "open", at))
+
+    def tick(self, now: int) -> list[Finding]:
+        found: list[Finding] = []
+        if self.started is None:
+            self.started = now
+        grace = self.s.heartbeat_grace_factor
+        forget = int(self.s.heartbeat_forget_s * 1000)
+        silent_services: set[str] = set()
+        for key in sorted(self.instances):
+            inst = self.instances[key]
+            deadline = inst.last + int(inst.interval_ms * grace)
+            if (inst.stopped or inst.missing) and now - inst.last > forget:
+                del self.instances[key]
+                continue
+            if inst.flapping and (not inst.flaps or inst.flaps[-1] < now - self._flap_ms):
+                inst.flapping = False
+                inst.flaps.clear()
+                found.append(self._flapping_finding(inst, "resolved", now))
+            if not inst.stopped and not inst.missing and deadline < now:
+                inst.missing = True
+                if not inst.flapping:
+                    inst.paged = True
+                    found.append(self._instance_finding(inst, "open", deadline))
+            if inst.missing:
+                silent_services.add(inst.service)
+        alive = {i.service for i in self.instances.values() if not i.missing and not i.stopped}
+        for service in sorted(silent_services - alive - self.down):
+            self.down.add(service)
+            last = max(i.last + int(i.interval_ms * grace) for i in self.instances.values() if i.service == service)
+            found.append(self._service_finding(service, "open", min(last, now)))
+        seen = {i.service for i in self.instances.values()}
+        if now - self.started >= int(self.s.startup_grace_s * 1000):
+            for service in self.s.required_services:
+                if service not in seen and service not in self.down:
+                    self.down.add(service)
+                    found.append(self._service_finding(service, "open", now, never_seen=True))
+        return found
+
+    def _instance_finding(self, inst: Instance, state: str, at: int) -> Finding:
+        silent_s = (at - inst.last) / 1000
+        return make_finding(
+            at=to_dt(at),
+            kind="heartbeat_missing",
+            state=state,  # type: ignore[arg-type]
+            fingerprint=f"heartbeat_missing:{inst.service}:{inst.instance}",
+            severity="warning",
+            summary=f"{inst.service} instance {inst.instance} silent for {silent_s:g} s "
+            f"(interval {inst.interval_ms / 1000:g} s)"
+            if state == "open"
+            else f"{inst.service} instance {inst.instance} is beating again",
+            evidence=Evidence(
+                event_ids=[inst.event_id],
+                figures={"interval_s": inst.interval_ms / 1000, "grace_factor": self.s.heartbeat_grace_factor},
+            ),
+            service=FindingService(name=inst.service, instance=FindingServiceInstance(id=inst.instance)),
+        )
+
+    def _service_finding(self, service: str, state: str, at: int, never_seen: bool = False) -> Finding:
+        instances = [i for i in self.instances.values() if i.service == service]
+        if never_seen:
+            summary = f"required service {service} has never sent a heartbeat"
+        elif state == "open":
+            summary = f"service {service} is down: all {len(instances)} instances silent"
+        else:
+            summary = f"service {service} is beating again"
+        return make_finding(
+            at=to_dt(at),
+            kind="service_down",
+            state=state,  # type: ignore[arg-type]
+            fingerprint=f"service_down:{service}",
+            severity="critical",
+            summary=summary,
+            evidence=Evidence(
+                event_ids=sorted(i.event_id for i in instances if i.event_id),
+                figures={"instances": len(instances)},
+            ),
+            service=FindingService(name=service),
+        )
+
+    def _flapping_finding(self, inst: Instance, state: str, at: int) -> Finding:
+        return make_finding(
+            at=to_dt(at),
+            kind="service_flapping",
+            state=state,  # type: ignore[arg-type]
+            fingerprint=f"service_flapping:{inst.service}:{inst.instance}",
+            severity="warning",
+            summary=f"{inst.service} instance {inst.instance} went silent and came back "
+            f"{len(inst.flaps)} times in {self.s.flap_window_s:g} s; further gaps are not paged"
+            if state == "open"
+            else f"{inst.service} instance {inst.instance} stable again",
+            evidence=Evidence(figures={"flaps": len(inst.flaps)}),
+            service=FindingService(name=inst.service, instance=FindingServiceInstance(id=inst.instance)),
+        )

@@ -1,0 +1,104 @@
+"""Per-window counts per channel: the only state that spans orders.
+
+Per-order detectors add to the tally of the window an event falls in; once event time
+passes a window's end plus the allowed lateness the window is closed and handed to the
+judge. With several workers each one closes its own windows and publishes them as
+*partials*; adding partials of all sources gives exactly the single-worker tally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+# Tally fields, in wire order.
+FIELDS = (
+    "attempts",  # attempts first seen
+    "finished",  # attempts that reached a final outcome (success, channel or customer failure)
+    "failures",  # final failures the channel or the system caused
+    "customer_failures",  # final failures the customer caused (error_category user/limit)
+    "timeouts",  # attempts still without outcome after query_after
+    "latency_sum",  # sum of payment.latency_ms over outcomes that carry it
+    "latency_n",
+    "pending",  # paid-but-pending orders opened
+    "duplicates",  # orders that became duplicate-charged
+)
+
+
+class Tally:
+    """Counts of one channel (or channel/method) in one window."""
+
+    __slots__ = (*FIELDS, "codes")
+
+    def __init__(self) -> None:
+        for name in FIELDS:
+            setattr(self, name, 0)
+        self.codes: dict[str, int] = {}  # customer-side error code -> failures
+
+    def add(self, other: Tally) -> None:
+        for name in FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for code, n in other.codes.items():
+            self.codes[code] = self.codes.get(code, 0) + n
+
+    def to_wire(self) -> list:
+        return [*(getattr(self, name) for name in FIELDS), self.codes]
+
+    @classmethod
+    def from_wire(cls, row: list) -> Tally:
+        tally = cls()
+        for name, value in zip(FIELDS, row, strict=False):
+            setattr(tally, name, int(value))
+        tally.codes = {str(k): int(v) for k, v in row[len(FIELDS)].items()} if len(row) > len(FIELDS) else {}
+        return tally
+
+
+Window = dict[str, Tally]  # key (channel or "channel/method") -> tally
+
+
+class WindowCounter:
+    """Tumbling windows of `window_ms`, closed `lateness_ms` after they end."""
+
+    def __init__(self, window_ms: int, lateness_ms: int, by_method: bool = False) -> None:
+        self.window_ms = window_ms
+        self.lateness_ms = lateness_ms
+        self.by_method = by_method
+        self.open_from: int | None = None  # index of the oldest window not yet closed
+        self._windows: dict[int, Window] = {}
+
+    def tallies(self, at_ms: int, channel: str, method: str | None) -> tuple[Tally, ...]:
+        """The tallies an event at `at_ms` adds to; late events go to the oldest open window."""
+        index = at_ms // self.window_ms
+        if self.open_from is None:
+            self.open_from = index
+        elif index < self.open_from:
+            index = self.open_from
+        window = self._windows.get(index)
+        if window is None:
+            window = self._windows[index] = {}
+        tally = window.get(channel)
+        if tally is None:
+            tally = window[channel] = Tally()
+        if not (self.by_method and method):
+            return (tally,)
+        key = f"{channel}/{method}"
+        sub = window.get(key)
+        if sub is None:
+            sub = window[key] = Tally()
+        return tally, sub
+
+    def close_until(self, now_ms: int) -> Iterator[tuple[int, Window]]:
+        """Close every window whose end + lateness is ≤ now, in order, empty ones included."""
+        last = (now_ms - self.lateness_ms) // self.window_ms - 1  # newest closable index
+        if self.open_from is None:
+            self.open_from = last + 1
+            return
+        while self.open_from <= last:
+            index = self.open_from
+            self.open_from += 1
+            yield index, self._windows.pop(index, {})
+            if not self._windows and self.open_from <= last:
+                self.open_from = last + 1  # long silence: nothing left to close but empty windows
+                yield last, {}
+
+    def window_end_ms(self, index: int) -> int:
+        return (index + 1) * self.window_ms
