@@ -1,0 +1,378 @@
+"""Injected incidents: what each scenario breaks, and the honest ground truth it writes.
+
+A scenario is written `name:key=value,key=value` (`callback_outage:channel=alipay,start=20m,
+duration=10m`); times accept `90`, `90s`, `20m`, `1h`. Scenarios compose: each installs its
+faults into one `Faults` and watches the simulation through `Observer` hooks, so its
+`detect_from` is computed from what actually became visible, not from the plan:
+
+- callback_outage: the first order whose success was seen and that is still not paid
+  when the 60 s `paid_grace` runs out (grace + that moment);
+- duplicate_burst: the moment the second order with two successful attempts is seen;
+- channel_down: the first attempt that fails because of the outage;
+- service_dies: the death itself;
+- query_api_flaky: the first failing query (nothing customer-facing breaks, so no page
+  is expected; the compensation side must back off).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar
+
+from paywatch.simulator.model import CHANNELS, COMPENSATION, Attempt, Faults, Observer, Order, Simulation
+from paywatch.simulator.settings import SimulatorSettings
+from paywatch.simulator.truth import ExpectItem, Incident
+
+from paywatch.contract import Event
+
+PAID_GRACE_S = 60.0
+CALLBACK_OUTAGE_WITHIN_S = 30.0
+DUPLICATE_WITHIN_S = 10.0
+DEGRADED_WITHIN_S = 30.0
+HEALTHY_WITHIN_S = 120.0
+
+
+class ScenarioError(ValueError):
+    """A scenario spec that cannot be understood; the message says which part and why."""
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `20m`, `1.5h` → seconds."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ScenarioError(f"{text!r} is not a duration (examples: 90, 90s, 20m, 1h)")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+@dataclass
+class Scenario(Observer):
+    """Base: a named, parameterised incident. `start`/`duration` are seconds from the run start."""
+
+    name: ClassVar[str] = ""
+    seconds: ClassVar[frozenset[str]] = frozenset({"start", "duration"})
+    start: float = 600.0
+    duration: float = 600.0
+
+    def __post_init__(self) -> None:
+        self.detected_ms: int | None = None
+
+    @property
+    def start_ms(self) -> int:
+        return int(self.start * 1000)
+
+    @property
+    def end_ms(self) -> int:
+        return int((self.start + self.duration) * 1000)
+
+    def inside(self, t: int) -> bool:
+        return self.start_ms <= t < self.end_ms
+
+    def install(self, faults: Faults) -> None:
+        """Register what this scenario breaks."""
+
+    def validate(self, sim: Simulation) -> None:
+        """Check parameters that depend on the simulation's settings."""
+
+    def incident(self, sim: Simulation, incident_id: str) -> Incident | None:
+        """The ground-truth line, after the run (None for scenarios that inject nothing)."""
+        end_ms = min(self.end_ms, sim.end_ms)
+        return Incident(
+            id=incident_id,
+            scenario=self.name,
+            start=sim.ms_to_dt(self.start_ms),
+            end=sim.ms_to_dt(end_ms),
+            detect_from=sim.ms_to_dt(self.detected_ms if self.detected_ms is not None else self.start_ms),
+            expect=self.expect(sim),
+            recover=self.recover(sim),
+        )
+
+    def expect(self, sim: Simulation) -> list[ExpectItem]:
+        return []
+
+    def recover(self, sim: Simulation) -> list[ExpectItem]:
+        return []
+
+    def _first(self, t: int) -> None:
+        if self.detected_ms is None or t < self.detected_ms:
+            self.detected_ms = t
+
+    def _check_channel(self, channel: str) -> None:
+        if channel not in CHANNELS:
+            raise ScenarioError(f"{self.name}: unknown channel {channel!r}; known: {', '.join(CHANNELS)}")
+
+
+@dataclass
+class Normal(Scenario):
+    """Ordinary noisy traffic only (the baseline is always there; this just names it)."""
+
+    name: ClassVar[str] = "normal"
+
+    def incident(self, sim: Simulation, incident_id: str) -> Incident | None:
+        return None
+
+
+@dataclass
+class CallbackOutage(Scenario):
+    """A channel's payment results stop reaching the order service.
+
+    mode=unprocessed (default): the callback receiver still logs the channel's notifications
+    (and the compensation job its query results), but the queue that applies them is jammed:
+    orders stay "unpaid" until the outage ends and the backlog drains. mode=lost: the
+    notifications never arrive (no channel_callback at all on the channel); the channel
+    re-sends them with back-off, and the compensation job's queries are the only way in."""
+
+    name: ClassVar[str] = "callback_outage"
+    channel: str = "alipay"
+    mode: str = "unprocessed"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_channel(self.channel)
+        if self.mode not in ("unprocessed", "lost"):
+            raise ScenarioError(f"callback_outage: mode must be unprocessed or lost, not {self.mode!r}")
+        self._seen: dict[str, int] = {}  # order id -> first time a success on the channel was seen
+
+    def install(self, faults: Faults) -> None:
+        window = (self.channel, self.start_ms, self.end_ms)
+        (faults.results_held if self.mode == "unprocessed" else faults.callbacks_lost).append(window)
+
+    def success_seen(self, t: int, attempt: Attempt) -> None:
+        if attempt.channel == self.channel and self.inside(t) and not attempt.order.paid:
+            self._seen.setdefault(attempt.order.order_id, t)
+
+    def order_paid(self, t: int, order: Order) -> None:
+        seen = self._seen.pop(order.order_id, None)
+        if seen is not None and t - seen > PAID_GRACE_S * 1000:
+            self._first(seen + int(PAID_GRACE_S * 1000))
+
+    def finish(self, sim: Simulation) -> None:
+        for seen in self._seen.values():  # never paid within the run
+            if seen + PAID_GRACE_S * 1000 <= sim.end_ms:
+                self._first(seen + int(PAID_GRACE_S * 1000))
+
+    def expect(self, sim: Simulation) -> list[ExpectItem]:
+        return [ExpectItem("paid_but_pending_incident", CALLBACK_OUTAGE_WITHIN_S, channel=self.channel)]
+
+
+@dataclass
+class DuplicateBurst(Scenario):
+    """The gateway re-sends payment requests under a new serial and the channel charges both."""
+
+    name: ClassVar[str] = "duplicate_burst"
+    channel: str = "wechatpay"
+    rate: float = 0.3  # share of payment requests on the channel that are double-submitted
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_channel(self.channel)
+        if not 0 < self.rate <= 1:
+            raise ScenarioError("duplicate_burst: rate is a share of requests, in (0, 1]")
+        self._duplicates: list[int] = []
+
+    def install(self, faults: Faults) -> None:
+        faults.double_submit.append((self.channel, self.start_ms, self.end_ms, self.rate))
+
+    def duplicate_seen(self, t: int, order: Order) -> None:
+        if self.start_ms <= t and order.created_ms < self.end_ms and len(self._duplicates) < 2:
+            self._duplicates.append(t)
+            if len(self._duplicates) == 2:
+                self._first(t)
+
+    def expect(self, sim: Simulation) -> list[ExpectItem]:
+        return [ExpectItem("duplicate_charge_incident", DUPLICATE_WITHIN_S, channel=self.channel)]
+
+
+@dataclass
+class ChannelDown(Scenario):
+    """A channel fails most attempts, then recovers. `rate` fixes the channel's volume
+    (new orders starting on it per second) for the whole run so there is a baseline."""
+
+    name: ClassVar[str] = "channel_down"
+    channel: str = "bank_b"
+    fail: float = 0.9
+    rate: float = 50.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_channel(self.channel)
+        if not 0 < self.fail <= 1:
+            raise ScenarioError("channel_down: fail is a share of attempts, in (0, 1]")
+
+    def install(self, faults: Faults) -> None:
+        faults.channel_failing.append((self.channel, self.start_ms, self.end_ms, self.fail))
+        if self.rate > 0:
+            faults.channel_rate[self.channel] = self.rate
+
+    def outage_failure(self, t: int, attempt: Attempt) -> None:
+        if attempt.channel == self.channel:
+            self._first(t)
+
+    def expect(self, sim: Simulation) -> list[ExpectItem]:
+        return [ExpectItem("channel_health", DEGRADED_WITHIN_S, channel=self.channel, level="degraded")]
+
+    def recover(self, sim: Simulation) -> list[ExpectItem]:
+        if self.end_ms + HEALTHY_WITHIN_S * 1000 > sim.end_ms:
+            return []  # the run ends before recovery could be seen
+        return [ExpectItem("channel_health", HEALTHY_WITHIN_S, channel=self.channel, level="healthy")]
+
+
+@dataclass
+class ServiceDies(Scenario):
+    """Instances of a service die without a stopping beat. `instances=0` (default) kills them
+    all; `duration=0` (default) keeps them dead to the end of the run."""
+
+    name: ClassVar[str] = "service_dies"
+    service: str = COMPENSATION
+    instances: int = 0
+    duration: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.instances < 0:
+            raise ScenarioError("service_dies: instances must be ≥ 0 (0 = all)")
+
+    @property
+    def end_ms(self) -> int:
+        return int((self.start + self.duration) * 1000) if self.duration > 0 else 2**62
+
+    def install(self, faults: Faults) -> None:
+        end = self.end_ms if self.duration > 0 else None
+        faults.deaths.append((self.service, self.instances or None, self.start_ms, end))
+
+    def validate(self, sim: Simulation) -> None:
+        known = sim.settings.instances
+        if self.service not in known:
+            raise ScenarioError(f"service_dies: unknown service {self.service!r}; known: {', '.join(known)}")
+        if self.instances >= known[self.service] and self.service in ("order-service", "payment-gateway"):
+            raise ScenarioError(
+                f"service_dies: killing every {self.service} instance stops all traffic; "
+                f"kill at most {known[self.service] - 1}"
+            )
+
+    def expect(self, sim: Simulation) -> list[ExpectItem]:
+        within = sim.settings.heartbeat_interval_s * 3 + 2
+        total = sim.settings.instances[self.service]
+        if self.instances == 0 or self.instances >= total:
+            return [ExpectItem("service_down", within, service=self.service)]
+        return [ExpectItem("heartbeat_missing", within, service=self.service)]
+
+
+@dataclass
+class QueryApiFlaky(Scenario):
+    """A channel's query API errors or times out for a while (payments themselves work)."""
+
+    name: ClassVar[str] = "query_api_flaky"
+    channel: str = "unionpay"
+    error: float = 0.7
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_channel(self.channel)
+        if not 0 < self.error <= 1:
+            raise ScenarioError("query_api_flaky: error is a share of queries, in (0, 1]")
+
+    def install(self, faults: Faults) -> None:
+        faults.query_errors.append((self.channel, self.start_ms, self.end_ms, self.error))
+
+    def query_failed(self, t: int, attempt: Attempt) -> None:
+        if attempt.channel == self.channel:
+            self._first(t)
+
+
+SCENARIOS: dict[str, type[Scenario]] = {
+    cls.name: cls for cls in (Normal, CallbackOutage, DuplicateBurst, ChannelDown, ServiceDies, QueryApiFlaky)
+}
+
+
+def parse_scenario(spec: str) -> Scenario:
+    """`callback_outage:channel=alipay,start=20m,duration=10m` → a Scenario."""
+    name, _, params = spec.strip().partition(":")
+    cls = SCENARIOS.get(name)
+    if cls is None:
+        raise ScenarioError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+    types = {f.name: f.type for f in fields(cls)}
+    kwargs: dict[str, object] = {}
+    for part in filter(None, (p.strip() for p in params.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or key not in types:
+            raise ScenarioError(f"{name}: bad parameter {part!r}; parameters: {', '.join(types)}")
+        try:
+            if key in cls.seconds:
+                kwargs[key] = parse_duration(value)
+            elif types[key] in ("float", float):
+                kwargs[key] = float(value)
+            elif types[key] in ("int", int):
+                kwargs[key] = int(value)
+            else:
+                kwargs[key] = value
+        except ValueError as exc:
+            raise ScenarioError(f"{name}: bad value for {key}: {exc}") from None
+    return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def incidents(scenarios: list[Scenario], sim: Simulation) -> list[Incident]:
+    """Ground-truth lines for every injected scenario, numbered inc-1, inc-2, …"""
+    out: list[Incident] = []
+    for scenario in scenarios:
+        incident = scenario.incident(sim, f"inc-{len(out) + 1}")
+        if incident is not None:
+            out.append(incident)
+    return out
+
+
+DEFAULT_START = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)  # 10:00 in the customers' UTC+8
+
+
+class Run:
+    """One simulation: iterate for the events (event-time order); afterwards `incidents`
+    holds the ground truth. `truth.channel_record` answers at any time, also mid-run."""
+
+    def __init__(self, sim: Simulation, scenarios: list[Scenario]) -> None:
+        self.sim = sim
+        self.scenarios = scenarios
+        self.truth = sim.truth
+        self.incidents: list[Incident] = []
+
+    def __iter__(self) -> Iterator[Event]:
+        yield from self.sim
+        self.incidents = incidents(self.scenarios, self.sim)
+        self.truth.incidents = self.incidents
+
+
+def simulate(
+    scenarios: Iterable[str | Scenario] = ("normal",),
+    *,
+    seed: int = 1,
+    duration: float | timedelta | str = "30m",
+    start: datetime = DEFAULT_START,
+    settings: SimulatorSettings | None = None,
+    keep_records: bool = True,
+) -> Run:
+    """Traffic with the given scenarios injected. Same arguments → identical events."""
+    parsed = [parse_scenario(s) if isinstance(s, str) else s for s in scenarios]
+    if isinstance(duration, str):
+        duration = parse_duration(duration)
+    elif isinstance(duration, timedelta):
+        duration = duration.total_seconds()
+    faults = Faults()
+    for scenario in parsed:
+        scenario.install(faults)
+    sim = Simulation(
+        seed=seed,
+        duration_s=duration,
+        start=start,
+        settings=settings,
+        faults=faults,
+        observers=list(parsed),
+        keep_records=keep_records,
+    )
+    for scenario in parsed:
+        scenario.validate(sim)
+    return Run(sim, parsed)
