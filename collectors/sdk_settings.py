@@ -1,9 +1,99 @@
-"""Configuration of the emitter SDK (the `sdk:` section of paywatch.yaml)."""
+"""Configuration of the emitter SDK (the `sdk:` section of paywatch.yaml).
+
+The defaults suit a payment service emitting up to a few thousand events per second: the
+in-memory buffer holds well over one send timeout's worth of traffic, so a hung transport is
+absorbed in memory until the drain thread moves it to disk.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def _default_spill_dir() -> Path:
+    return Path.home() / ".local" / "state" / "paywatch" / "spool"
 
 
 class SdkSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    transport: Literal["kafka", "http"] = Field(
+        "kafka",
+        description="Where events go: `kafka` (the topics in `kafka.topics`, keyed by `Event.key`) or "
+        "`http` (the embedded backend's NDJSON ingest at `ingest_url`). An in-process callable can only "
+        "be passed in code (`get_logger(transport=fn)`).",
+    )
+    ingest_url: str = Field(
+        "http://127.0.0.1:8686/v1/events",
+        description="URL of the embedded backend's ingest endpoint, used when `transport` is `http`.",
+    )
+    ingest_token_env: str = Field(
+        "PAYWATCH_INGEST_TOKEN",
+        description="Environment variable holding the bearer token for the HTTP ingest.",
+    )
+    ingest_token_file: Path | None = Field(
+        None, description="File holding the HTTP ingest bearer token (e.g. a mounted secret)."
+    )
+    buffer_events: int = Field(
+        20_000,
+        ge=1,
+        description="Events held in memory between the caller and the drain thread. When full, new "
+        "events are dropped and counted (`dropped_buffer_full`); the caller is never made to wait.",
+    )
+    batch_events: int = Field(
+        2_000, ge=1, description="Most events handed to the transport (or replayed from disk) in one send."
+    )
+    send_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="How long one send may wait for acknowledgement before its events count as "
+        "undelivered and go to the spill file. For Kafka this is librdkafka's `message.timeout.ms`, so "
+        "every event gets a definite answer and none is both spilled and delivered.",
+    )
+    retry_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="First wait before trying an unavailable transport again; doubles on each failure.",
+    )
+    retry_max_interval_s: float = Field(
+        10.0, gt=0, description="Longest wait between tries of an unavailable transport."
+    )
+    spill_dir: Path = Field(
+        default_factory=_default_spill_dir,
+        description="Directory for the spill file (append-only segments). Each service uses its own "
+        "sub-directory, locked, so several processes of one service each get one.",
+    )
+    spill_max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description="Disk bound of the spill file. Past it, events are dropped, counted "
+        "(`dropped_spill_full`) and logged. 0 disables spilling.",
+    )
+    spill_segment_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=4096,
+        description="Size at which the spill file starts a new segment; replayed segments are deleted.",
+    )
+    app_log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "info",
+        description="Least severe application log (`log.info(...)` etc.) sent as a `paywatch.app` event; "
+        "less severe calls return at once. Payment events and heartbeats are always sent.",
+    )
+    heartbeat_interval_s: float = Field(
+        10.0, gt=0, description="Seconds between heartbeats (also sent as `heartbeat.interval_s`)."
+    )
+    flush_timeout_s: float = Field(
+        5.0,
+        ge=0,
+        description="Default time `close()` spends delivering what is buffered; whatever is left then "
+        "is written to the spill file and replayed by the next process of the same service.",
+    )
+    problem_log_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="At most one log line per kind of problem (drops, invalid events, transport down) "
+        "in this many seconds; each line carries the counts since the last.",
+    )

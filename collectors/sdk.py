@@ -1,0 +1,671 @@
+"""The emitter SDK that payment services import.
+
+    log = open_logger("payment-gateway", version="2.4.1")
+    log.payment("payment_requested", order_id="o-1", attempt_id="a-1", channel="alipay",
+                amount_minor=1250, currency="CNY", outcome="unknown")
+    log.error("callback signature invalid", order_id="o-1", exc_info=True)
+    log.close()
+
+A call builds one contract `Event` in the caller's thread through a structlog processor
+chain (one step per concern, below), masks card numbers, encodes it and appends it to a
+bounded in-memory buffer. Everything that can wait happens in a drain thread: sending,
+spilling to disk when the transport is unavailable, replaying in order when it is back.
+The caller is never made to wait and never sees an exception; every event that cannot be
+delivered is counted in `stats()` and reported in a log line of the `paywatch.sdk` logger.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+import structlog
+from opentelemetry import metrics, trace
+from paywatch.collectors.heartbeat import Checks, HeartbeatSender
+from paywatch.collectors.sdk_settings import SdkSettings
+from paywatch.collectors.spool import Spool, open_spool
+from paywatch.collectors.transports import (
+    CallableTransport,
+    HttpTransport,
+    KafkaTransport,
+    Outcome,
+    Record,
+    Transport,
+)
+
+from paywatch.clock import Clock, SystemClock
+from paywatch.config import Config, Topics, load_config, read_secret
+from paywatch.contract import (
+    APP,
+    HEARTBEAT,
+    MAX_EVENT_BYTES,
+    PAYMENT,
+    ContractError,
+    Event,
+    Payment,
+    check,
+    encode,
+)
+from paywatch.pan import mask_event
+
+log = logging.getLogger("paywatch.sdk")
+
+EventDict = dict[str, Any]
+PAYMENT_FIELDS: Final = frozenset(Payment.__struct_fields__)
+APP_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+DATASET_OF: Final = {"payment": PAYMENT, "heartbeat": HEARTBEAT, **{level: APP for level in APP_LEVELS}}
+COUNTERS: Final = (
+    "emitted",  # accepted into the buffer
+    "sent",  # acknowledged by the transport straight from the buffer
+    "spilled",  # written to the spill file
+    "replayed",  # acknowledged by the transport from the spill file
+    "dropped_invalid",  # broke the contract; reported as a paywatch.app error event instead
+    "dropped_buffer_full",  # the drain thread could not keep up, even by spilling
+    "dropped_spill_full",  # undeliverable, and the spill file is at its bound (or disabled)
+    "dropped_rejected",  # refused for good by the receiver
+    "dropped_closed",  # emitted after close()
+    "errors",  # faults inside the SDK itself (the first ones logged with a traceback)
+)
+REPORTED: Final = (*(c for c in COUNTERS if c.startswith("dropped_")), "errors")
+
+
+class InvalidEvent(Exception):
+    """A call whose fields break the contract; the reason says which field and why."""
+
+    def __init__(self, reason: str, fields: EventDict) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.fields = fields
+
+
+# ---------------------------------------------------------------- processors
+# structlog calls each with (emitter, method name, event dict). Up to to_ecs_document the
+# dict is the caller's flat keywords plus bound context; to_contract_event turns the nested
+# document into an Event, which the last steps carry instead of a dict.
+
+
+def add_error_fields(_emitter: Emitter, _method: str, ed: EventDict) -> EventDict:
+    """`exc_info=True` (or an exception) becomes ECS error.type / error.message."""
+    exc_info = ed.pop("exc_info", None)
+    if exc_info is True:
+        exc_info = sys.exc_info()[1]
+    if isinstance(exc_info, tuple):
+        exc_info = exc_info[1]
+    if isinstance(exc_info, BaseException):
+        ed.setdefault("error_type", type(exc_info).__qualname__)
+        ed.setdefault("error_message", _safe_str(exc_info))
+    return ed
+
+
+def add_event_id(_emitter: Emitter, _method: str, ed: EventDict) -> EventDict:
+    """event.id, the end-to-end idempotency key; a caller's own `event_id` is kept."""
+    if ed.get("event_id") is None:
+        ed["event_id"] = str(uuid.uuid4())
+    return ed
+
+
+def add_timestamp(emitter: Emitter, _method: str, ed: EventDict) -> EventDict:
+    """@timestamp (event time, ms, UTC) from the injected clock unless the caller gave `timestamp`."""
+    ts = ed.get("timestamp")
+    if ts is None:
+        ts = emitter.clock.now()
+    if isinstance(ts, datetime) and ts.tzinfo is not None:
+        ts = ts.astimezone(UTC)
+        ts = ts.replace(microsecond=ts.microsecond // 1000 * 1000)
+    ed["timestamp"] = ts
+    return ed
+
+
+def add_trace_context(_emitter: Emitter, _method: str, ed: EventDict) -> EventDict:
+    """trace.id / span.id of the active OpenTelemetry span, so an event links to its trace."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        ed.setdefault("trace_id", format(ctx.trace_id, "032x"))
+        ed.setdefault("span_id", format(ctx.span_id, "016x"))
+    return ed
+
+
+def to_ecs_document(emitter: Emitter, method: str, ed: EventDict) -> EventDict:
+    """Flat keywords → the nested ECS document; keywords the contract has no field for become labels."""
+    dataset = DATASET_OF[method]
+    ed = {k: _FIXES[k](v) if k in _FIXES else v for k, v in ed.items()}
+    doc: EventDict = {
+        "@timestamp": ed.pop("timestamp"),
+        "event": {"id": ed.pop("event_id"), "dataset": dataset},
+        "service": emitter.service,
+    }
+    first = ed.pop("event", None)
+    if dataset == PAYMENT:
+        doc["event"]["action"] = first
+    elif dataset == APP:
+        doc["log"] = {"level": method}
+        doc["message"] = _safe_str(first)
+    if "outcome" in ed:
+        doc["event"]["outcome"] = ed.pop("outcome")
+    if "message" in ed:
+        doc["message"] = ed.pop("message")
+    if "heartbeat" in ed:
+        doc["heartbeat"] = ed.pop("heartbeat")
+    if dataset == PAYMENT or "order_id" in ed:  # an app log about an order names it in payment.*
+        doc["payment"] = {k: ed.pop(k) for k in PAYMENT_FIELDS & ed.keys()}
+    error = {k[6:]: ed.pop(k) for k in ("error_type", "error_message") if k in ed}
+    if error:
+        doc["error"] = error
+    for name in ("trace", "span"):
+        if f"{name}_id" in ed:
+            doc[name] = {"id": ed.pop(f"{name}_id")}
+    labels = ed.pop("labels", None)
+    ed.update(labels if isinstance(labels, Mapping) else {})
+    doc["labels"] = {_safe_str(k): v if isinstance(v, str) else _safe_str(v) for k, v in ed.items()}
+    return doc
+
+
+def to_contract_event(_emitter: Emitter, _method: str, doc: EventDict) -> Event:
+    """Validate the document against the contract; a violation raises InvalidEvent with the reason."""
+    try:
+        return check(msgspec.convert(doc, Event))
+    except (msgspec.ValidationError, ContractError) as exc:
+        raise InvalidEvent(str(exc), doc) from None
+
+
+def mask_pans(_emitter: Emitter, _method: str, event: Event) -> Event:
+    """Card numbers are masked before the event is buffered, spilled or sent."""
+    return mask_event(event)
+
+
+def to_record(emitter: Emitter, _method: str, event: Event) -> tuple[tuple[Record], dict[str, Any]]:
+    """Encode and route: topic by dataset, key `Event.key`; hands the record to the emitter."""
+    value = encode(event)
+    if len(value) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"event is {len(value)} bytes, over the {MAX_EVENT_BYTES}-byte limit", {})
+    return (Record(emitter.topics[event.event.dataset], event.key, value),), {}
+
+
+PROCESSORS: Final = [
+    structlog.contextvars.merge_contextvars,
+    add_error_fields,
+    add_event_id,
+    add_timestamp,
+    add_trace_context,
+    to_ecs_document,
+    to_contract_event,
+    mask_pans,
+    to_record,
+]
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return value if isinstance(value, str) else str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _as_json(value: Any) -> str:
+    try:
+        return msgspec.json.encode(value, enc_hook=_safe_str).decode()
+    except Exception:
+        return _safe_str(value)
+
+
+def _id(value: Any) -> Any:
+    """Numeric ids (snowflake order numbers) are sent as the strings the contract wants."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _whole_ms(value: Any) -> Any:
+    return round(value) if isinstance(value, float) and value == value and abs(value) < 2**62 else value
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+_FIXES: Final[dict[str, Callable[[Any], Any]]] = {
+    "order_id": _id,
+    "attempt_id": _id,
+    "merchant_id": _id,
+    "event_id": _id,
+    "latency_ms": _whole_ms,
+    "currency": _upper,
+}
+
+
+# ---------------------------------------------------------------- the logger
+
+
+class PaymentLogger(structlog.BoundLoggerBase):
+    """What a payment service holds. `bind(**context)` returns a logger that adds the context
+    (e.g. merchant_id) to every event; all bound loggers share one Emitter."""
+
+    _logger: Emitter
+
+    def payment(self, action: str, **fields: Any) -> None:
+        """A `paywatch.payment` event; `action` is one of the contract's event.action values."""
+        self.emit("payment", action, fields)
+
+    def debug(self, message: str, **fields: Any) -> None:
+        self.emit("debug", message, fields)
+
+    def info(self, message: str, **fields: Any) -> None:
+        self.emit("info", message, fields)
+
+    def warning(self, message: str, **fields: Any) -> None:
+        self.emit("warning", message, fields)
+
+    def error(self, message: str, **fields: Any) -> None:
+        self.emit("error", message, fields)
+
+    def critical(self, message: str, **fields: Any) -> None:
+        self.emit("critical", message, fields)
+
+    def exception(self, message: str, **fields: Any) -> None:
+        """An error log carrying the exception being handled as error.type / error.message."""
+        fields.setdefault("exc_info", True)
+        self.emit("error", message, fields)
+
+    warn = warning
+
+    def emit(self, method: str, first: str | None, fields: Mapping[str, Any]) -> None:
+        """The one path every call takes; never raises, never waits."""
+        emitter = self._logger
+        try:
+            if method in APP_LEVELS and APP_LEVELS.index(method) < emitter.min_app_level:
+                return
+            args, _ = self._process_event(method, first, dict(fields))
+            emitter.submit(*args)
+        except InvalidEvent as exc:
+            emitter.count("dropped_invalid", exc.reason)
+            if fields.get("sdk_rejected_event") is None:  # a report must not report itself
+                self.emit("error", f"paywatch sdk dropped an invalid {method} event", _rejection(exc, first))
+        except Exception as exc:
+            emitter.count("errors", f"{type(exc).__name__}: {exc}", exc=exc)
+
+    @property
+    def heartbeat(self) -> HeartbeatSender | None:
+        """The heartbeat sender (`.beat()` sends one now), if this logger has one."""
+        return self._logger.heartbeat
+
+    def stats(self) -> dict[str, Any]:
+        return self._logger.stats()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything emitted so far is delivered; False if the timeout came first."""
+        return self._logger.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Final `stopping` heartbeat, deliver what is buffered, spill the rest; idempotent."""
+        self._logger.close(timeout)
+
+
+def _rejection(exc: InvalidEvent, first: str | None) -> dict[str, Any]:
+    """The invalid call, kept as text in the report so nothing it said is lost."""
+    shown = {k: v for k, v in exc.fields.items() if k != "service"}
+    return {
+        "error_type": "ContractError",
+        "error_message": exc.reason,
+        "sdk_rejected_event": _as_json(shown or first)[:4000],
+    }
+
+
+# ---------------------------------------------------------------- the emitter
+
+
+class Emitter:
+    """The pipe between callers and a transport: bounded buffer, drain thread, spill file, counters.
+
+    Only `submit`, `count`, `stats`, `flush` and `close` are called outside the drain thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: dict[str, Any],
+        clock: Clock,
+        transport: Transport,
+        topics: Topics,
+        settings: SdkSettings,
+    ) -> None:
+        self.service = service
+        self.clock = clock
+        self.topics = {PAYMENT: topics.payments, HEARTBEAT: topics.heartbeats, APP: topics.logs}
+        self.min_app_level = APP_LEVELS.index(settings.app_log_level)
+        self.heartbeat: HeartbeatSender | None = None
+        self._transport = transport
+        self._settings = settings
+        self._buffer: deque[Record] = deque()
+        self._capacity = settings.buffer_events
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._reasons: dict[str, str] = {}
+        self._reported = dict.fromkeys(COUNTERS, 0)
+        self._reported_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._deadline = float("inf")
+        self._in_flight = 0
+        self._closed = False
+        self._available = True
+        self._backoff = settings.retry_interval_s
+        self._next_try = 0.0
+        self._spool, self._no_spill_reason = self._open_spool(service["name"])
+        self._spill_bytes = self._spool.bytes if self._spool else 0
+        self._on_disk = self._spool is not None and not self._spool.empty
+        self._thread = threading.Thread(target=self._run, name=f"paywatch-sdk-{service['name']}", daemon=True)
+        _live.add(self)
+        self._thread.start()
+
+    # ---- caller side
+
+    def submit(self, record: Record) -> None:
+        with self._lock:
+            if self._closed:
+                self._counts["dropped_closed"] += 1
+                first = self._counts["dropped_closed"] == 1
+            elif len(self._buffer) >= self._capacity:
+                self._counts["dropped_buffer_full"] += 1
+                self._reasons["dropped_buffer_full"] = f"buffer of {self._capacity} events full"
+                return
+            else:
+                self._buffer.append(record)
+                self._counts["emitted"] += 1
+                if not self._wake.is_set():
+                    self._wake.set()
+                return
+        if first:  # the drain thread is gone, so this caller says it, once
+            log.warning("paywatch sdk: event emitted after close() dropped (counted in dropped_closed)")
+
+    def count(self, counter: str, reason: str, n: int = 1, exc: BaseException | None = None) -> None:
+        with self._lock:
+            self._counts[counter] += n
+            traceback = exc is not None and self._counts[counter] <= 10
+        self._reasons[counter] = reason
+        if traceback:
+            log.error("paywatch sdk: internal error (event dropped): %s", reason, exc_info=exc)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            out: dict[str, Any] = dict(self._counts)
+        out.update(
+            buffer_events=len(self._buffer),
+            buffer_capacity=self._capacity,
+            buffer_fill=len(self._buffer) / self._capacity,
+            spill_bytes=self._spill_bytes,
+            transport=self._transport.name,
+            transport_available=self._available,
+        )
+        return out
+
+    def flush(self, timeout: float | None = None) -> bool:
+        deadline = time.monotonic() + (self._settings.flush_timeout_s if timeout is None else timeout)
+        while time.monotonic() < deadline:
+            if not self._buffer and not self._in_flight and not self._on_disk:
+                return True
+            self._wake.set()
+            time.sleep(0.002)
+        return False
+
+    def close(self, timeout: float | None = None) -> None:
+        if self._closing.is_set():
+            return
+        atexit.unregister(self.close)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        wait = self._settings.flush_timeout_s if timeout is None else timeout
+        self._deadline = time.monotonic() + wait
+        self._closing.set()
+        self._wake.set()
+        self._thread.join(wait + self._settings.send_timeout_s + 3.0)
+        if self._thread.is_alive():
+            log.error("paywatch sdk: %d events still in memory at close", len(self._buffer))
+            return
+        self._transport.close()
+        if self._spool is not None:
+            self._spool.close()
+
+    # ---- drain thread
+
+    def _run(self) -> None:
+        while True:
+            try:
+                more = self._step()
+            except Exception as exc:
+                self.count("errors", f"drain thread: {type(exc).__name__}: {exc}", exc=exc)
+                time.sleep(0.1)
+                more = True
+            self._report_problems()
+            if not more:
+                break
+        with self._lock:
+            self._closed = True
+        try:
+            self._spill(self._take(None))
+        except Exception as exc:
+            self.count("errors", f"final spill: {type(exc).__name__}: {exc}", exc=exc)
+        self._report_problems(final=True)
+
+    def _step(self) -> bool:
+        """One round; False when closing and nothing more can be done now."""
+        self._wake.clear()
+        if self._closing.is_set() and time.monotonic() >= self._deadline:
+            return False
+        if self._spool is not None and (self._on_disk or not self._available):
+            self._spill(self._take(None))  # new events queue behind those already on disk
+        if not self._available and time.monotonic() < self._next_try:
+            return self._idle(self._next_try - time.monotonic())
+        if self._on_disk:
+            assert self._spool is not None
+            self._replay(self._spool.peek(self._settings.batch_events))
+            return True
+        batch = self._take(self._settings.batch_events)
+        if not batch:
+            return self._idle(0.05)
+        self._send_live(batch)
+        return True
+
+    def _idle(self, seconds: float) -> bool:
+        if self._closing.is_set():
+            return False
+        self._wake.wait(min(seconds, 0.05))
+        return True
+
+    def _take(self, limit: int | None) -> list[Record]:
+        n = len(self._buffer) if limit is None else min(limit, len(self._buffer))
+        self._in_flight = n
+        return [self._buffer.popleft() for _ in range(n)]
+
+    def _send(self, records: list[Record]) -> Outcome:
+        timeout = self._settings.send_timeout_s
+        if self._closing.is_set():
+            timeout = max(0.1, min(timeout, self._deadline - time.monotonic()))
+        try:
+            return self._transport.send(records, timeout)
+        except Exception as exc:  # a transport must not raise; if it does, nothing was delivered
+            self.count("errors", f"transport {self._transport.name}: {exc}", exc=exc)
+            return Outcome.all_retry(len(records), f"{type(exc).__name__}: {exc}")
+
+    def _send_live(self, batch: list[Record]) -> None:
+        outcome = self._send(batch)
+        self._settle(len(batch), outcome, "sent")
+        self._spill([batch[i] for i in outcome.retry])
+        self._in_flight = 0
+
+    def _replay(self, items: list[tuple[Any, Record]]) -> None:
+        outcome = self._send([r for _, r in items])
+        self._settle(len(items), outcome, "replayed")
+        retry = set(outcome.retry)
+        assert self._spool is not None
+        self._spool.mark_done([pos for i, (pos, _) in enumerate(items) if i not in retry])
+        self._note_disk()
+
+    def _settle(self, n: int, outcome: Outcome, delivered: str) -> None:
+        acked = n - len(outcome.retry) - len(outcome.rejected)
+        with self._lock:
+            self._counts[delivered] += acked
+        if outcome.rejected:
+            reason = f"{self._transport.name} refused: {outcome.rejected[0][1]}"
+            self.count("dropped_rejected", reason, len(outcome.rejected))
+        if outcome.retry:
+            self._unavailable(outcome.reason or "not acknowledged")
+        elif not self._available:
+            self._available = True
+            self._backoff = self._settings.retry_interval_s
+            log.warning("paywatch sdk: transport %s is available again", self._transport.name)
+
+    def _unavailable(self, reason: str) -> None:
+        if self._available:
+            where = f"spilling to {self._spool.directory}" if self._spool else self._no_spill_reason
+            log.warning("paywatch sdk: transport %s unavailable (%s); %s", self._transport.name, reason, where)
+            self._available = False
+        else:
+            self._backoff = min(self._backoff * 2, self._settings.retry_max_interval_s)
+        self._next_try = time.monotonic() + self._backoff
+
+    def _spill(self, records: list[Record]) -> None:
+        if not records:
+            return
+        written = 0
+        reason = self._no_spill_reason
+        if self._spool is not None:
+            try:
+                written = self._spool.append(records)
+                reason = f"spill file {self._spool.directory} at its {self._settings.spill_max_bytes}-byte bound"
+            except OSError as exc:
+                reason = f"cannot write the spill file: {exc}"
+        with self._lock:
+            self._counts["spilled"] += written
+        if written < len(records):
+            self.count("dropped_spill_full", reason, len(records) - written)
+        self._note_disk()
+        self._in_flight = 0
+
+    def _note_disk(self) -> None:
+        if self._spool is not None:
+            self._spill_bytes = self._spool.bytes
+            self._on_disk = not self._spool.empty
+
+    def _open_spool(self, name: str) -> tuple[Spool | None, str]:
+        s = self._settings
+        if s.spill_max_bytes == 0:
+            return None, "spilling is disabled (sdk.spill_max_bytes = 0)"
+        try:
+            return open_spool(s.spill_dir, name, s.spill_max_bytes, s.spill_segment_bytes), ""
+        except OSError as exc:
+            log.error("paywatch sdk: cannot use spill directory %s (%s); spilling is off", s.spill_dir, exc)
+            return None, f"no spill file ({exc})"
+
+    def _report_problems(self, final: bool = False) -> None:
+        """One log line per kind of loss per interval, with the count since the last line."""
+        now = time.monotonic()
+        with self._lock:
+            counts = dict(self._counts)
+        for name in REPORTED:
+            new = counts[name] - self._reported[name]
+            last = self._reported_at.get(name)
+            if new and (final or last is None or now - last >= self._settings.problem_log_interval_s):
+                log.warning(
+                    "paywatch sdk: %s: %d events (%s); %d in total",
+                    name,
+                    new,
+                    self._reasons.get(name, ""),
+                    counts[name],
+                )
+                self._reported[name] = counts[name]
+                self._reported_at[name] = now
+
+
+# ---------------------------------------------------------------- metrics
+
+_live: weakref.WeakSet[Emitter] = weakref.WeakSet()
+
+
+def _observe_counts(_options: Any) -> Iterable[metrics.Observation]:
+    for emitter in list(_live):
+        stats = emitter.stats()
+        for name in COUNTERS:
+            yield metrics.Observation(stats[name], {"service.name": emitter.service["name"], "state": name})
+
+
+def _observe_fill(_options: Any) -> Iterable[metrics.Observation]:
+    for emitter in list(_live):
+        yield metrics.Observation(emitter.stats()["buffer_fill"], {"service.name": emitter.service["name"]})
+
+
+_meter = metrics.get_meter("paywatch.sdk")
+_meter.create_observable_counter(
+    "paywatch.sdk.events", [_observe_counts], unit="{event}", description="SDK events by state"
+)
+_meter.create_observable_gauge(
+    "paywatch.sdk.buffer.fill", [_observe_fill], unit="1", description="Fraction of the SDK buffer in use"
+)
+
+
+# ---------------------------------------------------------------- opening
+
+
+def open_logger(
+    service: str,
+    *,
+    version: str | None = None,
+    instance_id: str | None = None,
+    config: Config | None = None,
+    transport: Transport | Callable[[list[Event]], object] | None = None,
+    clock: Clock | None = None,
+    heartbeat: bool = True,
+    checks: Checks | None = None,
+    **context: Any,
+) -> PaymentLogger:
+    """A logger for one service, with its drain thread and (unless `heartbeat=False`) its heartbeat
+    thread. Open one per process and `bind()` it for context; `close()` it on shutdown (an atexit
+    hook does so too). Raises only on bad configuration, never once running.
+
+    `transport`: a Transport, or a function taking a list of Events (in-process delivery);
+    by default the one `config.sdk.transport` names. `clock` stamps @timestamp (simulated
+    services pass a ManualClock). `context` is bound to every event (e.g. region="eu").
+    """
+    config = config or load_config()
+    settings = config.sdk
+    emitter = Emitter(
+        service={
+            "name": service,
+            "instance": {"id": instance_id or f"{socket.gethostname()}:{os.getpid()}"},
+            **({"version": version} if version else {}),
+        },
+        clock=clock or SystemClock(),
+        transport=_transport(transport, config),
+        topics=config.kafka.topics,
+        settings=settings,
+    )
+    log = PaymentLogger(emitter, processors=PROCESSORS, context=context)
+    emitter.heartbeat = HeartbeatSender(
+        lambda section: log.emit("heartbeat", None, {"heartbeat": section}),
+        settings.heartbeat_interval_s,
+        checks,
+    )
+    if heartbeat:
+        emitter.heartbeat.start()
+    atexit.register(emitter.close)
+    return log
+
+
+def _transport(given: Transport | Callable[[list[Event]], object] | None, config: Config) -> Transport:
+    if given is not None:
+        return given if hasattr(given, "send") else CallableTransport(given)  # type: ignore[arg-type, return-value]
+    s = config.sdk
+    if s.transport == "http":
+        return HttpTransport(s.ingest_url, read_secret(s.ingest_token_env, s.ingest_token_file))
+    from paywatch.kafka import producer_config
+
+    return KafkaTransport(producer_config(config.kafka), s.send_timeout_s)

@@ -1,0 +1,210 @@
+"""How the emitter SDK delivers encoded events: to Kafka, to the embedded HTTP ingest, or to an
+in-process callable (the simulator and tests).
+
+A transport is called only from the SDK's drain thread, one batch at a time, and must answer
+for every record of the batch within the timeout it is given: acknowledged, worth retrying
+later (the receiver is unavailable; the SDK spills it to disk), or rejected for good (retrying
+cannot help; the SDK counts and logs it). A transport never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+from paywatch.contract import ContractError, Event, decode
+
+log = logging.getLogger("paywatch.sdk")
+
+
+class Record(NamedTuple):
+    """One encoded event with its routing: what is buffered, spilled and sent."""
+
+    topic: str
+    key: str
+    value: bytes
+
+
+@dataclass
+class Outcome:
+    """The fate of one batch: indexes into it that must be retried, or that were refused for good.
+    Every other record of the batch was acknowledged."""
+
+    retry: list[int] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    reason: str = ""  # why records are to be retried, for the log line
+
+    @classmethod
+    def all_retry(cls, n: int, reason: str) -> Outcome:
+        return cls(retry=list(range(n)), reason=reason)
+
+
+class Transport(Protocol):
+    name: str
+
+    def send(self, records: Sequence[Record], timeout: float) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+class CallableTransport:
+    """Hands decoded events to a function in this process; an exception means "try again later"."""
+
+    name = "callable"
+
+    def __init__(self, deliver: Callable[[list[Event]], object]) -> None:
+        self._deliver = deliver
+
+    def send(self, records: Sequence[Record], timeout: float) -> Outcome:
+        events: list[Event] = []
+        rejected: list[tuple[int, str]] = []
+        for i, r in enumerate(records):
+            try:
+                events.append(decode(r.value))
+            except ContractError as exc:  # only a corrupted spill line can get here
+                rejected.append((i, str(exc)))
+        try:
+            self._deliver(events)
+        except Exception as exc:
+            return Outcome.all_retry(len(records), f"{type(exc).__name__}: {exc}")
+        return Outcome(rejected=rejected)
+
+    def close(self) -> None:
+        pass
+
+
+class HttpTransport:
+    """POSTs a batch as NDJSON to the embedded backend's `/v1/events` with a bearer token.
+
+    The server judges each line: 200 accepts all, 422 lists the refused ones as
+    `{"rejected": [{"line": n, "reason": ...}]}` (1-based) and accepts the rest. Connection
+    errors, timeouts, 408, 429 and 5xx are retried; 401/403 too (a wrong token is fixed by a
+    restart, and the spill file keeps the events until then). Any other 4xx refuses the batch.
+    """
+
+    name = "http"
+    _RETRY_STATUS = frozenset({401, 403, 408, 425, 429})
+
+    def __init__(self, url: str, token: str | None) -> None:
+        import httpx
+
+        headers = {"Content-Type": "application/x-ndjson"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._url = url
+        self._client = httpx.Client(headers=headers)
+        self._http_error = httpx.HTTPError
+
+    def send(self, records: Sequence[Record], timeout: float) -> Outcome:
+        body = b"".join(r.value + b"\n" for r in records)
+        try:
+            resp = self._client.post(self._url, content=body, timeout=timeout)
+        except self._http_error as exc:
+            return Outcome.all_retry(len(records), f"{type(exc).__name__}: {exc}")
+        status = resp.status_code
+        if status >= 500 or status in self._RETRY_STATUS:
+            return Outcome.all_retry(len(records), f"HTTP {status}: {resp.text[:200]}")
+        refused = _refused_lines(resp, len(records)) if status in (200, 422) else None
+        if status >= 400 and not refused:
+            reason = f"HTTP {status}: {resp.text[:200]}"
+            return Outcome(rejected=[(i, reason) for i in range(len(records))])
+        return Outcome(rejected=refused or [])
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _refused_lines(resp: Any, n: int) -> list[tuple[int, str]]:
+    """The ingest's per-line verdicts as (0-based index, reason); [] when the body has none."""
+    try:
+        items = resp.json().get("rejected") or []
+        return [(int(it["line"]) - 1, str(it.get("reason", ""))) for it in items if 0 < int(it["line"]) <= n]
+    except Exception:  # not the documented shape: nothing is known to be refused
+        return []
+
+
+class KafkaTransport:
+    """confluent-kafka Producer: idempotent, acks=all, one batch in flight at a time.
+
+    librdkafka's `message.timeout.ms` is set to the send timeout, so by the time `send` returns
+    every record has a delivery report; a record reported failed is certain not to be delivered
+    later by librdkafka's own retries, so spilling and replaying it cannot duplicate it (except
+    when a broker wrote it and the acknowledgement was lost, the one case the idempotency key
+    `event.id` is for downstream).
+    """
+
+    name = "kafka"
+    # librdkafka reports timed-out messages up to about a second after message.timeout.ms.
+    _REPORT_GRACE_S = 2.0
+
+    def __init__(self, config: dict[str, Any], send_timeout_s: float) -> None:
+        from confluent_kafka import KafkaError, KafkaException, Producer
+
+        self._conf = {
+            **config,
+            "message.timeout.ms": int(send_timeout_s * 1000),
+            "reconnect.backoff.max.ms": 1000,
+            "error_cb": self._on_error,
+            "logger": logging.getLogger("paywatch.sdk.kafka"),
+        }
+        self._producer_class = Producer
+        self._kafka_exception = KafkaException
+        self._permanent = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE})
+        self._fatal: str | None = None
+        self._producer = Producer(self._conf)
+
+    def _on_error(self, err: Any) -> None:
+        if err.fatal():
+            self._fatal = str(err)
+
+    def send(self, records: Sequence[Record], timeout: float) -> Outcome:
+        if self._fatal is not None:
+            self._renew_producer()
+        pending: dict[int, None] = {}
+        outcome = Outcome()
+
+        def reporter(i: int) -> Callable[[Any, Any], None]:
+            def on_delivery(err: Any, _msg: Any) -> None:
+                pending.pop(i, None)
+                if err is None:
+                    return
+                if err.code() in self._permanent:
+                    outcome.rejected.append((i, str(err)))
+                else:
+                    outcome.retry.append(i)
+                    outcome.reason = str(err)
+
+            return on_delivery
+
+        for i, r in enumerate(records):
+            try:
+                self._producer.produce(r.topic, r.value, r.key, on_delivery=reporter(i))
+                pending[i] = None
+            except BufferError:  # librdkafka's own queue is full: the rest waits for the next send
+                outcome.retry.extend(range(i, len(records)))
+                outcome.reason = "librdkafka queue full"
+                break
+            except self._kafka_exception as exc:  # refused before sending, e.g. too large
+                outcome.rejected.append((i, str(exc)))
+        deadline = time.monotonic() + timeout + self._REPORT_GRACE_S
+        while pending and (left := deadline - time.monotonic()) > 0:
+            self._producer.poll(min(left, 0.1))
+        if pending:  # no report in time: the record may still be delivered, treated as not sent
+            outcome.retry.extend(pending)
+            outcome.reason = outcome.reason or "no delivery report within the send timeout"
+        outcome.retry.sort()
+        return outcome
+
+    def _renew_producer(self) -> None:
+        """A fatal idempotence error (e.g. producer fenced) makes the old producer useless."""
+        log.error("paywatch sdk: Kafka producer fatal error (%s); creating a new producer", self._fatal)
+        self._producer.purge()
+        self._producer = self._producer_class(self._conf)
+        self._fatal = None
+
+    def close(self) -> None:
+        self._producer.purge()
+        self._producer.flush(0)
