@@ -1,0 +1,141 @@
+"""The alert process around the pure engine: findings and ticks in, pages and documents out.
+
+`AlertRunner` holds no Kafka: it is fed raw findings and clock ticks and talks to the
+sinks and a `publish` callable, so its wiring is testable on its own; `cli.py` feeds it
+from Kafka. While `catching_up` (rebuilding state from the findings topic after a start)
+changes only update the engine: nothing is paged or re-published twice; once caught up,
+every alert still firing is re-sent once, so Alertmanager and PagerDuty are current again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+import structlog
+from paywatch.alerts.alertmanager import AlertmanagerSink
+from paywatch.alerts.delivery import LogSink, Notifier
+from paywatch.alerts.document import alert_document
+from paywatch.alerts.engine import AlertEngine, Links
+from paywatch.alerts.model import AlertChange, Delivery
+from paywatch.alerts.pagerduty import PagerDutySink
+from paywatch.alerts.rules import load_rules
+from paywatch.alerts.settings import AlertSettings
+from paywatch.alerts.slack import SlackSink
+from paywatch.alerts.watchdog import StallMonitor, watchdog_change
+from paywatch.alerts.webhook import WebhookSink
+
+from paywatch.config import read_secret
+from paywatch.contract import ContractError
+from paywatch.finding import decode_finding
+
+log = structlog.get_logger("paywatch.alerts")
+
+Publish = Callable[[dict], None]
+
+
+def build_engine(settings: AlertSettings) -> AlertEngine:
+    links = Links(
+        runbook_base_url=settings.runbook_base_url,
+        kibana_url=settings.kibana_url,
+        kibana_data_view=settings.kibana_data_view,
+        kibana_lookback=timedelta(seconds=settings.kibana_lookback_s),
+    )
+    return AlertEngine(load_rules(settings.rules_file), settings.resend_interval, links)
+
+
+def build_sinks(settings: AlertSettings) -> tuple[list[Notifier], AlertmanagerSink | None]:
+    """The configured sinks (log always), and the Alertmanager sink the watchdog goes to."""
+    retry = settings.delivery.retry()
+    sinks: list[Notifier] = [LogSink()]
+    alertmanager = None
+    if settings.alertmanager.urls:
+        valid_for = timedelta(seconds=settings.alertmanager.valid_for_s)
+        alertmanager = AlertmanagerSink(settings.alertmanager.urls, valid_for, retry)
+        sinks.append(alertmanager)
+    if settings.webhook.url:
+        secret = read_secret(settings.webhook.secret_env, settings.webhook.secret_file)
+        if not secret:
+            raise ValueError(
+                f"alerts.webhook.url is set but no secret: set ${settings.webhook.secret_env} "
+                "or alerts.webhook.secret_file"
+            )
+        sinks.append(WebhookSink(settings.webhook.url, secret, retry))
+    slack_url = read_secret(settings.slack.webhook_url_env, settings.slack.webhook_url_file)
+    if slack_url:
+        sinks.append(SlackSink(slack_url, retry))
+    routing_key = read_secret(settings.pagerduty.routing_key_env, settings.pagerduty.routing_key_file)
+    if routing_key:
+        sinks.append(PagerDutySink(routing_key, settings.pagerduty.url, retry))
+    return sinks, alertmanager
+
+
+class AlertRunner:
+    def __init__(
+        self,
+        settings: AlertSettings,
+        engine: AlertEngine,
+        sinks: Sequence[Notifier],
+        publish: Publish,
+        started_at: datetime,
+        watchdog_sink: AlertmanagerSink | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sinks = list(sinks)
+        self.publish = publish
+        self.catching_up = False
+        self.rejected = 0
+        self._started_at = started_at
+        self._watchdog_sink = watchdog_sink if settings.self_monitor.watchdog else None
+        self._watchdog_sent: datetime | None = None
+        monitor = settings.self_monitor
+        self.stall = StallMonitor(monitor.max_consumer_lag, timedelta(seconds=monitor.max_tick_age_s))
+        for service in monitor.watched_services:  # a stage silent since our start is stalled too
+            self.stall.observe_tick(service, started_at)
+
+    def on_finding(self, raw: bytes) -> list[AlertChange]:
+        """One message of the findings topic; a broken one is logged and counted, never fatal."""
+        try:
+            finding = decode_finding(raw)
+        except ContractError as exc:
+            self.rejected += 1
+            log.error("finding rejected", reason=str(exc), raw=raw[:200])
+            return []
+        changes = self.engine.on_finding(finding)
+        self._emit(changes)
+        return changes
+
+    def caught_up(self, now: datetime) -> list[AlertChange]:
+        """State is rebuilt: re-send whatever is still firing, once."""
+        self.catching_up = False
+        changes = [
+            AlertChange(alert, now, page=True, reason="resent")
+            for alert in self.engine.active()
+            if alert.status == "firing"
+        ]
+        self._emit(changes)
+        return changes
+
+    def tick(self, now: datetime) -> list[AlertChange]:
+        """Re-sends, self-monitoring and the watchdog; call every few seconds of the clock."""
+        changes = self.engine.tick(now)
+        for signal in self.stall.check(now):
+            changes += self.engine.on_signal(signal)
+        self._emit(changes)
+        if self._watchdog_sink and (
+            self._watchdog_sent is None or now - self._watchdog_sent >= self.settings.resend_interval
+        ):
+            self._watchdog_sent = now
+            self._watchdog_sink.send([watchdog_change(self._started_at, now)])
+        return changes
+
+    def _emit(self, changes: list[AlertChange]) -> list[Delivery]:
+        """Deliver, then publish every state change (re-sends are not changes) with its deliveries."""
+        if not changes:
+            return []
+        deliveries = [] if self.catching_up else [d for sink in self.sinks for d in sink.send(changes)]
+        for change in changes:
+            if change.reason != "resent":
+                self.publish(alert_document(change, deliveries))
+        return deliveries

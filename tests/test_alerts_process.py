@@ -1,0 +1,171 @@
+"""`paywatch alert` end to end on REAL Kafka and a REAL Alertmanager: findings on the topic
+become one page, state changes become documents on paywatch.alerts, a restart rebuilds
+state without paging or publishing twice, and the resolve arrives once."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from alerts_receiver import Receiver
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from paywatch.alerts.cli import run
+
+from paywatch.clock import SystemClock
+from paywatch.config import Config
+from paywatch.finding import FindingPayment, encode_finding, make_finding
+from paywatch.kafka import ensure_topics
+
+pytestmark = [pytest.mark.kafka, pytest.mark.alertmanager, pytest.mark.slow]
+
+
+def am_config(url: str) -> str:
+    return f"""\
+route:
+  receiver: pager
+  group_by: [alertname, channel]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+  routes:
+    - receiver: deadman
+      matchers: ['alertname="PaywatchWatchdog"']
+receivers:
+  - name: pager
+    webhook_configs: [{{url: "{url}/pager", send_resolved: true}}]
+  - name: deadman
+    webhook_configs: [{{url: "{url}/deadman"}}]
+"""
+
+
+class ReadyClock(SystemClock):
+    """The system clock, noting when the loop first ticks (read at start, then on every tick)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.ticking = threading.Event()
+
+    def now(self) -> datetime:
+        self.reads += 1
+        if self.reads > 2:
+            self.ticking.set()
+        return super().now()
+
+
+class Process:
+    """`paywatch alert`'s loop in a thread, stoppable like SIGTERM would."""
+
+    def __init__(self, config: Config) -> None:
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.clock = ReadyClock()
+        self.thread = threading.Thread(target=self._run, args=(config,), daemon=True)
+        self.thread.start()
+
+    def _run(self, config: Config) -> None:
+        try:
+            run(config, self.stop.is_set, self.clock)
+        except BaseException as exc:
+            self.error = exc
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert self.error is None, self.error
+
+    def __enter__(self) -> Process:
+        assert self.clock.ticking.wait(60), "the alert loop never ticked"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_all(bootstrap: str, topic: str) -> list[dict]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4()}"})
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    docs = []
+    while messages := consumer.consume(1000, timeout=1.5):
+        docs += [json.loads(m.value()) for m in messages if not m.error()]
+    consumer.close()
+    return sorted(docs, key=lambda d: d["@timestamp"])
+
+
+def pages(received, path="/pager"):
+    return [r.json() for r in received if r.path == path]
+
+
+def test_findings_topic_to_one_page_and_documents_surviving_a_restart(kafka_bootstrap, alertmanager_factory):
+    run_id = uuid.uuid4().hex[:8]
+    with Receiver() as receiver:
+        am = alertmanager_factory(am_config(receiver.url))
+        config = Config.model_validate(
+            {
+                "kafka": {
+                    "bootstrap_servers": kafka_bootstrap,
+                    "topics": {f: f"t-{run_id}-{f}" for f in ("findings", "alerts", "heartbeats")},
+                },
+                "alerts": {
+                    "alertmanager": {"urls": [am.url]},
+                    "resend_interval_s": 1,
+                    "tick_interval_s": 0.2,
+                    "kibana_url": "",
+                    "self_monitor": {"watched_services": []},
+                    "delivery": {"backoff_base_s": 0.1, "max_attempts": 3},
+                },
+            }
+        )
+        topics = config.kafka.topics
+        ensure_topics(config.kafka, [topics.findings, topics.alerts, topics.heartbeats])
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+
+        def emit(state: str) -> None:
+            now = datetime.now(UTC)
+            for i in range(4):
+                order = f"{run_id}-o{i}"
+                finding = make_finding(
+                    at=now,
+                    kind="paid_but_pending",
+                    state=state,
+                    fingerprint=f"paid_but_pending|{order}",
+                    severity="warning",
+                    summary=f"order {order} paid but pending",
+                    payment=FindingPayment(order_id=order, channel="alipay"),
+                )
+                producer.produce(topics.findings, key=order, value=encode_finding(finding))
+            producer.flush(10)
+
+        with Process(config):
+            emit("open")
+            receiver.wait_for(lambda r: len(pages(r)) >= 1, timeout=60)
+            docs = read_all(kafka_bootstrap, topics.alerts)
+            assert [(d["event"]["action"], d["alert"]["status"], d["alert"]["page"]) for d in docs] == [
+                ("opened", "pending", False),
+                ("fired", "firing", True),
+            ]
+            fired = docs[1]
+            assert fired["event"]["dataset"] == "paywatch.alert" and fired["payment"]["channel"] == "alipay"
+            assert len(fired["payment"]["order_id"]) == 3  # the third stuck order is the one that pages
+            assert set(fired["payment"]["order_id"]) < {f"{run_id}-o{i}" for i in range(4)}
+            delivered = {d["sink"]: d for d in fired["alert"]["deliveries"]}
+            assert delivered["alertmanager"]["ok"] and delivered["log"]["ok"]
+            receiver.wait_for(lambda r: len(pages(r, "/deadman")) == 1, timeout=30)
+            watchdog = httpx.get(f"{am.url}/api/v2/alerts", params={"filter": 'alertname="PaywatchWatchdog"'}).json()
+            assert len(watchdog) == 1
+
+        with Process(config):  # replays the findings topic: same state, no second page
+            emit("resolved")
+            receiver.wait_for(lambda r: len(pages(r)) >= 2, timeout=60)
+
+    assert [p["status"] for p in pages(receiver.received)] == ["firing", "resolved"]
+    docs = read_all(kafka_bootstrap, topics.alerts)
+    # The replay re-published opened/fired under the same event.id: Elasticsearch stores each once.
+    by_id = {d["event"]["id"]: d["event"]["action"] for d in docs}
+    assert sorted(by_id.values()) == ["fired", "opened", "resolved"]
+    resolved = docs[-1]
+    assert resolved["alert"]["status"] == "resolved" and resolved["alert"]["order_count"] == 4
