@@ -39,9 +39,10 @@ DEPLOY_DIR = Path(os.environ.get("PAYWATCH_DEPLOY_DIR", REPO_ROOT / "deploy" / "
 CACHE_DIR = Path(os.environ.get("PAYWATCH_DEVSTACK_CACHE", Path.home() / ".cache" / "paywatch" / "devstack"))
 HOME_DIR = Path(os.environ.get("PAYWATCH_DEVSTACK_HOME", REPO_ROOT / ".devstack"))
 
-KAFKA_PORT = 19092
-ES_PORT = 19200
-ALERTMANAGER_PORT = 19093
+# Default ports of the shared instances; the env overrides let a second checkout run its own set.
+KAFKA_PORT = int(os.environ.get("PAYWATCH_DEVSTACK_KAFKA_PORT", "19092"))
+ES_PORT = int(os.environ.get("PAYWATCH_DEVSTACK_ES_PORT", "19200"))
+ALERTMANAGER_PORT = int(os.environ.get("PAYWATCH_DEVSTACK_ALERTMANAGER_PORT", "19093"))
 
 DEFAULT_AM_CONFIG = """\
 route:
