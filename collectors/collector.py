@@ -275,6 +275,7 @@ class Collector:
         self.clock = clock or SystemClock()
         self.should_stop = should_stop
         self.health = CollectorHealth()
+        self.handled = 0  # messages taken from Kafka and settled (stored, duplicate or dead-lettered)
         self._paused = False
         self._last_step = time.monotonic()
 
@@ -323,6 +324,7 @@ class Collector:
             seconds=now - self._last_step,
         )
         self._last_step = now
+        self.handled += len(good)
         return len(good)
 
     def _index(self, batch: Batch) -> tuple[int, int, list[tuple[Message, str]]]:

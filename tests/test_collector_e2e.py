@@ -1,0 +1,376 @@
+"""The collector end to end on REAL Kafka and Elasticsearch: exactly once by event.id, through
+malformed input, a SIGKILL mid-batch and a 30 s Elasticsearch outage; no PAN reaches storage.
+
+Every test uses its own topics, consumer group and data stream namespace, so tests (and other
+engineers' sessions on the shared servers) never see each other's data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from confluent_kafka import Consumer, Producer
+from paywatch.collectors.collector import Collector, connect
+from paywatch.collectors.dlq import KIND, REASON, SOURCE_OFFSET, SOURCE_TOPIC, headers_of
+
+from paywatch.config import Config
+from paywatch.elastic import data_stream
+
+PAN = "4111111111111111"
+MASKED = "411111******1111"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_config(kafka_bootstrap: str, es_url: str, **collector: object) -> Config:
+    tag = uuid.uuid4().hex[:10]
+    topics = {
+        name: f"t{tag}.{name}"
+        for name in ("payments", "heartbeats", "logs", "findings", "alerts", "actions", "dead_letter")
+    }
+    return Config.model_validate(
+        {
+            "kafka": {"bootstrap_servers": kafka_bootstrap, "topics": topics},
+            "elasticsearch": {"url": es_url, "namespace": f"t{tag}"},
+            "collector": {
+                "group_id": f"collector-{tag}",
+                "metrics_port": None,
+                "retry_initial_s": 0.2,
+                "retry_max_s": 2.0,
+                **collector,
+            },
+        }
+    )
+
+
+def payment(i: int, tag: str = "", **over: object) -> dict:
+    doc = {
+        "@timestamp": "2026-11-21T10:00:00.123Z",
+        "event": {"id": f"{tag}e{i}", "dataset": "paywatch.payment", "action": "channel_callback"},
+        "service": {"name": "callback-receiver", "instance": {"id": "cb-1"}},
+        "payment": {"order_id": f"o{i}", "attempt_id": f"a{i}", "channel": "alipay", "amount_minor": 100 + i},
+    }
+    doc.update(over)
+    return doc
+
+
+def produce(config: Config, topic: str, values: list[bytes], keys: list[bytes] | None = None) -> None:
+    producer = Producer({"bootstrap.servers": config.kafka.bootstrap_servers, "linger.ms": 20})
+    for n, value in enumerate(values):
+        while True:
+            try:
+                producer.produce(topic, value, keys[n] if keys else None)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(60) == 0
+
+
+def encoded(docs: list[dict]) -> list[bytes]:
+    return [json.dumps(d).encode() for d in docs]
+
+
+class Running:
+    """A collector on a thread of this process, stopped on exit."""
+
+    def __init__(self, config: Config) -> None:
+        self.stop = threading.Event()
+        self.collector: Collector = connect(config, should_stop=self.stop.is_set)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.collector.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+        assert self.error is None, self.error
+
+
+@pytest.fixture
+def collector_in_thread() -> Iterator[Callable[[Config], Running]]:
+    running: list[Running] = []
+
+    def start(config: Config) -> Running:
+        r = Running(config)
+        running.append(r)
+        return r
+
+    yield start
+    for r in running:
+        r.close()
+
+
+def count(es, config: Config, dataset: str = "paywatch.payment") -> int:
+    index = data_stream(dataset, config.elasticsearch.namespace)
+    if not es.indices.exists(index=index):
+        return 0
+    es.indices.refresh(index=index)
+    return es.count(index=index)["count"]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def assert_exactly_once(es, config: Config, ids: list[str], dataset: str = "paywatch.payment") -> None:
+    """Every id stored once, nothing else stored."""
+    index = data_stream(dataset, config.elasticsearch.namespace)
+    es.indices.refresh(index=index)
+    assert es.count(index=index)["count"] == len(ids)
+    assert es.count(index=index, query={"terms": {"event.id": ids}})["count"] == len(ids)
+    dupes = es.search(
+        index=index,
+        size=0,
+        aggs={"d": {"terms": {"field": "event.id", "min_doc_count": 2, "size": 10}}},
+    )["aggregations"]["d"]["buckets"]
+    assert dupes == []
+
+
+def read_dead_letters(config: Config, expected: int, timeout: float = 60) -> list:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": config.kafka.bootstrap_servers,
+            "group.id": f"dlq-reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([config.kafka.topics.dead_letter])
+    out = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and len(out) < expected:
+            out.extend(m for m in consumer.consume(1000, 1.0) if m.error() is None)
+        # nothing more arrives than expected
+        out.extend(m for m in consumer.consume(1000, 2.0) if m.error() is None)
+    finally:
+        consumer.close()
+    return out
+
+
+def test_events_from_kafka_are_stored_exactly_once_by_event_id(kafka_bootstrap, es_url, es, collector_in_thread):
+    config = make_config(kafka_bootstrap, es_url)
+    topics = config.kafka.topics
+    docs = [payment(i) for i in range(3000)]
+    running = collector_in_thread(config)
+    # every event twice: what a producer retry or a replay does
+    produce(config, topics.payments, encoded(docs) + encoded(docs[:1500]))
+    heartbeat = {
+        "@timestamp": "2026-11-22T10:00:00Z",
+        "event": {"id": "hb-1", "dataset": "paywatch.heartbeat"},
+        "service": {"name": "compensator", "instance": {"id": "c-1"}},
+        "heartbeat": {"interval_s": 10, "seq": 1, "status": "up"},
+    }
+    produce(config, topics.heartbeats, encoded([heartbeat]))
+    wait_for(lambda: count(es, config) >= 3000 and count(es, config, "paywatch.heartbeat") == 1, 120, "indexing")
+    time.sleep(2)  # give a (wrong) duplicate the chance to show up
+    assert_exactly_once(es, config, [d["event"]["id"] for d in docs])
+    # a data stream is read by search, not GET by id
+    [hit] = es.search(
+        index=data_stream("paywatch.payment", config.elasticsearch.namespace), query={"ids": {"values": ["e7"]}}
+    )["hits"]["hits"]
+    stored = hit["_source"]
+    # event time is the producer's instant (re-encoded with microseconds), processing time is later
+    assert datetime.fromisoformat(stored["@timestamp"]) == datetime(2026, 11, 21, 10, 0, 0, 123000, tzinfo=UTC)
+    assert stored["event"]["ingested"] > stored["@timestamp"]
+    assert stored["payment"]["amount_minor"] == 107
+    mapping = es.indices.get_mapping(index=data_stream("paywatch.payment", config.elasticsearch.namespace))
+    props = next(iter(mapping.values()))["mappings"]["properties"]
+    assert props["payment"]["properties"]["amount_minor"]["type"] == "long"
+    assert props["event"]["properties"]["ingested"]["type"] == "date"
+    running.close()
+
+
+def malformed(i: int) -> tuple[bytes, str]:
+    """Ten kinds of bad input, each with the words its dead-letter reason must contain."""
+    kind = i % 10
+    if kind == 0:
+        return b"{not json " + str(i).encode(), "not valid JSON"
+    if kind == 1:
+        return json.dumps(payment(i, "bad", payment={"order_id": "o", "amount_minor": "12.50"})).encode(), (
+            "$.payment.amount_minor"
+        )
+    if kind == 2:
+        return json.dumps(payment(i, "bad", event={"dataset": "paywatch.payment"})).encode(), "`id`"
+    if kind == 3:
+        return json.dumps(payment(i, "bad", event={"id": f"b{i}", "dataset": "paywatch.nope"})).encode(), (
+            "$.event.dataset"
+        )
+    if kind == 4:
+        return json.dumps(payment(i, "bad", message="x" * 70_000)).encode(), "byte limit"
+    if kind == 5:
+        return b"", "empty message"
+    if kind == 6:
+        return b"[1, 2, 3]", "Expected `object`"
+    if kind == 7:
+        return json.dumps(payment(i, "bad", **{"@timestamp": "2026-11-22 10:00"})).encode(), "@timestamp"
+    if kind == 8:
+        return json.dumps(payment(i, "bad", surprise=1)).encode(), "surprise"
+    return b"\xff\xfe binary", "not valid JSON"
+
+
+@pytest.mark.slow
+def test_malformed_messages_go_to_the_dead_letter_topic_and_good_ones_are_all_indexed(
+    kafka_bootstrap, es_url, es, collector_in_thread
+):
+    config = make_config(kafka_bootstrap, es_url)
+    topics = config.kafka.topics
+    good = encoded([payment(i, "g") for i in range(10_000)])
+    bad = [malformed(i) for i in range(1000)]
+    values = list(good)
+    for n, (raw, _) in enumerate(bad):  # spread the bad ones through the stream
+        values.insert(n * 11 + 5, raw)
+    expect = {raw: why for raw, why in bad if raw}
+    collector_in_thread(config)
+    produce(config, topics.payments, values)
+    wait_for(lambda: count(es, config) >= 10_000, 180, "10,000 good events")
+    assert_exactly_once(es, config, [f"ge{i}" for i in range(10_000)])
+    dead = read_dead_letters(config, 1000)
+    assert len(dead) == 1000
+    assert sorted(m.value() or b"" for m in dead) == sorted(raw for raw, _ in bad)
+    for m in dead:
+        h = headers_of(m)
+        assert h[SOURCE_TOPIC] == topics.payments
+        assert h[KIND] == "invalid"
+        raw = m.value() or b""
+        assert int(h[SOURCE_OFFSET]) >= 0
+        if raw:  # byte-for-byte original, and the reason names the defect
+            assert expect[raw] in h[REASON], (raw[:80], h[REASON])
+        else:
+            assert "empty message" in h[REASON]
+
+
+def test_no_pan_reaches_elasticsearch(kafka_bootstrap, es_url, es, collector_in_thread):
+    config = make_config(kafka_bootstrap, es_url)
+    topics = config.kafka.topics
+    spaced = "4111 1111 1111 1111"
+    events = [
+        payment(1, "pan", message=f"card {PAN} declined"),
+        payment(2, "pan", labels={"note": f"customer typed {spaced}"}),
+        {
+            "@timestamp": "2026-11-22T10:00:00Z",
+            "event": {"id": "pan-log", "dataset": "paywatch.app"},
+            "service": {"name": "checkout", "instance": {"id": "c-1"}},
+            "log": {"level": "error"},
+            "message": "charge failed",
+            "error": {"type": "CardError", "message": f"bad card {PAN}"},
+        },
+    ]
+    events[0]["payment"]["error_code"] = f"E{PAN}"
+    produce(config, topics.payments, encoded(events[:2]))
+    produce(config, topics.logs, encoded(events[2:]))
+    alert = {
+        "@timestamp": "2026-11-22T10:00:01Z",
+        "event": {"id": "pan-alert", "dataset": "paywatch.alert"},
+        "alert": {"summary": f"order paid with {PAN}"},
+    }
+    produce(config, topics.alerts, encoded([alert]))
+    collector_in_thread(config)
+    wait_for(
+        lambda: (
+            count(es, config) == 2
+            and count(es, config, "paywatch.app") == 1
+            and count(es, config, "paywatch.alert") == 1
+        ),
+        120,
+        "the PAN-bearing documents",
+    )
+    every = f"logs-paywatch.*-{config.elasticsearch.namespace}"
+    hits = es.search(index=every, size=100)["hits"]["hits"]
+    assert len(hits) == 4
+    sources = json.dumps([h["_source"] for h in hits])
+    assert PAN not in sources and spaced not in sources
+    assert sources.count(MASKED) == 5
+    for q in (PAN, f'"{spaced}"', f"*{PAN}*"):
+        found = es.search(index=every, query={"query_string": {"query": q, "fields": ["*"]}})
+        assert found["hits"]["total"]["value"] == 0, q
+    assert es.count(index=every, query={"match": {"message": MASKED}})["count"] == 1
+
+
+def write_config(config: Config, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
+    return path
+
+
+def collect_process(config_file: Path, log: Path) -> subprocess.Popen:
+    paywatch = Path(sys.executable).with_name("paywatch")
+    return subprocess.Popen(
+        [str(paywatch), "collect", "--config", str(config_file)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+@pytest.mark.slow
+def test_collector_killed_mid_batch_and_restarted_stores_each_event_exactly_once(kafka_bootstrap, es_url, es, tmp_path):
+    config = make_config(kafka_bootstrap, es_url, batch_size=500)
+    n = 30_000
+    produce(config, config.kafka.topics.payments, encoded([payment(i, "k") for i in range(n)]))
+    cfg = write_config(config, tmp_path / "paywatch.yaml")
+    log = tmp_path / "collect.log"
+    proc = collect_process(cfg, log)
+    try:
+        wait_for(lambda: count(es, config) >= 2000, 120, "the first batches")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        killed_at = count(es, config)
+        assert 0 < killed_at < n, "the kill must land mid-stream"
+        proc = collect_process(cfg, log)
+        wait_for(lambda: count(es, config) >= n, 180, "all events after the restart")
+        time.sleep(2)
+        assert_exactly_once(es, config, [f"ke{i}" for i in range(n)])
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+
+
+@pytest.mark.slow
+def test_elasticsearch_down_for_30s_pauses_and_loses_nothing(kafka_bootstrap, es_factory, collector_in_thread):
+    from elasticsearch import Elasticsearch
+
+    server = es_factory()
+    config = make_config(kafka_bootstrap, server.url)
+    isolated = Elasticsearch(server.url, request_timeout=60)
+    topics = config.kafka.topics
+    running = collector_in_thread(config)
+    produce(config, topics.payments, encoded([payment(i, "x") for i in range(2000)]))
+    wait_for(lambda: count(isolated, config) == 2000, 120, "the events before the outage")
+
+    server.stop()
+    produce(config, topics.payments, encoded([payment(i, "x") for i in range(2000, 6000)]))
+    wait_for(lambda: running.collector._paused, 30, "consumption to pause")
+    time.sleep(30)
+    assert running.thread.is_alive() and running.error is None
+    server.start()
+
+    wait_for(lambda: count(isolated, config) >= 6000, 180, "the events sent during the outage")
+    time.sleep(2)
+    assert_exactly_once(isolated, config, [f"xe{i}" for i in range(6000)])
+    assert not running.collector._paused
+    running.close()
+    isolated.close()
