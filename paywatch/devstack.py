@@ -110,8 +110,18 @@ def _maven_libs(pom: Path, dest: Path) -> None:
         raise DevstackError("Maven (mvn) is required to fetch the devstack servers: apt-get install maven")
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    _run([mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-          "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"])
+    _run(
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={tmp}",
+        ]
+    )
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
 
@@ -224,8 +234,12 @@ class Server:
             t0 = time.monotonic()
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
-                    self._command(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
+                    self._command(),
+                    cwd=self.workdir,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
                 )
             self.pid_path.write_text(f"{self.proc.pid}\n")
             self.reused = False
@@ -242,7 +256,9 @@ class Server:
                 return
             time.sleep(0.3)
         self.kill()
-        raise DevstackError(f"{self.name} not healthy on port {self.port} after {timeout:.0f}s; log tail:\n{self.log_tail()}")
+        raise DevstackError(
+            f"{self.name} not healthy on port {self.port} after {timeout:.0f}s; log tail:\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -297,8 +313,14 @@ class Server:
         # the OS may keep the port in TIME_WAIT briefly; servers set SO_REUSEADDR so restart is fine
 
     def status(self) -> dict[str, object]:
-        return {"name": self.name, "port": self.port, "up": self.is_up(), "pid": self.pid(),
-                "workdir": str(self.workdir), "log": str(self.log_path)}
+        return {
+            "name": self.name,
+            "port": self.port,
+            "up": self.is_up(),
+            "pid": self.pid(),
+            "workdir": str(self.workdir),
+            "log": str(self.log_path),
+        }
 
     def __enter__(self) -> Server:
         return self.start()
@@ -320,8 +342,13 @@ class KafkaServer(Server):
 
     name = "kafka"
 
-    def __init__(self, port: int = KAFKA_PORT, workdir: Path | str | None = None,
-                 controller_port: int | None = None, heap: str = "768m") -> None:
+    def __init__(
+        self,
+        port: int = KAFKA_PORT,
+        workdir: Path | str | None = None,
+        controller_port: int | None = None,
+        heap: str = "768m",
+    ) -> None:
         super().__init__(port, workdir)
         self.controller_port = controller_port or port + 2  # 19094: 19093 belongs to Alertmanager
         self.heap = heap
@@ -340,19 +367,44 @@ class KafkaServer(Server):
         )
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            _run([_java(), *self._jvm_common(), "-cp", self._classpath(), "kafka.tools.StorageTool",
-                  "format", "-t", cluster_id, "-c", str(self.workdir / "server.properties"), "--ignore-formatted"])
+            _run(
+                [
+                    _java(),
+                    *self._jvm_common(),
+                    "-cp",
+                    self._classpath(),
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(self.workdir / "server.properties"),
+                    "--ignore-formatted",
+                ]
+            )
 
     def _classpath(self) -> str:
         return str(kafka_dist() / "libs" / "*")
 
     def _jvm_common(self) -> list[str]:
-        return [f"-Dlog4j.configuration=file:{DEPLOY_DIR / 'kafka' / 'log4j.properties'}",
-                f"-Dkafka.logs.dir={self.workdir / 'logs'}", "-Djava.awt.headless=true"]
+        return [
+            f"-Dlog4j.configuration=file:{DEPLOY_DIR / 'kafka' / 'log4j.properties'}",
+            f"-Dkafka.logs.dir={self.workdir / 'logs'}",
+            "-Djava.awt.headless=true",
+        ]
 
     def _command(self) -> list[str]:
-        return [_java(), f"-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", *self._jvm_common(),
-                "-cp", self._classpath(), "kafka.Kafka", str(self.workdir / "server.properties")]
+        return [
+            _java(),
+            "-Xms256m",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            *self._jvm_common(),
+            "-cp",
+            self._classpath(),
+            "kafka.Kafka",
+            str(self.workdir / "server.properties"),
+        ]
 
     def is_up(self) -> bool:
         """A metadata round-trip, not just an open port: the broker must be serving."""
@@ -360,8 +412,9 @@ class KafkaServer(Server):
             return False
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0,
-                             "socket.connection.setup.timeout.ms": 2000})
+        admin = AdminClient(
+            {"bootstrap.servers": self.bootstrap, "log_level": 0, "socket.connection.setup.timeout.ms": 2000}
+        )
         try:
             md = admin.list_topics(timeout=3)
             return bool(md.brokers)
@@ -375,8 +428,13 @@ class ElasticsearchServer(Server):
     name = "elasticsearch"
     start_timeout = 180.0
 
-    def __init__(self, port: int = ES_PORT, workdir: Path | str | None = None,
-                 transport_port: int | None = None, heap: str = "1g") -> None:
+    def __init__(
+        self,
+        port: int = ES_PORT,
+        workdir: Path | str | None = None,
+        transport_port: int | None = None,
+        heap: str = "1g",
+    ) -> None:
         super().__init__(port, workdir)
         self.transport_port = transport_port or port + 100
         self.heap = heap
@@ -388,24 +446,41 @@ class ElasticsearchServer(Server):
     def _command(self) -> list[str]:
         dist = elasticsearch_dist()
         cp = f"{dist / 'classes'}{os.pathsep}{dist / 'libs' / '*'}"
-        return [_java(), f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC",
-                "-Dlog4j2.disable.jmx=true", "-Dlog4j.shutdownHookEnabled=false",
-                "-Dio.netty.noUnsafe=true", "-Dio.netty.recycler.maxCapacityPerThread=0",
-                "-Djava.awt.headless=true", "-Dfile.encoding=UTF-8",
-                "-cp", cp, "dev.paywatch.devstack.LocalEsNode",
-                str(self.workdir / "node"), str(self.port), str(self.transport_port)]
+        return [
+            _java(),
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-Dlog4j2.disable.jmx=true",
+            "-Dlog4j.shutdownHookEnabled=false",
+            "-Dorg.apache.logging.log4j.level=INFO",  # server log lines into elasticsearch.log
+            "-Dio.netty.noUnsafe=true",
+            "-Dio.netty.recycler.maxCapacityPerThread=0",
+            "-Djava.awt.headless=true",
+            "-Dfile.encoding=UTF-8",
+            "-cp",
+            cp,
+            "dev.paywatch.devstack.LocalEsNode",
+            str(self.workdir / "node"),
+            str(self.port),
+            str(self.transport_port),
+        ]
 
     def is_up(self) -> bool:
         """Cluster health at least yellow, answered by a real Elasticsearch (product header)."""
         if not port_open(self.port):
             return False
         try:
-            r = httpx.get(f"{self.url}/_cluster/health", params={"wait_for_status": "yellow", "timeout": "1s"},
-                          timeout=5)
+            r = httpx.get(
+                f"{self.url}/_cluster/health", params={"wait_for_status": "yellow", "timeout": "1s"}, timeout=5
+            )
         except httpx.HTTPError:
             return False
-        return (r.status_code == 200 and r.headers.get("x-elastic-product") == "Elasticsearch"
-                and r.json().get("status") in ("green", "yellow"))
+        return (
+            r.status_code == 200
+            and r.headers.get("x-elastic-product") == "Elasticsearch"
+            and r.json().get("status") in ("green", "yellow")
+        )
 
 
 class AlertmanagerServer(Server):
@@ -414,8 +489,9 @@ class AlertmanagerServer(Server):
     name = "alertmanager"
     start_timeout = 30.0
 
-    def __init__(self, config_yaml: str = DEFAULT_AM_CONFIG, port: int = ALERTMANAGER_PORT,
-                 workdir: Path | str | None = None) -> None:
+    def __init__(
+        self, config_yaml: str = DEFAULT_AM_CONFIG, port: int = ALERTMANAGER_PORT, workdir: Path | str | None = None
+    ) -> None:
         super().__init__(port, workdir)
         self.config_yaml = config_yaml
 
@@ -431,9 +507,14 @@ class AlertmanagerServer(Server):
         self.config_path.write_text(self.config_yaml)
 
     def _command(self) -> list[str]:
-        return [alertmanager_binary(), f"--config.file={self.config_path}",
-                f"--storage.path={self.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-                "--cluster.listen-address=", "--log.level=info"]
+        return [
+            alertmanager_binary(),
+            f"--config.file={self.config_path}",
+            f"--storage.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",
+            "--log.level=info",
+        ]
 
     def is_up(self) -> bool:
         if not port_open(self.port):

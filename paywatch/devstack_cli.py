@@ -30,8 +30,11 @@ def fetch(names: tuple[str, ...]) -> None:
 
 @devstack.command()
 @click.argument("names", nargs=-1, type=_NAMES)
-@click.option("--alertmanager-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Alertmanager YAML (default: a config that accepts and drops everything).")
+@click.option(
+    "--alertmanager-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Alertmanager YAML (default: a config that accepts and drops everything).",
+)
 def up(names: tuple[str, ...], alertmanager_config: Path | None) -> None:
     """Start servers in the background (all when none named); reuse any already running."""
     for name in _selected(names):
@@ -39,8 +42,11 @@ def up(names: tuple[str, ...], alertmanager_config: Path | None) -> None:
         if isinstance(server, ds.AlertmanagerServer) and alertmanager_config:
             server.config_yaml = alertmanager_config.read_text()
         server.start()
-        how = "already running" if server.reused or server.startup_seconds is None else (
-            f"started in {server.startup_seconds}s")
+        how = (
+            "already running"
+            if server.reused or server.startup_seconds is None
+            else (f"started in {server.startup_seconds}s")
+        )
         where = getattr(server, "url", None) or getattr(server, "bootstrap", "")
         click.echo(f"{name:<14} {where:<26} {how}  (log: {server.log_path})")
 

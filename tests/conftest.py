@@ -89,8 +89,9 @@ def alertmanager_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     started: list[ds.AlertmanagerServer] = []
 
     def make(config_yaml: str = ds.DEFAULT_AM_CONFIG, port: int | None = None) -> ds.AlertmanagerServer:
-        am = ds.AlertmanagerServer(config_yaml, port=port or ds.free_port(),
-                                   workdir=tmp_path_factory.mktemp("alertmanager"))
+        am = ds.AlertmanagerServer(
+            config_yaml, port=port or ds.free_port(), workdir=tmp_path_factory.mktemp("alertmanager")
+        )
         am.start()
         started.append(am)
         return am
@@ -108,8 +109,9 @@ def kafka_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
 
     def make(port: int | None = None) -> ds.KafkaServer:
         port = port or ds.free_port()
-        server = ds.KafkaServer(port=port, controller_port=ds.free_port(),
-                                workdir=tmp_path_factory.mktemp("kafka"), heap="512m")
+        server = ds.KafkaServer(
+            port=port, controller_port=ds.free_port(), workdir=tmp_path_factory.mktemp("kafka"), heap="512m"
+        )
         server.start()
         started.append(server)
         return server
@@ -126,8 +128,12 @@ def es_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..
     started: list[ds.ElasticsearchServer] = []
 
     def make(port: int | None = None) -> ds.ElasticsearchServer:
-        server = ds.ElasticsearchServer(port=port or ds.free_port(), transport_port=ds.free_port(),
-                                        workdir=tmp_path_factory.mktemp("elasticsearch"), heap="512m")
+        server = ds.ElasticsearchServer(
+            port=port or ds.free_port(),
+            transport_port=ds.free_port(),
+            workdir=tmp_path_factory.mktemp("elasticsearch"),
+            heap="512m",
+        )
         server.start()
         started.append(server)
         return server

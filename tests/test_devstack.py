@@ -24,8 +24,14 @@ def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
 def _consume(bootstrap: str, topic: str, count: int, timeout: float = 60) -> list[bytes]:
     from confluent_kafka import Consumer
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"t-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     got: list[bytes] = []
     deadline = time.monotonic() + timeout
@@ -61,20 +67,40 @@ def test_es_is_genuine_elasticsearch_8(es) -> None:
 def test_es_data_stream_create_conflict_and_aggregations(es) -> None:
     dataset = f"devstacktest.{uuid.uuid4().hex[:8]}"
     stream = f"logs-{dataset}-default"
-    es.cluster.put_component_template(name=f"{dataset}-mappings", template={"mappings": {"properties": {
-        "@timestamp": {"type": "date"}, "channel": {"type": "keyword"},
-        "order_id": {"type": "keyword"}, "latency_ms": {"type": "long"}}}})
-    es.indices.put_index_template(name=dataset, index_patterns=[f"logs-{dataset}-*"], data_stream={},
-                                  composed_of=[f"{dataset}-mappings"], priority=500,
-                                  template={"settings": {"number_of_replicas": 0}})
+    es.cluster.put_component_template(
+        name=f"{dataset}-mappings",
+        template={
+            "mappings": {
+                "properties": {
+                    "@timestamp": {"type": "date"},
+                    "channel": {"type": "keyword"},
+                    "order_id": {"type": "keyword"},
+                    "latency_ms": {"type": "long"},
+                }
+            }
+        },
+    )
+    es.indices.put_index_template(
+        name=dataset,
+        index_patterns=[f"logs-{dataset}-*"],
+        data_stream={},
+        composed_of=[f"{dataset}-mappings"],
+        priority=500,
+        template={"settings": {"number_of_replicas": 0}},
+    )
     try:
         t0 = datetime(2026, 1, 1, tzinfo=UTC)
         ops: list[dict] = []
         for i in range(30):
             ops.append({"create": {"_index": stream, "_id": f"evt-{i}"}})
-            ops.append({"@timestamp": (t0 + timedelta(minutes=i)).isoformat(),
-                        "channel": ["alipay", "wechat", "card"][i % 3],
-                        "order_id": f"o-{i % 10}", "latency_ms": 10 * i})
+            ops.append(
+                {
+                    "@timestamp": (t0 + timedelta(minutes=i)).isoformat(),
+                    "channel": ["alipay", "wechat", "card"][i % 3],
+                    "order_id": f"o-{i % 10}",
+                    "latency_ms": 10 * i,
+                }
+            )
         resp = es.bulk(operations=ops, refresh=True)
         assert not resp["errors"]
         assert resp["items"][0]["create"]["_index"].startswith(f".ds-{stream}-")
@@ -83,16 +109,25 @@ def test_es_data_stream_create_conflict_and_aggregations(es) -> None:
         assert again["errors"] and again["items"][0]["create"]["status"] == 409
         assert es.count(index=stream)["count"] == 30
 
-        r = es.search(index=stream, size=0, aggs={
-            "per_10m": {"date_histogram": {"field": "@timestamp", "fixed_interval": "10m"}},
-            "channels": {"terms": {"field": "channel"}},
-            "lat": {"percentiles": {"field": "latency_ms", "percents": [50, 99]}},
-            "orders": {"cardinality": {"field": "order_id"}},
-            "slow": {"filters": {"filters": {"slow": {"range": {"latency_ms": {"gte": 200}}}}}},
-        }, runtime_mappings={"channel_rt": {"type": "keyword"}})
+        r = es.search(
+            index=stream,
+            size=0,
+            aggs={
+                "per_10m": {"date_histogram": {"field": "@timestamp", "fixed_interval": "10m"}},
+                "channels": {"terms": {"field": "channel"}},
+                "lat": {"percentiles": {"field": "latency_ms", "percents": [50, 99]}},
+                "orders": {"cardinality": {"field": "order_id"}},
+                "slow": {"filters": {"filters": {"slow": {"range": {"latency_ms": {"gte": 200}}}}}},
+            },
+            runtime_mappings={"channel_rt": {"type": "keyword"}},
+        )
         aggs = r["aggregations"]
         assert [b["doc_count"] for b in aggs["per_10m"]["buckets"]] == [10, 10, 10]
-        assert {b["key"]: b["doc_count"] for b in aggs["channels"]["buckets"]} == {"alipay": 10, "wechat": 10, "card": 10}
+        assert {b["key"]: b["doc_count"] for b in aggs["channels"]["buckets"]} == {
+            "alipay": 10,
+            "wechat": 10,
+            "card": 10,
+        }
         assert 100 <= aggs["lat"]["values"]["50.0"] <= 190
         assert aggs["orders"]["value"] == 10
         assert aggs["slow"]["buckets"]["slow"]["doc_count"] == 10
@@ -111,9 +146,12 @@ def test_es_data_stream_create_conflict_and_aggregations(es) -> None:
 def test_alertmanager_accepts_and_lists_alerts(alertmanager_factory) -> None:
     am = alertmanager_factory()
     now = datetime.now(UTC)
-    alert = {"labels": {"alertname": "DevstackProbe", "severity": "page", "channel": "alipay"},
-             "annotations": {"summary": "probe"}, "startsAt": now.isoformat(),
-             "endsAt": (now + timedelta(minutes=5)).isoformat()}
+    alert = {
+        "labels": {"alertname": "DevstackProbe", "severity": "page", "channel": "alipay"},
+        "annotations": {"summary": "probe"},
+        "startsAt": now.isoformat(),
+        "endsAt": (now + timedelta(minutes=5)).isoformat(),
+    }
     assert httpx.post(f"{am.url}/api/v2/alerts", json=[alert], timeout=10).status_code == 200
     deadline = time.monotonic() + 10
     names: list[str] = []
@@ -130,7 +168,9 @@ def test_isolated_kafka_survives_stop_and_restart(kafka_factory, kafka_bootstrap
     _produce(kafka.bootstrap, "outage", [b"before"])
     kafka.stop()
     assert not kafka.is_up()
-    assert ds.KafkaServer().is_up() or kafka_bootstrap != ds.KafkaServer().bootstrap  # shared one untouched
+    from confluent_kafka.admin import AdminClient
+
+    assert AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).brokers  # shared one untouched
     kafka.start()  # same data dir: the message survived
     assert _consume(kafka.bootstrap, "outage", 1) == [b"before"]
 
@@ -149,3 +189,10 @@ def test_isolated_elasticsearch_keeps_data_across_kill(es_factory, es) -> None:
     client.cluster.health(index="outage", wait_for_status="yellow", timeout="60s")
     assert client.get(index="outage", id="1")["_source"] == {"v": 1}
     client.close()
+
+
+def test_second_handle_reuses_running_server_and_leaves_it_alone(kafka_bootstrap: str) -> None:
+    port = int(kafka_bootstrap.rsplit(":", 1)[1])
+    with ds.KafkaServer(port=port) as handle:  # already healthy on that port: reuse, don't spawn
+        assert handle.reused and handle.proc is None
+    assert handle.is_up()  # leaving the block did not stop someone else's broker
