@@ -11,55 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from alerts_receiver import Receiver
+from alerts_support import Receiver, am_config, posts, stuck
 from paywatch.alerts.alertmanager import AlertmanagerSink
 from paywatch.alerts.delivery import Retry
 from paywatch.alerts.engine import AlertEngine
 from paywatch.alerts.rules import load_rules
 from paywatch.alerts.watchdog import watchdog_change
 
-from paywatch.finding import Evidence, FindingPayment, make_finding
-
 pytestmark = pytest.mark.alertmanager
-
-
-def am_config(receiver_url: str) -> str:
-    return f"""\
-route:
-  receiver: pager
-  group_by: [alertname, channel]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-  routes:
-    - receiver: deadman
-      matchers: ['alertname="PaywatchWatchdog"']
-receivers:
-  - name: pager
-    webhook_configs:
-      - url: {receiver_url}/pager
-        send_resolved: true
-  - name: deadman
-    webhook_configs:
-      - url: {receiver_url}/deadman
-"""
-
-
-def stuck(order: str, at: datetime, state: str = "open", channel: str = "alipay"):
-    return make_finding(
-        at=at,
-        kind="paid_but_pending",
-        state=state,
-        fingerprint=f"paid_but_pending|{order}",
-        severity="warning",
-        summary=f"order {order} paid at {channel} but pending",
-        payment=FindingPayment(order_id=order, channel=channel),
-        evidence=Evidence(event_ids=[f"ev-{order}"]),
-    )
-
-
-def pager_posts(received, path="/pager"):
-    return [r.json() for r in received if r.path == path]
 
 
 @pytest.fixture
@@ -79,11 +38,11 @@ def test_paid_but_pending_incident_pages_once_then_resolves_once(stack):
     assert sum(c.page for c in changes) == 1
     assert all(d.ok for d in sink.send(changes))
 
-    got = receiver.wait_for(lambda r: len(pager_posts(r)) >= 1, timeout=30)
+    got = receiver.wait_for(lambda r: len(posts(r)) >= 1, timeout=30)
     for _ in range(3):  # re-sends while firing refresh the alert but never page again
         time.sleep(1.2)
         assert all(d.ok for d in sink.send(engine.tick(datetime.now(UTC))))
-    [firing] = pager_posts(receiver.received)
+    [firing] = posts(receiver.received)
     assert firing["status"] == "firing" and firing["groupLabels"] == {
         "alertname": "PaidButPending",
         "channel": "alipay",
@@ -96,12 +55,12 @@ def test_paid_but_pending_incident_pages_once_then_resolves_once(stack):
     resolved = [c for i in range(6) for c in engine.on_finding(stuck(f"o{i}", resolved_at, "resolved"))]
     assert [c.reason for c in resolved] == ["resolved"]
     sink.send(resolved)
-    got = receiver.wait_for(lambda r: len(pager_posts(r)) >= 2, timeout=30)
+    got = receiver.wait_for(lambda r: len(posts(r)) >= 2, timeout=30)
     time.sleep(2.5)  # two more group intervals: nothing else may arrive
-    posts = pager_posts(receiver.received)
-    assert [p["status"] for p in posts] == ["firing", "resolved"], got
-    assert posts[1]["alerts"][0]["fingerprint"] == alert["fingerprint"]
-    assert posts[1]["alerts"][0]["annotations"]["description"].endswith("Orders: o0, o1, o2, o3, o4, o5")
+    delivered = posts(receiver.received)
+    assert [p["status"] for p in delivered] == ["firing", "resolved"], got
+    assert delivered[1]["alerts"][0]["fingerprint"] == alert["fingerprint"]
+    assert delivered[1]["alerts"][0]["annotations"]["description"].endswith("Orders: o0, o1, o2, o3, o4, o5")
 
 
 def test_watchdog_is_always_present_at_alertmanager(stack):
@@ -112,8 +71,8 @@ def test_watchdog_is_always_present_at_alertmanager(stack):
     alerts = httpx.get(f"{am.url}/api/v2/alerts", params={"filter": 'alertname="PaywatchWatchdog"'}).json()
     assert len(alerts) == 1 and alerts[0]["status"]["state"] == "active"
     assert alerts[0]["labels"] == {"alertname": "PaywatchWatchdog", "severity": "none"}
-    [post] = pager_posts(receiver.wait_for(lambda r: pager_posts(r, "/deadman"), timeout=30), "/deadman")
-    assert post["status"] == "firing" and pager_posts(receiver.received) == []
+    [post] = posts(receiver.wait_for(lambda r: posts(r, "/deadman"), timeout=30), "/deadman")
+    assert post["status"] == "firing" and posts(receiver.received) == []
 
 
 def test_a_silence_at_alertmanager_silences_delivery(stack):
@@ -139,10 +98,10 @@ def test_a_silence_at_alertmanager_silences_delivery(stack):
     ]
     assert sum(c.page for c in changes) == 2
     sink.send(changes)
-    receiver.wait_for(lambda r: len(pager_posts(r)) >= 1, timeout=30)
+    receiver.wait_for(lambda r: len(posts(r)) >= 1, timeout=30)
     time.sleep(3)  # three group intervals for a silenced notification to (wrongly) show up
-    posts = pager_posts(receiver.received)
-    assert [p["groupLabels"]["channel"] for p in posts] == ["wechat"]
+    delivered = posts(receiver.received)
+    assert [p["groupLabels"]["channel"] for p in delivered] == ["wechat"]
     silenced = httpx.get(f"{am.url}/api/v2/alerts", params={"filter": 'channel="alipay"'}).json()
     assert silenced[0]["status"]["state"] == "suppressed"
     assert silenced[0]["status"]["silencedBy"] == [silence_id]

@@ -3,12 +3,13 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from alerts_support import stuck as stuck_at
 from paywatch.alerts.engine import AlertEngine, Links
 from paywatch.alerts.kibana import discover_url, evidence_query
 from paywatch.alerts.rules import Rules, RulesError, load_rules
 from paywatch.alerts.watchdog import StallMonitor, watchdog_change
 
-from paywatch.finding import Evidence, FindingPayment, FindingService, make_finding
+from paywatch.finding import FindingPayment, FindingService, make_finding
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -18,16 +19,7 @@ def at(seconds: float) -> datetime:
 
 
 def stuck(order: str, seconds: float = 0, state: str = "open", channel: str = "alipay"):
-    return make_finding(
-        at=at(seconds),
-        kind="paid_but_pending",
-        state=state,
-        fingerprint=f"paid_but_pending|{order}",
-        severity="warning",
-        summary=f"order {order} paid at {channel} but pending",
-        payment=FindingPayment(order_id=order, channel=channel),
-        evidence=Evidence(event_ids=[f"ev-{order}"]),
-    )
+    return stuck_at(order, at(seconds), state, channel)
 
 
 def health(level: str, seconds: float, channel: str = "bank_b", state: str = "open"):

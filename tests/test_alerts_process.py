@@ -11,35 +11,16 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from alerts_receiver import Receiver
+from alerts_support import Receiver, am_config, posts, stuck
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from paywatch.alerts.cli import run
 
 from paywatch.clock import SystemClock
 from paywatch.config import Config
-from paywatch.finding import FindingPayment, encode_finding, make_finding
+from paywatch.finding import encode_finding
 from paywatch.kafka import ensure_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.alertmanager, pytest.mark.slow]
-
-
-def am_config(url: str) -> str:
-    return f"""\
-route:
-  receiver: pager
-  group_by: [alertname, channel]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-  routes:
-    - receiver: deadman
-      matchers: ['alertname="PaywatchWatchdog"']
-receivers:
-  - name: pager
-    webhook_configs: [{{url: "{url}/pager", send_resolved: true}}]
-  - name: deadman
-    webhook_configs: [{{url: "{url}/deadman"}}]
-"""
 
 
 class ReadyClock(SystemClock):
@@ -96,10 +77,6 @@ def read_all(bootstrap: str, topic: str) -> list[dict]:
     return sorted(docs, key=lambda d: d["@timestamp"])
 
 
-def pages(received, path="/pager"):
-    return [r.json() for r in received if r.path == path]
-
-
 def test_findings_topic_to_one_page_and_documents_surviving_a_restart(kafka_bootstrap, alertmanager_factory):
     run_id = uuid.uuid4().hex[:8]
     with Receiver() as receiver:
@@ -128,21 +105,12 @@ def test_findings_topic_to_one_page_and_documents_surviving_a_restart(kafka_boot
             now = datetime.now(UTC)
             for i in range(4):
                 order = f"{run_id}-o{i}"
-                finding = make_finding(
-                    at=now,
-                    kind="paid_but_pending",
-                    state=state,
-                    fingerprint=f"paid_but_pending|{order}",
-                    severity="warning",
-                    summary=f"order {order} paid but pending",
-                    payment=FindingPayment(order_id=order, channel="alipay"),
-                )
-                producer.produce(topics.findings, key=order, value=encode_finding(finding))
+                producer.produce(topics.findings, key=order, value=encode_finding(stuck(order, now, state)))
             producer.flush(10)
 
         with Process(config):
             emit("open")
-            receiver.wait_for(lambda r: len(pages(r)) >= 1, timeout=60)
+            receiver.wait_for(lambda r: len(posts(r)) >= 1, timeout=60)
             docs = read_all(kafka_bootstrap, topics.alerts)
             assert [(d["event"]["action"], d["alert"]["status"], d["alert"]["page"]) for d in docs] == [
                 ("opened", "pending", False),
@@ -154,15 +122,15 @@ def test_findings_topic_to_one_page_and_documents_surviving_a_restart(kafka_boot
             assert set(fired["payment"]["order_id"]) < {f"{run_id}-o{i}" for i in range(4)}
             delivered = {d["sink"]: d for d in fired["alert"]["deliveries"]}
             assert delivered["alertmanager"]["ok"] and delivered["log"]["ok"]
-            receiver.wait_for(lambda r: len(pages(r, "/deadman")) == 1, timeout=30)
+            receiver.wait_for(lambda r: len(posts(r, "/deadman")) == 1, timeout=30)
             watchdog = httpx.get(f"{am.url}/api/v2/alerts", params={"filter": 'alertname="PaywatchWatchdog"'}).json()
             assert len(watchdog) == 1
 
         with Process(config):  # replays the findings topic: same state, no second page
             emit("resolved")
-            receiver.wait_for(lambda r: len(pages(r)) >= 2, timeout=60)
+            receiver.wait_for(lambda r: len(posts(r)) >= 2, timeout=60)
 
-    assert [p["status"] for p in pages(receiver.received)] == ["firing", "resolved"]
+    assert [p["status"] for p in posts(receiver.received)] == ["firing", "resolved"]
     docs = read_all(kafka_bootstrap, topics.alerts)
     # The replay re-published opened/fired under the same event.id: Elasticsearch stores each once.
     by_id = {d["event"]["id"]: d["event"]["action"] for d in docs}

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from alerts_receiver import Receiver
+from alerts_support import Receiver
 from paywatch.alerts.alertmanager import AlertmanagerSink, alertmanager_alert
 from paywatch.alerts.delivery import LogSink, Retry
 from paywatch.alerts.document import alert_document

@@ -1,5 +1,6 @@
-"""A real local HTTP server that records what it receives: the webhook receiver Alertmanager
-delivers to in tests, and a flaky endpoint for the sinks' retry tests."""
+"""What the alerts tests share: a real local HTTP server that records what it receives (the
+webhook receiver Alertmanager delivers to, and a flaky endpoint for the retry tests), the
+Alertmanager config that routes to it, and stuck-order findings."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from paywatch.finding import Evidence, Finding, FindingPayment, make_finding
 
 
 @dataclass
@@ -72,3 +76,42 @@ class Receiver:
             f"receiver did not get what was expected in {timeout}s; got {len(snapshot)}: "
             f"{[r.body[:300] for r in snapshot]}"
         )
+
+
+def posts(received: list[Received], path: str = "/pager") -> list[dict]:
+    """Notifications Alertmanager delivered to one receiver path, as JSON."""
+    return [r.json() for r in received if r.path == path]
+
+
+def am_config(receiver_url: str) -> str:
+    """Pages to /pager grouped per alert and channel, the watchdog to /deadman; test-short timings."""
+    return f"""\
+route:
+  receiver: pager
+  group_by: [alertname, channel]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+  routes:
+    - receiver: deadman
+      matchers: ['alertname="PaywatchWatchdog"']
+receivers:
+  - name: pager
+    webhook_configs: [{{url: "{receiver_url}/pager", send_resolved: true}}]
+  - name: deadman
+    webhook_configs: [{{url: "{receiver_url}/deadman"}}]
+"""
+
+
+def stuck(order: str, at: datetime, state: str = "open", channel: str = "alipay") -> Finding:
+    """The detectors' per-order paid-but-pending finding."""
+    return make_finding(
+        at=at,
+        kind="paid_but_pending",
+        state=state,
+        fingerprint=f"paid_but_pending|{order}",
+        severity="warning",
+        summary=f"order {order} paid at {channel} but pending",
+        payment=FindingPayment(order_id=order, channel=channel),
+        evidence=Evidence(event_ids=[f"ev-{order}"]),
+    )
