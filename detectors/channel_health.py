@@ -80,7 +80,7 @@ class _Channel:
         self.bad = 0
         self.good = 0
         self.pending = _Rollup(settings.incident_span_windows)
-        self.duplicates = _Rollup(settings.incident_span_windows)
+        self.duplicates = _Rollup(settings.duplicate_span_windows)
 
     def push(self, tally: Tally) -> None:
         if len(self.span) == self.span.maxlen:
@@ -103,7 +103,7 @@ class ChannelJudge:
         self.window_ms = int(settings.window_s * 1000)
         self.lateness_ms = int(settings.allowed_lateness_s * 1000)
         self.channels: dict[str, _Channel] = {}
-        self.overall_duplicates = _Rollup(settings.incident_span_windows)
+        self.overall_duplicates = _Rollup(settings.duplicate_span_windows)
         self.last_index: int | None = None
         self._gap_limit = max(settings.health_span_windows, settings.incident_span_windows) + max(
             settings.recover_after, settings.incident_resolve_after
@@ -258,7 +258,7 @@ class ChannelJudge:
         minimum = (
             s.pending_incident_min_orders if kind == "paid_but_pending_incident" else s.duplicate_incident_min_orders
         )
-        threshold = max(minimum, s.incident_baseline_factor * r.baseline * s.incident_span_windows)
+        threshold = max(minimum, s.incident_baseline_factor * r.baseline * len(r.span))
         if not r.open:
             if r.total >= threshold:
                 r.open = True
@@ -275,7 +275,7 @@ class ChannelJudge:
     def _rollup_finding(self, key: str, kind: str, state: str, r: _Rollup, threshold: float, at: int) -> Finding:
         what = "paid but still pending" if kind == "paid_but_pending_incident" else "charged more than once"
         where = "all channels" if key == OVERALL else key
-        span_s = self.s.incident_span_windows * self.s.window_s
+        span_s = r.span.maxlen * self.s.window_s
         return make_finding(
             at=to_dt(at),
             kind=kind,  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ from paywatch.detectors.settings import ChannelSettings, DetectorSettings
 from paywatch.detectors.timebase import to_dt, to_ms
 from paywatch.detectors.windows import WindowCounter
 
-from paywatch.contract import Event
+from paywatch.contract import ATTEMPT_ACTIONS, Event
 from paywatch.finding import AttemptEvidence, Evidence, Finding, FindingPayment, make_finding
 
 # attempt states (ordered: only ever raised, except refunded which follows succeeded)
@@ -106,43 +106,48 @@ class OrderTracker:
         p = event.payment
         action = event.event.action
         at = to_ms(event.timestamp)
-        order = self.orders.get(p.order_id)
+        order_id = p.order_id
+        order = self.orders.get(order_id)
         if order is None:
-            order = self.orders[p.order_id] = Order()
-        if at > order.last:
+            order = self.orders[order_id] = Order()
             order.last = at
+            self._sooner(order_id, order, at + self._ttl_ms)
+        elif at > order.last:
+            order.last = at  # a later eviction is found when the earlier due time fires
         found: list[Finding] = []
-        if action == "order_paid":
+        if action in ATTEMPT_ACTIONS:
+            self._on_attempt(event, order_id, order, at, found)
+        elif action == "order_paid":
             if order.business != PAID:
                 order.business = PAID
                 order.charged = 0
                 if order.flags & PENDING_OPEN:
                     order.flags &= ~PENDING_OPEN
-                    found.append(self._pending_finding(p.order_id, order, at, "resolved"))
+                    found.append(self._pending_finding(order_id, order, at, "resolved"))
+                self._sooner(order_id, order, self._evict_at(order))
         elif action == "order_closed":
             if order.business == OPEN:
                 order.business = CLOSED
-        elif action in ("payment_requested", "channel_callback", "channel_query_result"):
-            self._on_attempt(event, p.order_id, order, at, found)
+                self._sooner(order_id, order, self._evict_at(order))
         elif action == "refund_succeeded" and p.attempt_id is not None:
             a = order.attempt(p.attempt_id)
             if a is not None and a.state == SUCCEEDED:
                 a.state = REFUNDED
                 if order.flags & DUPLICATE_OPEN and len(order.charges()) <= 1:
                     order.flags &= ~DUPLICATE_OPEN
-                    found.append(self._duplicate_finding(p.order_id, order, at, "resolved"))
-        self._schedule(p.order_id, order)
+                    found.append(self._duplicate_finding(order_id, order, at, "resolved"))
         return found
 
     def _on_attempt(self, event: Event, order_id: str, order: Order, at: int, found: list[Finding]) -> None:
         p = event.payment
-        channel, grace, _, not_found_grace = self._knobs(p.channel)
+        channel, grace, query_after, not_found_grace = self._knobs(p.channel)
         a = order.attempt(p.attempt_id)
         if a is None:
             a = Attempt(p.attempt_id, channel, p.method, at)
             order.attempts.append(a)
             for t in self.windows.tallies(at, channel, p.method):
                 t.attempts += 1
+            self._sooner(order_id, order, at + query_after)
         elif at < a.since:
             a.since = at  # a reordered request: the attempt began earlier
         outcome = event.event.outcome
@@ -157,6 +162,7 @@ class OrderTracker:
             self._finish(a, order_id, p.latency_ms, first_final, at, found)
             if order.business != PAID and not order.charged:
                 order.charged = at + grace  # due time of the paid-but-pending check
+                self._sooner(order_id, order, order.charged)
             if len(order.charges()) >= 2:
                 if not order.flags & DUPLICATE_OPEN:
                     order.flags |= DUPLICATE_OPEN
@@ -231,23 +237,30 @@ class OrderTracker:
             del self.orders[order_id]
             return
         order.due = 0
-        self._schedule(order_id, order)
+        self._sooner(order_id, order, self._next_due(order))
 
     def _evict_at(self, order: Order) -> int:
         finished = order.business != OPEN and not order.flags and not any(a.querying for a in order.attempts)
         return order.last + (self._retention_ms if finished else self._ttl_ms)
 
-    def _schedule(self, order_id: str, order: Order) -> None:
+    def _next_due(self, order: Order) -> int:
         due = self._evict_at(order)
         if order.charged and not order.flags & PENDING_OPEN:
             due = min(due, order.charged)
         for a in order.attempts:
             if a.state == PENDING and not a.querying:
                 due = min(due, a.since + self._knobs(a.channel)[2])
-        second = -(-due // 1000)  # ceil: never fire before the deadline
+        return due
+
+    def _sooner(self, order_id: str, order: Order, due_ms: int) -> None:
+        """Put the order in the timer wheel at `due_ms` unless it is already due earlier.
+
+        Only ever moving the due time earlier keeps feeding cheap; whatever fires recomputes the
+        next due time from the whole order, so a later deadline is never lost."""
+        second = -(-due_ms // 1000)  # ceil: never fire before the deadline
         if second < self._next_second:
             second = self._next_second
-        if second != order.due:
+        if not order.due or second < order.due:
             order.due = second
             self._wheel[second].append(order_id)
 

@@ -1,9 +1,8 @@
-"""Replay a JSONL event file through the detection core at full speed.
+"""Replay events through the detection core at full speed, clocked by event time.
 
-The clock is event time: before each event the engine is ticked at every whole
-simulated second up to the event's `@timestamp`, so deadlines fire exactly as a live
-worker ticking once a second would fire them. Nothing reads the wall clock, so the same
-input gives byte-identical findings.
+Before each event the engine is ticked at every whole simulated second up to the event's
+`@timestamp`, so deadlines fire exactly as a live worker ticking once a second would
+fire them. Nothing reads the wall clock, so the same input gives byte-identical findings.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.detectors.timebase import to_ms
 
-from paywatch.contract import ContractError, decode
+from paywatch.contract import ContractError, Event, decode
 from paywatch.finding import Finding
 
 TICK_MS = 1000
@@ -27,27 +26,29 @@ class ReplayStats:
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
 
 
-def replay(
-    lines: Iterable[bytes],
-    engine: DetectionEngine,
-    stats: ReplayStats | None = None,
-    drain_s: float = 0.0,
-    on_reject: Callable[[int, str], None] | None = None,
-) -> Iterator[Finding]:
-    """Findings of `engine` over the events in `lines`; bad lines are reported, never fatal."""
-    stats = stats if stats is not None else ReplayStats()
-    next_tick: int | None = None
-    now = 0
+def decode_lines(
+    lines: Iterable[bytes], stats: ReplayStats, on_reject: Callable[[int, str], None] | None = None
+) -> Iterator[Event]:
+    """Events of a JSONL file; a line that breaks the contract is reported, never fatal."""
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            event = decode(line)
+            yield decode(line)
         except ContractError as exc:
             stats.rejected.append((number, str(exc)))
             if on_reject:
                 on_reject(number, str(exc))
-            continue
+
+
+def replay_events(
+    events: Iterable[Event], engine: DetectionEngine, stats: ReplayStats | None = None, drain_s: float = 0.0
+) -> Iterator[Finding]:
+    """Findings of `engine` over `events` (in file order); `drain_s` keeps ticking after the last."""
+    stats = stats if stats is not None else ReplayStats()
+    next_tick: int | None = None
+    now = 0
+    for event in events:
         at = to_ms(event.timestamp)
         if next_tick is None:
             next_tick = -(-at // TICK_MS) * TICK_MS
@@ -69,3 +70,14 @@ def replay(
             stats.findings += 1
             yield finding
         next_tick += TICK_MS
+
+
+def replay(
+    lines: Iterable[bytes],
+    engine: DetectionEngine,
+    stats: ReplayStats | None = None,
+    drain_s: float = 0.0,
+    on_reject: Callable[[int, str], None] | None = None,
+) -> Iterator[Finding]:
+    stats = stats if stats is not None else ReplayStats()
+    return replay_events(decode_lines(lines, stats, on_reject), engine, stats, drain_s)

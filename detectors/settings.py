@@ -128,8 +128,13 @@ class DetectorSettings(_Section):
         5,
         description="Paid-but-pending orders opened on one channel within the incident span needed to page.",
     )
+    duplicate_span_windows: int = Field(
+        10,
+        description="Sliding span (in windows) for duplicate-charged orders: shorter than the stuck-order "
+        "span, because customers re-paying now and then is normal and only a burst is news.",
+    )
     duplicate_incident_min_orders: int = Field(
-        2,
+        3,
         description="Duplicate-charged orders (per channel, and overall) within the incident span needed "
         "to page; the normal rate is near zero.",
     )

@@ -1,0 +1,126 @@
+"""Detector figures: replay throughput (events/s on one core) and memory per in-flight order.
+
+    .venv/bin/python bench/detectors.py [--events 500000] [--open-orders 1000000]
+
+Throughput: realistic payment traffic (orders with 1-2 attempts on mixed channels,
+callbacks, customer failures, order_paid) encoded as JSONL, replayed from memory through
+decode → DetectionEngine with a tick every simulated second, as `paywatch replay` does.
+Memory: tracemalloc delta after feeding one `payment_requested` for each of N orders
+that never finish (the state a worker holds during a callback outage), divided by N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import time
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+
+from paywatch.detectors.engine import DetectionEngine
+from paywatch.detectors.replay import replay
+
+from paywatch.contract import Event, EventMeta, Payment, Service, ServiceInstance, encode
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CHANNELS = ["alipay", "wechat", "stripe", "bank_a", "bank_b"]
+SERVICE = Service(name="checkout", instance=ServiceInstance(id="checkout-1"))
+
+
+def _event(n: int, t: float, action: str, order: str, attempt: str | None, channel: str | None, **kw) -> Event:
+    outcome = kw.pop("outcome", None)
+    return Event(
+        timestamp=T0 + timedelta(seconds=t),
+        event=EventMeta(id=f"e{n}", dataset="paywatch.payment", action=action, outcome=outcome),
+        service=SERVICE,
+        payment=Payment(order_id=order, attempt_id=attempt, channel=channel, **kw),
+    )
+
+
+def traffic(count: int, per_s: int = 1000, seed: int = 7) -> list[bytes]:
+    """About `count` events of normal traffic at `per_s` orders a second."""
+    rng = random.Random(seed)
+    events: list[tuple[float, int, Event]] = []
+    n = order = 0
+    while len(events) < count:
+        t = order / per_s
+        oid = f"ord-{order:09d}"
+        ch = rng.choice(CHANNELS)
+        amount = rng.randrange(100, 100_000)
+        row = [(t, "order_created", None, {})]
+        row.append((t + 0.1, "payment_requested", f"{oid}-1", {"amount_minor": amount, "currency": "CNY"}))
+        if rng.random() < 0.05:
+            row.append(
+                (
+                    t + 0.5,
+                    "channel_callback",
+                    f"{oid}-1",
+                    {"outcome": "failure", "error_code": "INSUFFICIENT_FUNDS", "error_category": "user"},
+                )
+            )
+            row.append((t + 5, "payment_requested", f"{oid}-2", {"amount_minor": amount}))
+            row.append((t + 6, "channel_callback", f"{oid}-2", {"outcome": "success", "latency_ms": 900}))
+        else:
+            row.append((t + 1.5, "channel_callback", f"{oid}-1", {"outcome": "success", "latency_ms": 1400}))
+        row.append((row[-1][0] + 0.05, "order_paid", None, {}))
+        for at, action, attempt, kw in row:
+            channel = ch if attempt else None
+            events.append((at, n, _event(n, at, action, oid, attempt, channel, **kw)))
+            n += 1
+        order += 1
+    events.sort(key=lambda e: (e[0], e[1]))
+    return [encode(e) for _, _, e in events]
+
+
+def throughput(count: int) -> float:
+    lines = traffic(count)
+    engine = DetectionEngine()
+    gc.collect()
+    start = time.process_time()
+    for _ in replay(lines, engine):
+        pass
+    return len(lines) / (time.process_time() - start)
+
+
+def memory_per_order(orders: int) -> float:
+    engine = DetectionEngine()
+    events = (
+        _event(
+            i,
+            i / 10_000,
+            "payment_requested",
+            f"ord-{i:09d}",
+            f"ord-{i:09d}-1",
+            CHANNELS[i % 5],
+            amount_minor=12_345,
+            currency="CNY",
+        )
+        for i in range(orders)
+    )
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for e in events:
+        engine.feed(e)
+    gc.collect()
+    used = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert len(engine.orders.orders) == orders
+    return used / orders
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=500_000)
+    ap.add_argument("--open-orders", type=int, default=1_000_000)
+    args = ap.parse_args()
+    print(f"replay throughput: {throughput(args.events):,.0f} events/s (decode + detect, one core)")
+    print(
+        f"memory per in-flight order at {args.open_orders:,} open orders: "
+        f"{memory_per_order(args.open_orders):,.0f} bytes"
+    )
+
+
+if __name__ == "__main__":
+    main()
