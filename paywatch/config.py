@@ -20,6 +20,7 @@ from paywatch.collectors.settings import CollectorSettings
 from paywatch.compensation.settings import CompensationSettings
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.embedded.settings import EmbeddedSettings
+from paywatch.simulator.settings import SimulatorSettings
 
 CONFIG_ENV = "PAYWATCH_CONFIG"
 
@@ -85,6 +86,7 @@ class Config(Section):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     compensation: CompensationSettings = Field(default_factory=CompensationSettings)
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
+    simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
 
 
 class ConfigError(ValueError):

@@ -13,6 +13,7 @@ business only knows what callbacks and queries told it (`business_final`).
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 from collections.abc import Callable, Iterator
@@ -21,22 +22,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from paywatch.simulator.settings import SimulatorSettings
+from paywatch.simulator.telemetry import DirectTelemetry, Emitter, SdkTelemetry, Telemetry
 from paywatch.simulator.truth import ChannelRecord, GroundTruth
 
 from paywatch.clock import ManualClock
-from paywatch.contract import (
-    HEARTBEAT,
-    PAYMENT,
-    Event,
-    EventMeta,
-    Heartbeat,
-    Payment,
-    Service,
-    ServiceInstance,
-    TraceId,
-)
+from paywatch.contract import Event
 
-VERSION = "2026.1"
+DRAIN_EVERY = 4096  # events between collecting what the services emitted
 CURRENCY = "CNY"
 ORDER_SERVICE, GATEWAY, RECEIVER, COMPENSATION = (
     "order-service",
@@ -298,19 +290,17 @@ class Attempt:
 
 
 class Instance:
-    __slots__ = ("alive", "instance_id", "seq", "service", "stopping")
+    """One process of a simulated service, with its own telemetry emitter."""
 
-    def __init__(self, name: str, instance_id: str) -> None:
-        self.service = Service(name=name, instance=ServiceInstance(id=instance_id), version=VERSION)
+    __slots__ = ("alive", "emitter", "instance_id", "name", "seq", "stopping")
+
+    def __init__(self, name: str, instance_id: str, emitter: Emitter) -> None:
+        self.name = name
         self.instance_id = instance_id
+        self.emitter = emitter
         self.alive = True
         self.stopping = False
         self.seq = 0
-
-
-def _emit_direct(sink: list[Event], event: Event) -> None:
-    """How a simulated service hands an event to its telemetry (to become the SDK)."""
-    sink.append(event)
 
 
 class Simulation:
@@ -327,6 +317,7 @@ class Simulation:
         faults: Faults | None = None,
         observers: list[Observer] | None = None,
         keep_records: bool = True,
+        telemetry: str = "sdk",
     ) -> None:
         if start.tzinfo is None:
             raise ValueError("start must be a timezone-aware UTC datetime")
@@ -341,10 +332,8 @@ class Simulation:
         self.clock = ManualClock(self.start)
         self.truth = GroundTruth(self.start)
         self.now = 0
-        self._now_dt = self.start
         self._heap: list[tuple[int, int, Callable[[Any], None], Any]] = []
         self._seq = 0
-        self._out: list[Event] = []
         self._n_events = 0
         self._n_orders = 0
         self._n_attempts = 0
@@ -352,11 +341,17 @@ class Simulation:
         self._order_prefix = f"1{day}{seed % 1000:03d}"
         self._attempt_prefix = f"2{day}{seed % 1000:03d}"
         self._event_prefix = f"sim-{seed}-"
+        if telemetry == "sdk":
+            self.telemetry: Telemetry = SdkTelemetry(self.clock, self._emission_number)
+        elif telemetry == "direct":
+            self.telemetry = DirectTelemetry(self.clock)
+        else:
+            raise ValueError(f"telemetry must be 'sdk' or 'direct', not {telemetry!r}")
         self._instances: dict[str, list[Instance]] = {}
         self._alive: dict[str, list[Instance]] = {}
         self._channel_names = list(CHANNELS)
-        self._channel_weights = [CHANNELS[c].share for c in self._channel_names]
-        self._merchant_weights = [m.weight for m in MERCHANTS]
+        self._channel_weights = list(itertools.accumulate(CHANNELS[c].share for c in self._channel_names))
+        self._merchant_weights = list(itertools.accumulate(m.weight for m in MERCHANTS))
 
     # ------------------------------------------------------------------ engine
     def _at(self, t: int, action: Callable[[Any], None], arg: Any = None) -> None:
@@ -366,19 +361,26 @@ class Simulation:
     def _after(self, delay_ms: float, action: Callable[[Any], None], arg: Any = None) -> None:
         self._at(self.now + max(1, int(delay_ms)), action, arg)
 
+    def _emission_number(self, event: Event) -> int:
+        return int(event.event.id[len(self._event_prefix) :])
+
     def __iter__(self) -> Iterator[Event]:
-        self._boot()
-        heap, out = self._heap, self._out
-        while heap and heap[0][0] < self.end_ms:
-            t, _, action, arg = heapq.heappop(heap)
-            if t != self.now:
-                self.now = t
-                self._now_dt = self.start + timedelta(milliseconds=t)
-                self.clock.set(self._now_dt)
-            action(arg)
-            if out:
-                yield from out
-                out.clear()
+        heap, telemetry = self._heap, self.telemetry
+        drained = 0
+        try:
+            self._boot()
+            while heap and heap[0][0] < self.end_ms:
+                t, _, action, arg = heapq.heappop(heap)
+                if t != self.now:
+                    self.now = t
+                    self.clock.set(self.start + timedelta(milliseconds=t))
+                action(arg)
+                if self._n_events - drained >= DRAIN_EVERY:
+                    drained = self._n_events
+                    yield from telemetry.drain()
+            yield from telemetry.drain()
+        finally:
+            telemetry.close()
         for observer in self.observers:
             observer.finish(self)
 
@@ -420,7 +422,7 @@ class Simulation:
         alive = self._alive[service]
         if not alive:
             return None
-        return alive[self.rng.randrange(len(alive))] if len(alive) > 1 else alive[0]
+        return alive[int(self.rng.random() * len(alive))]
 
     def _pay_event(
         self,
@@ -431,7 +433,6 @@ class Simulation:
         status: str,
         attempt: Attempt | None = None,
         *,
-        amount: int | None = None,
         error_code: str | None = None,
         category: str | None = None,
         latency_ms: int | None = None,
@@ -439,32 +440,26 @@ class Simulation:
         instance = self._pick(service)
         if instance is None:
             return
-        channel = attempt.channel if attempt is not None else None
-        payment = Payment(
-            order_id=order.order_id,
-            attempt_id=attempt.attempt_id if attempt is not None else None,
-            channel=channel,
-            method=CHANNELS[channel].method if channel is not None else None,
-            merchant_id=order.merchant.merchant_id,
-            amount_minor=amount if amount is not None else (attempt.amount if attempt else order.amount),
-            currency=CURRENCY,
-            status=status,
-            error_code=error_code,
-            error_category=category,  # type: ignore[arg-type]
-            latency_ms=latency_ms,
-        )
-        event = Event(
-            timestamp=self._now_dt,
-            event=EventMeta(id=self._event_id(), dataset=PAYMENT, action=action, outcome=outcome),  # type: ignore[arg-type]
-            service=instance.service,
-            payment=payment,
-            trace=TraceId(id=order.trace),
-        )
-        _emit_direct(self._out, event)
+        fields: dict[str, Any] = {"order_id": order.order_id}
+        if attempt is not None:
+            fields["attempt_id"] = attempt.attempt_id
+            fields["channel"] = attempt.channel
+            fields["method"] = CHANNELS[attempt.channel].method
+        fields["merchant_id"] = order.merchant.merchant_id
+        fields["amount_minor"] = attempt.amount if attempt is not None else order.amount
+        fields["currency"] = CURRENCY
+        fields["status"] = status
+        if error_code is not None:
+            fields["error_code"] = error_code
+            fields["error_category"] = category
+        if latency_ms is not None:
+            fields["latency_ms"] = latency_ms
+        instance.emitter.payment(self._event_id(), action, outcome, order.trace, fields)
 
     # ------------------------------------------------------------------ services
     def _start_instance(self, name: str) -> None:
-        instance = Instance(name, f"{name}-{self.rng.getrandbits(24):06x}")
+        instance_id = f"{name}-{self.rng.getrandbits(24):06x}"
+        instance = Instance(name, instance_id, self.telemetry.open(name, instance_id))
         self._instances[name].append(instance)
         self._alive[name].append(instance)
         self._after(self.rng.uniform(0, self.settings.heartbeat_interval_s * 1000), self._beat, instance)
@@ -472,19 +467,15 @@ class Simulation:
     def _beat(self, instance: Instance) -> None:
         if not instance.alive:
             return  # died: silence, no stopping beat
-        status = "stopping" if instance.stopping else "up"
         interval = self.settings.heartbeat_interval_s
-        checks = {"db": "ok", "kafka": "ok"}
-        _emit_direct(
-            self._out,
-            Event(
-                timestamp=self._now_dt,
-                event=EventMeta(id=self._event_id(), dataset=HEARTBEAT, action="heartbeat"),
-                service=instance.service,
-                heartbeat=Heartbeat(interval_s=interval, seq=instance.seq, status=status, checks=checks),  # type: ignore[arg-type]
-            ),
-        )
         instance.seq += 1
+        section = {
+            "interval_s": interval,
+            "seq": instance.seq,
+            "status": "stopping" if instance.stopping else "up",
+            "checks": {"db": "ok", "kafka": "ok"},
+        }
+        instance.emitter.heartbeat(self._event_id(), section)
         if instance.stopping:
             instance.alive = False
             return
@@ -496,7 +487,7 @@ class Simulation:
             self._after(i * 45_000 + 1, self._stop_instance, instance)
 
     def _stop_instance(self, instance: Instance) -> None:
-        name = instance.service.name
+        name = instance.name
         if not instance.alive or instance.stopping or len(self._alive[name]) < 2:
             return  # never take the last instance down for a deploy
         instance.stopping = True
@@ -515,7 +506,6 @@ class Simulation:
         for instance in self._instances[name]:
             if not instance.alive and not instance.stopping:
                 instance.alive = True
-                instance.seq = 0
                 self._alive[name].append(instance)
                 self._after(self.rng.uniform(500, 3000), self._beat, instance)
 
@@ -542,7 +532,7 @@ class Simulation:
         if not self._alive[ORDER_SERVICE]:
             return
         rng = self.rng
-        merchant = rng.choices(MERCHANTS, self._merchant_weights)[0]
+        merchant = rng.choices(MERCHANTS, cum_weights=self._merchant_weights)[0]
         amount = max(1, round(self._lognormal_ms(merchant.amount_median_minor, merchant.amount_sigma)))
         self._n_orders += 1
         order = Order(
@@ -554,7 +544,7 @@ class Simulation:
 
     def _other_channel(self, channel: str) -> str:
         while True:
-            other = self.rng.choices(self._channel_names, self._channel_weights)[0]
+            other = self.rng.choices(self._channel_names, cum_weights=self._channel_weights)[0]
             if other != channel:
                 return other
 

@@ -354,6 +354,7 @@ def simulate(
     start: datetime = DEFAULT_START,
     settings: SimulatorSettings | None = None,
     keep_records: bool = True,
+    telemetry: str = "sdk",
 ) -> Run:
     """Traffic with the given scenarios injected. Same arguments → identical events."""
     parsed = [parse_scenario(s) if isinstance(s, str) else s for s in scenarios]
@@ -372,6 +373,7 @@ def simulate(
         faults=faults,
         observers=list(parsed),
         keep_records=keep_records,
+        telemetry=telemetry,
     )
     for scenario in parsed:
         scenario.validate(sim)

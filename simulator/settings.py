@@ -6,6 +6,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class SimulatorSettings(BaseModel):
+    """The simulated payment business behind `paywatch simulate` and `paywatch demo`: its volume,
+    services and customers. Channels, merchants and incidents are chosen on the command line."""
+
     model_config = ConfigDict(extra="forbid")
 
     peak_orders_per_s: float = Field(

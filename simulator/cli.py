@@ -1,0 +1,202 @@
+"""`paywatch simulate`: payment traffic with injected incidents, to a JSONL file, Kafka or
+the embedded HTTP ingest, as fast as possible or paced in real / compressed time."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+import click
+from paywatch.simulator.scenarios import DEFAULT_START, ScenarioError, parse_duration
+from paywatch.simulator.scenarios import simulate as run_simulation
+from paywatch.simulator.settings import SimulatorSettings
+from paywatch.simulator.truth import write_truth
+
+from paywatch.config import Config, ConfigError, load_config, read_secret
+from paywatch.contract import APP, HEARTBEAT, PAYMENT, Event, encode
+
+BATCH = 500
+
+
+def paced(events: Iterable[Event], start: datetime, speed: float) -> Iterator[Event]:
+    """Release each event when its event time comes, `speed` times faster than real time
+    (the edge of the simulator that reads the wall clock; the simulation itself never does)."""
+    wall0 = time.monotonic()
+    for event in events:
+        due = (event.timestamp - start).total_seconds() / speed
+        wait = due - (time.monotonic() - wall0)
+        if wait > 0:
+            time.sleep(wait)
+        yield event
+
+
+def _send_all(transport: object, records: list, what: str) -> int:
+    """Deliver a batch, retrying what the receiver could not take yet; returns how many were refused."""
+    from paywatch.collectors.transports import Record
+
+    pending: list[Record] = records
+    delay = 0.2
+    refused = 0
+    while pending:
+        outcome = transport.send(pending, 30.0)  # type: ignore[attr-defined]
+        for i, reason in outcome.rejected:
+            refused += 1
+            click.echo(f"{what} refused event {pending[i].key}: {reason}", err=True)
+        if not outcome.retry:
+            return refused
+        click.echo(f"{what} unavailable ({outcome.reason}); retrying {len(outcome.retry)} events", err=True)
+        pending = [pending[i] for i in outcome.retry]
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+    return refused
+
+
+def _stream(events: Iterable[Event], config: Config, kafka: bool, ingest: str | None, out: IO[bytes] | None) -> dict:
+    from paywatch.collectors.transports import HttpTransport, KafkaTransport, Record
+
+    topics = config.kafka.topics
+    topic_of = {PAYMENT: topics.payments, HEARTBEAT: topics.heartbeats, APP: topics.logs}
+    sinks: list[tuple[str, object]] = []
+    if kafka:
+        from paywatch.kafka import ensure_topics, producer_config
+
+        ensure_topics(config.kafka, sorted(set(topic_of.values())))
+        sinks.append(("kafka", KafkaTransport(producer_config(config.kafka), config.sdk.send_timeout_s)))
+    if ingest:
+        token = read_secret(config.sdk.ingest_token_env, config.sdk.ingest_token_file)
+        if not token:
+            raise click.ClickException(
+                f"the HTTP ingest needs a bearer token: set ${config.sdk.ingest_token_env} or sdk.ingest_token_file"
+            )
+        sinks.append(("http ingest", HttpTransport(ingest, token)))
+    counts = {"events": 0, "refused": 0}
+    batch: list[Record] = []
+    last_flush = time.monotonic()
+
+    def flush() -> None:
+        for what, transport in sinks:
+            counts["refused"] += _send_all(transport, batch, what)
+        batch.clear()
+
+    try:
+        for event in events:
+            value = encode(event)
+            counts["events"] += 1
+            if out is not None:
+                out.write(value + b"\n")
+            if sinks:
+                batch.append(Record(topic_of[event.event.dataset], event.key, value))
+                if len(batch) >= BATCH or time.monotonic() - last_flush > 0.2:
+                    flush()
+                    last_flush = time.monotonic()
+        if batch:
+            flush()
+    finally:
+        for _, transport in sinks:
+            transport.close()  # type: ignore[attr-defined]
+    return counts
+
+
+@click.command()
+@click.option(
+    "-s",
+    "--scenario",
+    "scenarios",
+    multiple=True,
+    default=("normal",),
+    show_default=True,
+    help="Scenario to inject, repeatable: normal, callback_outage, channel_down, duplicate_burst, "
+    "service_dies, query_api_flaky, with parameters, e.g. callback_outage:channel=alipay,start=20m,duration=10m",
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="Same seed and scenarios → identical output.")
+@click.option("--duration", default="30m", show_default=True, help="Simulated time to cover (90s, 20m, 6h).")
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%SZ"]),
+    default=DEFAULT_START.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    show_default=True,
+    help="Simulated start (UTC).",
+)
+@click.option("--rate", type=float, default=None, help="Peak new orders per second (default from config).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Events as JSONL ('-' = stdout; the default unless --kafka or --ingest).")  # fmt: skip
+@click.option("--truth", "truth_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the ground truth of the injected incidents (JSONL) here.")  # fmt: skip
+@click.option("--kafka", is_flag=True, help="Produce to Kafka (kafka.bootstrap_servers and topics from config).")
+@click.option("--ingest", default=None, help="POST to the embedded HTTP ingest at this URL (token from sdk config).")
+@click.option("--speed", type=float, default=0.0, show_default=True,
+              help="Pace by event time: 1 = real time, 60 = a minute per second; 0 = as fast as possible.")  # fmt: skip
+@click.option(
+    "--telemetry",
+    type=click.Choice(["sdk", "direct"]),
+    default="sdk",
+    show_default=True,
+    help="sdk: every simulated service emits through the paywatch SDK; direct: build the same events "
+    "without it (byte-identical, ~4x faster, for long file runs).",
+)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="paywatch.yaml")
+def simulate(
+    scenarios: tuple[str, ...],
+    seed: int,
+    duration: str,
+    start: datetime,
+    rate: float | None,
+    out: str | None,
+    truth_path: str | None,
+    kafka: bool,
+    ingest: str | None,
+    speed: float,
+    telemetry: str,
+    config_path: str | None,
+) -> None:
+    """Generate realistic payment traffic, with incidents injected and their ground truth."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    settings: SimulatorSettings = config.simulator
+    if rate is not None:
+        settings = settings.model_copy(update={"peak_orders_per_s": rate})
+    if start.tzinfo is None:
+        raise click.BadParameter("give the start with a UTC offset or Z", param_hint="--start")
+    try:
+        run = run_simulation(
+            scenarios,
+            seed=seed,
+            duration=parse_duration(duration),
+            start=start,
+            settings=settings,
+            keep_records=False,
+            telemetry=telemetry,
+        )
+    except ScenarioError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scenario") from None
+    if out is None and not kafka and not ingest:
+        out = "-"
+    events: Iterable[Event] = run if speed <= 0 else paced(run, start, speed)
+    wall0 = time.monotonic()
+    handle: IO[bytes] | None = None
+    try:
+        if out == "-":
+            handle = sys.stdout.buffer
+        elif out is not None:
+            handle = Path(out).open("wb")  # noqa: SIM115 - closed below, after the run
+        counts = _stream(events, config, kafka, ingest, handle)
+    finally:
+        if handle is not None and handle is not sys.stdout.buffer:
+            handle.close()
+    if truth_path:
+        write_truth(run.incidents, truth_path)
+    took = time.monotonic() - wall0
+    click.echo(
+        f"simulated {duration} from {start:%Y-%m-%dT%H:%M:%SZ}: {counts['events']} events in {took:.1f} s "
+        f"({counts['events'] / max(took, 1e-9):,.0f} events/s), {len(run.incidents)} incidents"
+        + (f", {counts['refused']} refused by the receiver" if counts["refused"] else ""),
+        err=True,
+    )
+    if counts["refused"]:
+        sys.exit(1)
