@@ -1,6 +1,8 @@
 """The pure alerting core: findings in, alert changes out, no I/O and no wall clock."""
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from alerts_support import stuck as stuck_at
@@ -226,3 +228,10 @@ def test_watchdog_is_always_firing():
     assert change.page and change.alert.status == "firing"
     assert change.alert.labels == {"alertname": "PaywatchWatchdog", "severity": "none"}
     assert change.alert.fingerprint == watchdog_change(T0, at(900)).alert.fingerprint
+
+
+def test_every_shipped_rule_has_a_runbook_section():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "alerts.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^## (.+)$", doc, re.M)}
+    missing = {rule.runbook for rule in load_rules().rules} - anchors
+    assert missing == set()
