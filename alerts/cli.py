@@ -47,6 +47,7 @@ def alert(config_path: str | None, max_seconds: float | None) -> None:
 def run(config: Config, should_stop: Callable[[], bool], clock: Clock | None = None) -> None:
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
     from paywatch.alerts.runner import AlertRunner, build_engine, build_sinks
+    from paywatch.collectors.sdk import open_logger
 
     from paywatch.contract import ContractError, decode
     from paywatch.kafka import consumer_config, ensure_topics, producer_config
@@ -63,6 +64,8 @@ def run(config: Config, should_stop: Callable[[], bool], clock: Clock | None = N
         producer.produce(topics.alerts, key=doc["alert"]["fingerprint"], value=value)
 
     runner = AlertRunner(settings, engine, sinks, publish, clock.now(), alertmanager)
+    # Our own heartbeats, through the SDK like any service: the detectors watch us too.
+    sdk = open_logger(SELF, config=config, checks=lambda: {"findings_lag": not runner.stall.is_stalled(SELF)})
     consumer = Consumer(consumer_config(config.kafka, settings.consumer_group))
     findings = [
         TopicPartition(topics.findings, p, OFFSET_BEGINNING)
@@ -112,6 +115,7 @@ def run(config: Config, should_stop: Callable[[], bool], clock: Clock | None = N
                 runner.tick(clock.now())
             producer.poll(0)
     finally:
+        sdk.close()
         producer.flush(10)
         consumer.close()
         for sink in sinks:

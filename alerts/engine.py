@@ -131,12 +131,12 @@ class AlertEngine:
         for state in self._alerts.values():
             if state.status == "firing" and state.last_sent and now - state.last_sent >= self._resend:
                 state.last_sent = now
-                changes.append(AlertChange(self._snapshot(state, now), now, page=True, reason="resent"))
+                changes.append(AlertChange(self._snapshot(state), now, page=True, reason="resent"))
         return changes
 
     def active(self) -> list[Alert]:
         """Every alert not yet resolved, for status pages and restarts."""
-        return [self._snapshot(s, s.last_sent or s.starts_at) for s in self._alerts.values()]
+        return [self._snapshot(s) for s in self._alerts.values()]
 
     def _transition(self, key: str, at: datetime) -> list[AlertChange]:
         state = self._alerts[key]
@@ -144,7 +144,7 @@ class AlertEngine:
             del self._alerts[key]
             was_firing = state.status == "firing"
             state.status = "resolved"
-            return [AlertChange(self._snapshot(state, at, ends_at=at), at, page=was_firing, reason="resolved")]
+            return [AlertChange(self._snapshot(state, ends_at=at), at, page=was_firing, reason="resolved")]
         if state.first_seen is None:
             state.first_seen = at
             state.status = "firing" if state.pages() else "pending"
@@ -158,9 +158,9 @@ class AlertEngine:
         page = state.status == "firing"
         if page:
             state.last_sent = at
-        return AlertChange(self._snapshot(state, at), at, page=page, reason=reason)  # type: ignore[arg-type]
+        return AlertChange(self._snapshot(state), at, page=page, reason=reason)  # type: ignore[arg-type]
 
-    def _snapshot(self, state: _State, at: datetime, ends_at: datetime | None = None) -> Alert:
+    def _snapshot(self, state: _State, ends_at: datetime | None = None) -> Alert:
         return Alert(
             labels=dict(state.labels),
             annotations=self._annotations(state, ends_at),

@@ -59,6 +59,11 @@ class StallMonitor:
         if watch.last_seen is None or at >= watch.last_seen:
             watch.last_seen, watch.failing = at, failing
 
+    def is_stalled(self, component: str) -> bool:
+        """As of the last `check`."""
+        watch = self._watches.get(component)
+        return watch is not None and watch.stalled
+
     def check(self, now: datetime) -> list[Signal]:
         """Signals for components whose stalled state changed since the last check."""
         signals = []

@@ -125,6 +125,10 @@ def test_findings_topic_to_one_page_and_documents_surviving_a_restart(kafka_boot
             receiver.wait_for(lambda r: len(posts(r, "/deadman")) == 1, timeout=30)
             watchdog = httpx.get(f"{am.url}/api/v2/alerts", params={"filter": 'alertname="PaywatchWatchdog"'}).json()
             assert len(watchdog) == 1
+            beats = [
+                b for b in read_all(kafka_bootstrap, topics.heartbeats) if b["service"]["name"] == "paywatch-alert"
+            ]
+            assert beats and beats[0]["heartbeat"]["checks"] == {"findings_lag": "ok"}
 
         with Process(config):  # replays the findings topic: same state, no second page
             emit("resolved")
