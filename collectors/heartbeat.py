@@ -73,10 +73,11 @@ class HeartbeatSender:
             self._stopped.wait(self.interval_s)
 
     def stop(self) -> None:
-        """Stop the thread and send the final `stopping` beat (once)."""
+        """Stop the thread and send the final `stopping` beat (once, if any beat was sent)."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         if self._thread is not None:
             self._thread.join(timeout=1.0)
-        self._beat("stopping")
+        if self._seq:
+            self._beat("stopping")

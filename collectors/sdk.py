@@ -17,6 +17,7 @@ delivered is counted in `stats()` and reported in a log line of the `paywatch.sd
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import socket
@@ -78,6 +79,9 @@ COUNTERS: Final = (
     "dropped_closed",  # emitted after close()
     "errors",  # faults inside the SDK itself (the first ones logged with a traceback)
 )
+# How long a lone event may wait for the drain thread. Callers do not wake it for every event:
+# waking a thread makes the caller give up the GIL to it, which is what would make emit slow.
+_LINGER_S: Final = 0.01
 REPORTED: Final = (*(c for c in COUNTERS if c.startswith("dropped_")), "errors")
 
 
@@ -112,7 +116,7 @@ def add_error_fields(_emitter: Emitter, _method: str, ed: EventDict) -> EventDic
 def add_event_id(_emitter: Emitter, _method: str, ed: EventDict) -> EventDict:
     """event.id, the end-to-end idempotency key; a caller's own `event_id` is kept."""
     if ed.get("event_id") is None:
-        ed["event_id"] = str(uuid.uuid4())
+        ed["event_id"] = new_event_id()
     return ed
 
 
@@ -166,8 +170,8 @@ def to_ecs_document(emitter: Emitter, method: str, ed: EventDict) -> EventDict:
     for name in ("trace", "span"):
         if f"{name}_id" in ed:
             doc[name] = {"id": ed.pop(f"{name}_id")}
-    labels = ed.pop("labels", None)
-    ed.update(labels if isinstance(labels, Mapping) else {})
+    if isinstance(ed.get("labels"), Mapping):
+        ed.update(ed.pop("labels"))
     doc["labels"] = {_safe_str(k): v if isinstance(v, str) else _safe_str(v) for k, v in ed.items()}
     return doc
 
@@ -213,6 +217,13 @@ def _safe_str(value: Any) -> str:
         return f"<unprintable {type(value).__name__}>"
 
 
+def _format(message: Any, args: tuple[Any, ...]) -> str:
+    try:
+        return _safe_str(message) % args
+    except Exception:  # a format that does not fit its arguments still says everything
+        return " ".join(_safe_str(x) for x in (message, *args))
+
+
 def _as_json(value: Any) -> str:
     try:
         return msgspec.json.encode(value, enc_hook=_safe_str).decode()
@@ -231,6 +242,18 @@ def _whole_ms(value: Any) -> Any:
 
 def _upper(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
+
+
+_h = uuid.uuid4().hex
+_ID_PREFIX: Final = f"{_h[:8]}-{_h[8:12]}-8{_h[12:15]}-{'89ab'[int(_h[15], 16) & 3]}{_h[16:19]}-"
+_id_counter = itertools.count(1)
+
+
+def new_event_id() -> str:
+    """A UUID string (RFC 9562 version 8): 74 random bits drawn once per process, then a 48-bit
+    counter. As unique as uuid4 but ~30x cheaper, and it never gives up the GIL, which a
+    uuid4's os.urandom call does, handing the caller's thread to the drain thread mid-call."""
+    return f"{_ID_PREFIX}{next(_id_counter):012x}"
 
 
 _FIXES: Final[dict[str, Callable[[Any], Any]]] = {
@@ -252,40 +275,48 @@ class PaymentLogger(structlog.BoundLoggerBase):
 
     _logger: Emitter
 
-    def payment(self, action: str, **fields: Any) -> None:
+    # Every parameter is optional and positional-only, so no call shape can raise a TypeError
+    # into the caller: a missing action or message becomes a counted, reported invalid event.
+
+    def payment(self, action: str | None = None, /, *args: Any, **fields: Any) -> None:
         """A `paywatch.payment` event; `action` is one of the contract's event.action values."""
+        if args:
+            fields["sdk_extra_arguments"] = args
         self.emit("payment", action, fields)
 
-    def debug(self, message: str, **fields: Any) -> None:
-        self.emit("debug", message, fields)
+    def debug(self, message: Any = None, /, *args: Any, **fields: Any) -> None:
+        self.emit("debug", message, fields, args)
 
-    def info(self, message: str, **fields: Any) -> None:
-        self.emit("info", message, fields)
+    def info(self, message: Any = None, /, *args: Any, **fields: Any) -> None:
+        self.emit("info", message, fields, args)
 
-    def warning(self, message: str, **fields: Any) -> None:
-        self.emit("warning", message, fields)
+    def warning(self, message: Any = None, /, *args: Any, **fields: Any) -> None:
+        self.emit("warning", message, fields, args)
 
-    def error(self, message: str, **fields: Any) -> None:
-        self.emit("error", message, fields)
+    def error(self, message: Any = None, /, *args: Any, **fields: Any) -> None:
+        self.emit("error", message, fields, args)
 
-    def critical(self, message: str, **fields: Any) -> None:
-        self.emit("critical", message, fields)
+    def critical(self, message: Any = None, /, *args: Any, **fields: Any) -> None:
+        self.emit("critical", message, fields, args)
 
-    def exception(self, message: str, **fields: Any) -> None:
+    def exception(self, message: Any = None, /, *args: Any, **fields: Any) -> None:
         """An error log carrying the exception being handled as error.type / error.message."""
         fields.setdefault("exc_info", True)
-        self.emit("error", message, fields)
+        self.emit("error", message, fields, args)
 
     warn = warning
 
-    def emit(self, method: str, first: str | None, fields: Mapping[str, Any]) -> None:
-        """The one path every call takes; never raises, never waits."""
+    def emit(self, method: str, first: Any, fields: Mapping[str, Any], args: tuple[Any, ...] = ()) -> None:
+        """The one path every call takes; never raises, never waits. `args` are %-style
+        arguments of a log message, as in the standard library."""
         emitter = self._logger
         try:
             if method in APP_LEVELS and APP_LEVELS.index(method) < emitter.min_app_level:
                 return
-            args, _ = self._process_event(method, first, dict(fields))
-            emitter.submit(*args)
+            if args:
+                first = _format(first, args)
+            record, *_ = self._process_event(method, first, dict(fields))[0]
+            emitter.submit(record)
         except InvalidEvent as exc:
             emitter.count("dropped_invalid", exc.reason)
             if fields.get("sdk_rejected_event") is None:  # a report must not report itself
@@ -347,6 +378,7 @@ class Emitter:
         self._settings = settings
         self._buffer: deque[Record] = deque()
         self._capacity = settings.buffer_events
+        self._batch = settings.batch_events
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._reasons: dict[str, str] = {}
         self._reported = dict.fromkeys(COUNTERS, 0)
@@ -381,7 +413,7 @@ class Emitter:
             else:
                 self._buffer.append(record)
                 self._counts["emitted"] += 1
-                if not self._wake.is_set():
+                if len(self._buffer) == self._batch:  # else the drain thread finds it within _LINGER_S
                     self._wake.set()
                 return
         if first:  # the drain thread is gone, so this caller says it, once
@@ -462,23 +494,23 @@ class Emitter:
         if self._closing.is_set() and time.monotonic() >= self._deadline:
             return False
         if self._spool is not None and (self._on_disk or not self._available):
-            self._spill(self._take(None))  # new events queue behind those already on disk
+            self._spill(self._take(self._batch))  # new events queue behind those already on disk
         if not self._available and time.monotonic() < self._next_try:
             return self._idle(self._next_try - time.monotonic())
         if self._on_disk:
             assert self._spool is not None
             self._replay(self._spool.peek(self._settings.batch_events))
             return True
-        batch = self._take(self._settings.batch_events)
+        batch = self._take(self._batch)
         if not batch:
-            return self._idle(0.05)
+            return self._idle(_LINGER_S)
         self._send_live(batch)
         return True
 
     def _idle(self, seconds: float) -> bool:
         if self._closing.is_set():
             return False
-        self._wake.wait(min(seconds, 0.05))
+        self._wake.wait(min(seconds, _LINGER_S))
         return True
 
     def _take(self, limit: int | None) -> list[Record]:
