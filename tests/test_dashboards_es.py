@@ -23,6 +23,7 @@ from paywatch.alerts.document import alert_document
 from paywatch.alerts.model import Alert, AlertChange, Delivery
 from paywatch.collectors.collector import routes
 from paywatch.collectors.templates import install_templates
+from paywatch.compensation.audit import action_doc
 from paywatch.dashboards import check, grafana, kibana
 from paywatch.dashboards import queries as q
 
@@ -65,14 +66,22 @@ def _finding(**kwargs: Any) -> dict[str, Any]:
     return msgspec.to_builtins(make_finding(**kwargs))
 
 
-def _action(at: datetime, action: str, outcome: str, **payment: Any) -> dict[str, Any]:
-    """Compensation audit documents: one per compensating query, repair and refund candidate."""
-    return {
-        "@timestamp": at.isoformat(),
-        "event": {"id": _id(action, at, *payment.values()), "dataset": q.ACTION, "action": action, "outcome": outcome},
-        "service": {"name": "compensation-job", "instance": {"id": "compensation-job-1"}},
-        "payment": payment,
-    }
+def _action(at: datetime, kind: str, outcome: str, order: str, attempt: str, channel: str, **kw: Any) -> dict:
+    """Compensation audit documents, built by the compensation stage's own `action_doc`."""
+    return action_doc(
+        at=at,
+        type=kind,  # type: ignore[arg-type]
+        channel=channel,
+        order_id=order,
+        attempt_id=attempt,
+        actor="paywatch-compensator",
+        dry_run=False,
+        rule=kind,
+        reason=f"{kind} for {order}",
+        id_parts=(order, attempt, at.isoformat()),
+        outcome=outcome,
+        **kw,
+    )
 
 
 def _payments() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -191,7 +200,18 @@ def _stuck(at: datetime, order: str, base: dict[str, Any], events: list, actions
                 evidence=Evidence(figures={"charges": 2, "refunded": 0}),
             )
         )
-        actions.append(_action(at + timedelta(minutes=4), "refund_candidate", "success", **second, amount_minor=1500))
+        actions.append(
+            _action(
+                at + timedelta(minutes=4),
+                "refund_candidate",
+                "success",
+                order,
+                f"{order}-a2",
+                "wechatpay",
+                from_status="paid",
+                to_status="refund_candidate",
+            )
+        )
     queried = at + timedelta(minutes=3)
     if queried < COMPENSATOR_DIES:  # the job answers until it dies; later orders stay stuck
         events.append(
@@ -206,10 +226,17 @@ def _stuck(at: datetime, order: str, base: dict[str, Any], events: list, actions
                 latency_ms=450,
             )
         )
-        actions.append(_action(queried, "compensating_query", "success", **base, attempt_id=f"{order}-a1"))
+        actions.append(_action(queried, "query", "success", order, f"{order}-a1", "alipay"))
         actions.append(
             _action(
-                queried + timedelta(seconds=1), "repair", "success", **base, attempt_id=f"{order}-a1", status="success"
+                queried + timedelta(seconds=1),
+                "repair",
+                "success",
+                order,
+                f"{order}-a1",
+                "alipay",
+                from_status="pending",
+                to_status="paid",
             )
         )
         out.append(
@@ -399,6 +426,7 @@ def test_panels_answer_their_questions(all_rows: dict[str, list[dict[str, Any]]]
     assert sum(r["1"] for r in rows("stuck_since")) == len(stuck)
     assert {r["finding.state"] for r in rows("stuck_incidents")} == {"open", "resolved"}
     assert {r["event.outcome"] for r in rows("compensating_queries")} == {"success"}
+    assert {(r["action.from_status"], r["action.to_status"]) for r in rows("repairs")} == {("pending", "paid")}
     repaired = {r["payment.order_id"] for r in rows("repairs")}
     assert repaired == {o for o, r in stuck.items() if r["finding.state"] == "resolved"}
     # Channel state: bank_b went degraded, down, and back to healthy; the others stayed healthy.
