@@ -79,3 +79,17 @@ def replay(
         click.echo(f"  false: {f.timestamp.isoformat()} {f.finding.fingerprint} {f.finding.summary}")
     if fail_on_miss and (result.missed or result.false_incidents):
         sys.exit(1)
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="paywatch.yaml")
+@click.option("--group", default="paywatch-detect", show_default=True, help="Kafka consumer group of the workers.")
+@click.option("--instance", help="This worker's instance id in its heartbeats (default: host-pid).")
+def detect(config_path: str | None, group: str, instance: str | None) -> None:
+    """Run a detector worker on Kafka; start several with the same --group to scale out."""
+    import logging
+
+    from paywatch.detectors.runtime import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run(_config(config_path), group, instance)

@@ -178,6 +178,21 @@ class DetectorSettings(_Section):
         86400.0, description="A stopped or missing instance is dropped from the table after this long."
     )
 
+    # --- the Kafka runtime (`paywatch detect`) ------------------------------------
+    heartbeat_interval_s: float = Field(
+        10.0, description="Interval of the detector's own heartbeat (service `paywatch-detect`)."
+    )
+    rebuild_horizon_s: float = Field(
+        900.0,
+        description="A worker that gains a partition re-reads this much of its recent history to rebuild "
+        "per-order state and the heartbeat table (findings already published are not published again).",
+    )
+    judge_horizon_s: float = Field(
+        3600.0,
+        description="An aggregator that gains a partials partition re-reads this much of it to rebuild the "
+        "channel baselines and levels.",
+    )
+
     @cached_property
     def _resolved(self) -> dict[str, ChannelSettings]:
         base = self.default.model_dump()

@@ -1,0 +1,384 @@
+"""`paywatch detect`: the detection core on Kafka, scaled out over partitions.
+
+Two consumer groups run in each worker process:
+
+- **Partition workers** (group `<group>`, topics payments.events + paywatch.heartbeats).
+  Per-order state lives with the partition that owns the order (key = order id); the
+  heartbeat table of a service with the partition that owns the service. Each payment
+  partition closes its own windows and publishes them as *partials* to
+  paywatch.channel-partials: one message per (source partition, window) to every
+  partials partition, holding the channels that partition owns (empty ones too, so the
+  aggregator knows the source is done with the window).
+- **Channel aggregator** (group `<group>-channels`, topic paywatch.channel-partials). A
+  window is judged once every payment partition has reported it; the sum equals what one
+  worker would have counted, so channel findings are the same with 1 or N workers.
+
+Each partition has its own clock: event time while it is being read, and the wall clock
+(minus `allowed_lateness_s` for payments) once it is caught up and idle. That keeps
+window contents a function of the partition's events, not of which worker read them.
+
+Restart and rebalance: a worker that gains a partition re-reads it from
+`rebuild_horizon_s` ago (offsets-for-times) and re-derives its state. Findings are
+deterministic (fingerprint, state, level and event time give the `event.id`), so before
+re-deriving, the worker reads back the ids already on paywatch.findings for that horizon
+and does not publish them again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import zlib
+from collections.abc import Iterable
+from datetime import datetime
+
+from confluent_kafka import OFFSET_END, Consumer, Message, TopicPartition
+from paywatch.detectors.channel_health import ChannelJudge
+from paywatch.detectors.engine import window_counter
+from paywatch.detectors.heartbeats import HeartbeatTable
+from paywatch.detectors.orders import OrderTracker
+from paywatch.detectors.timebase import to_ms
+from paywatch.detectors.windows import Tally, Window
+
+from paywatch.clock import SystemClock
+from paywatch.config import Config
+from paywatch.contract import (
+    ContractError,
+    Event,
+    EventMeta,
+    Heartbeat,
+    Service,
+    ServiceInstance,
+    decode,
+    encode,
+)
+from paywatch.finding import Finding, decode_finding, encode_finding
+from paywatch.kafka import consumer_config, ensure_topics
+from paywatch.stage import Output, Stage
+
+log = logging.getLogger("paywatch.detect")
+
+SERVICE = "paywatch-detect"
+TICK_MS = 1000
+
+
+def partials_partition(channel: str, partitions: int) -> int:
+    """Which partials partition (so which aggregator) owns a channel: stable across processes."""
+    return zlib.crc32(channel.split("/", 1)[0].encode()) % partitions
+
+
+def read_emitted(config: Config, since_ms: int, group_id: str) -> set[str]:
+    """Ids of the findings already published since `since_ms` (read back from the findings topic)."""
+    topic = config.kafka.topics.findings
+    consumer = Consumer(consumer_config(config.kafka, group_id + "-readback", **{"enable.partition.eof": True}))
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        starts = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in meta.partitions], timeout=10)
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
+        todo = {tp.partition for tp in starts if tp.offset >= 0 and tp.offset < ends[tp.partition]}
+        consumer.assign([tp for tp in starts if tp.partition in todo])
+        ids: set[str] = set()
+        while todo:
+            msg = consumer.poll(5)
+            if msg is None:
+                break
+            if msg.error() is None:
+                ids.add(decode_finding(msg.value()).event.id)
+            if msg.error() is not None or msg.offset() + 1 >= ends[msg.partition()]:
+                todo.discard(msg.partition())
+        return ids
+    finally:
+        consumer.close()
+
+
+def start_offsets(consumer: Consumer, partitions: list[TopicPartition], since_ms: int) -> list[TopicPartition]:
+    """Offsets of the first message at or after `since_ms` (end of partition if none)."""
+    found = consumer.offsets_for_times([TopicPartition(p.topic, p.partition, since_ms) for p in partitions], timeout=10)
+    return [TopicPartition(p.topic, p.partition, p.offset if p.offset >= 0 else OFFSET_END) for p in found]
+
+
+class _Clocked:
+    """A partition's clock: event time while catching up, the wall clock (minus `lag_ms`) once idle."""
+
+    def __init__(self, live_from: int, lag_ms: int) -> None:
+        self.live_from = live_from  # offset from which the partition is live (end at assignment)
+        self.lag_ms = lag_ms
+        self.live = live_from <= 0
+        self.idle = self.live
+        self.now = 0
+        self.next_tick = 0
+
+    def seen(self, offset: int, at: int) -> None:
+        self.idle = False
+        if offset + 1 >= self.live_from:
+            self.live = True
+        if at > self.now:
+            self.now = at
+
+    def ticks(self, wall_ms: int | None = None) -> Iterable[int]:
+        """Whole seconds the clock has passed since the last call."""
+        if wall_ms is not None and self.live and self.idle:
+            self.now = max(self.now, wall_ms - self.lag_ms)
+        if not self.now:
+            return
+        if not self.next_tick:
+            self.next_tick = -(-self.now // TICK_MS) * TICK_MS
+        while self.next_tick <= self.now:
+            yield self.next_tick
+            self.next_tick += TICK_MS
+
+
+class _Payments(_Clocked):
+    def __init__(self, worker: PartitionWorker, partition: int, live_from: int) -> None:
+        super().__init__(live_from, int(worker.settings.allowed_lateness_s * 1000))
+        self.partition = partition
+        self.windows = window_counter(worker.settings)
+        self.orders = OrderTracker(worker.settings, self.windows)
+
+
+class _Heartbeats(_Clocked):
+    def __init__(self, worker: PartitionWorker, live_from: int) -> None:
+        super().__init__(live_from, 0)
+        self.table = HeartbeatTable(worker.settings.model_copy(update={"required_services": []}))
+
+
+class _Emitter:
+    """Publishes findings once: ids read back at (re)assignment and ids sent since are skipped."""
+
+    def __init__(self, config: Config, group_id: str) -> None:
+        self.config = config
+        self.group_id = group_id
+        self.topic = config.kafka.topics.findings
+        self.emitted: set[str] = set()
+
+    def refresh(self, since_ms: int) -> None:
+        self.emitted |= read_emitted(self.config, since_ms, self.group_id)
+
+    def outputs(self, findings: Iterable[Finding]) -> list[Output]:
+        out = []
+        for f in findings:
+            if f.event.id in self.emitted:
+                continue
+            self.emitted.add(f.event.id)
+            out.append(Output(self.topic, f.finding.fingerprint.encode(), encode_finding(f)))
+        return out
+
+
+class PartitionWorker:
+    """Handler of the partition-worker group."""
+
+    def __init__(self, config: Config, group_id: str, partials: int, instance: str) -> None:
+        self.config = config
+        self.settings = config.detectors
+        self.topics = config.kafka.topics
+        self.partials = partials  # partition count of the partials topic
+        self.instance = instance
+        self.horizon_ms = int(self.settings.rebuild_horizon_s * 1000)
+        self.payments: dict[int, _Payments] = {}
+        self.heartbeats: dict[int, _Heartbeats] = {}
+        self.emitter = _Emitter(config, group_id)
+        self.rejected = 0
+        self._beat_seq = 0
+        self._next_beat = 0
+        self._started = to_ms(SystemClock().now())  # keeps beat ids unique across restarts
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        if not partitions:
+            return partitions
+        since = to_ms(SystemClock().now()) - self.horizon_ms
+        self.emitter.refresh(since)
+        starts = start_offsets(consumer, partitions, since)
+        for tp in starts:
+            _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+            live_from = high if tp.offset != OFFSET_END else 0
+            if tp.topic == self.topics.payments:
+                self.payments[tp.partition] = _Payments(self, tp.partition, live_from)
+            else:
+                self.heartbeats[tp.partition] = _Heartbeats(self, live_from)
+        log.info("assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in starts])
+        return starts
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            (self.payments if tp.topic == self.topics.payments else self.heartbeats).pop(tp.partition, None)
+        log.info("revoked %s", [(tp.topic, tp.partition) for tp in partitions])
+
+    def on_eof(self, topic: str, partition: int) -> None:
+        state = (self.payments if topic == self.topics.payments else self.heartbeats).get(partition)
+        if state is not None:
+            state.live = True
+            state.idle = True
+
+    def handle(self, message: Message) -> list[Output]:
+        try:
+            event = decode(message.value())
+        except ContractError as exc:
+            self.rejected += 1  # the collector dead-letters bad events; here they are only skipped
+            log.warning("skipping %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), exc)
+            return []
+        at = to_ms(event.timestamp)
+        if message.topic() == self.topics.payments:
+            state = self.payments.get(message.partition())
+            if state is None or event.payment is None:
+                return []
+            state.seen(message.offset(), at)
+            return self._advance(state) + self.emitter.outputs(state.orders.feed(event))
+        hb = self.heartbeats.get(message.partition())
+        if hb is None or event.heartbeat is None:
+            return []
+        hb.seen(message.offset(), at)
+        out = self._advance_heartbeats(hb)
+        return out + self.emitter.outputs(hb.table.feed(event))
+
+    def _advance(self, state: _Payments, wall_ms: int | None = None) -> list[Output]:
+        out: list[Output] = []
+        for now in state.ticks(wall_ms):
+            out += self.emitter.outputs(state.orders.tick(now))
+            for index, window in state.windows.close_until(now):
+                out += self._partials(state.partition, index, window)
+        return out
+
+    def _advance_heartbeats(self, hb: _Heartbeats, wall_ms: int | None = None) -> list[Output]:
+        out: list[Output] = []
+        for now in hb.ticks(wall_ms):
+            out += self.emitter.outputs(hb.table.tick(now))
+        return out
+
+    def _partials(self, source: int, index: int, window: Window) -> list[Output]:
+        by_target: list[dict[str, list]] = [{} for _ in range(self.partials)]
+        for key, tally in window.items():
+            by_target[partials_partition(key, self.partials)][key] = tally.to_wire()
+        return [
+            Output(
+                self.topics.channel_partials,
+                f"{source}:{index}".encode(),
+                json.dumps({"source": source, "window": index, "tallies": tallies}, sort_keys=True).encode(),
+                target,
+            )
+            for target, tallies in enumerate(by_target)
+        ]
+
+    def tick(self, now: datetime) -> list[Output]:
+        wall = to_ms(now)
+        out: list[Output] = []
+        for state in self.payments.values():
+            out += self._advance(state, wall)
+        for hb in self.heartbeats.values():
+            out += self._advance_heartbeats(hb, wall)
+        if wall >= self._next_beat:
+            self._next_beat = wall + int(self.settings.heartbeat_interval_s * 1000)
+            out.append(self.heartbeat(now, "up"))
+        return out
+
+    def heartbeat(self, now: datetime, status: str) -> Output:
+        """The detector's own heartbeat: watched by the other workers and, for the last one, from outside."""
+        self._beat_seq += 1
+        event = Event(
+            timestamp=now,
+            event=EventMeta(
+                id=f"{SERVICE}:{self.instance}:{self._started}:{self._beat_seq}", dataset="paywatch.heartbeat"
+            ),
+            service=Service(name=SERVICE, instance=ServiceInstance(id=self.instance)),
+            heartbeat=Heartbeat(
+                interval_s=self.settings.heartbeat_interval_s,
+                seq=self._beat_seq,
+                status=status,  # type: ignore[arg-type]
+            ),
+        )
+        return Output(self.topics.heartbeats, SERVICE.encode(), encode(event))
+
+
+class _Judged:
+    __slots__ = ("judge", "pending")
+
+    def __init__(self, judge: ChannelJudge) -> None:
+        self.judge = judge
+        self.pending: dict[int, dict[int, dict[str, list]]] = {}  # window -> source -> tallies
+
+
+class ChannelAggregator:
+    """Handler of the aggregator group: sums partials of all sources, judges complete windows."""
+
+    def __init__(self, config: Config, group_id: str, sources: int) -> None:
+        self.config = config
+        self.settings = config.detectors
+        self.sources = sources  # partition count of the payments topic
+        self.horizon_ms = int(self.settings.judge_horizon_s * 1000)
+        self.owned: dict[int, _Judged] = {}
+        self.emitter = _Emitter(config, group_id)
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        if not partitions:
+            return partitions
+        since = to_ms(SystemClock().now()) - self.horizon_ms
+        self.emitter.refresh(since)
+        for tp in partitions:
+            self.owned[tp.partition] = _Judged(ChannelJudge(self.settings))
+        return start_offsets(consumer, partitions, since)
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.owned.pop(tp.partition, None)
+
+    def on_eof(self, topic: str, partition: int) -> None:
+        pass
+
+    def handle(self, message: Message) -> list[Output]:
+        owned = self.owned.get(message.partition())
+        if owned is None:
+            return []
+        part = json.loads(message.value())
+        index = part["window"]
+        last = owned.judge.last_index
+        if last is not None and index <= last:
+            return []  # re-published by a rebuilding worker; already judged
+        sources = owned.pending.setdefault(index, {})
+        sources[part["source"]] = part["tallies"]
+        if len(sources) < self.sources:
+            return []
+        complete = owned.pending.pop(index)
+        for older in [i for i in owned.pending if i < index]:
+            del owned.pending[older]  # began before the horizon: some sources were never read
+        window: Window = {}
+        for tallies in complete.values():
+            for key, row in tallies.items():
+                window.setdefault(key, Tally()).add(Tally.from_wire(row))
+        return self.emitter.outputs(owned.judge.on_window(index, window))
+
+    def tick(self, now: datetime) -> list[Output]:
+        return []
+
+
+def run(config: Config, group_id: str, instance: str | None = None, stop: threading.Event | None = None) -> None:
+    """Run one detector worker (both groups) until SIGTERM/SIGINT or `stop`."""
+    topics = config.kafka.topics
+    names = [topics.payments, topics.heartbeats, topics.findings, topics.channel_partials]
+    ensure_topics(config.kafka, names)
+    probe = Consumer(consumer_config(config.kafka, group_id))
+    meta = probe.list_topics(timeout=10).topics
+    sources, partials = len(meta[topics.payments].partitions), len(meta[topics.channel_partials].partitions)
+    probe.close()
+    instance = instance or f"{socket.gethostname()}-{os.getpid()}"
+    stop = stop or threading.Event()
+    worker = PartitionWorker(config, group_id, partials, instance)
+    workers = Stage(config.kafka, group_id, [topics.payments, topics.heartbeats], worker)
+    aggregator = Stage(
+        config.kafka, group_id + "-channels", [topics.channel_partials], ChannelAggregator(config, group_id, sources)
+    )
+    workers.stop = aggregator.stop = stop
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    thread = threading.Thread(target=aggregator.run, name="channel-aggregator", daemon=True)
+    thread.start()
+    try:
+        workers.run()
+    finally:
+        stop.set()
+        thread.join(30)
+        workers.produce([worker.heartbeat(SystemClock().now(), "stopping")])  # a planned stop
+        workers.producer.flush(10)

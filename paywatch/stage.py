@@ -1,0 +1,137 @@
+"""A Kafka stage: consume topics, hand each message to a handler, produce what it returns,
+commit offsets only after the producer flushed, and tick the handler on the wall clock.
+
+Every streaming stage (detectors, alerts, compensation) has this same loop; the pure core
+sits behind the handler, so the loop is the only place that knows about Kafka.
+Delivery is at-least-once: a crash between flush and commit re-delivers a batch, which is
+why everything a stage produces carries a deterministic idempotency key (`event.id`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from paywatch.clock import Clock, SystemClock
+from paywatch.config import KafkaSettings
+from paywatch.kafka import consumer_config, producer_config
+
+log = logging.getLogger("paywatch.stage")
+
+
+class Output(NamedTuple):
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None  # None: the producer's partitioner decides by key
+
+
+class Handler(Protocol):
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Prepare state for new partitions; return them with the offsets to start from
+        (OFFSET_STORED to resume from the committed offset)."""
+        ...
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None: ...
+
+    def handle(self, message: Message) -> Iterable[Output]: ...
+
+    def on_eof(self, topic: str, partition: int) -> None:
+        """The partition has nothing more to read right now."""
+        ...
+
+    def tick(self, now: datetime) -> Iterable[Output]: ...
+
+
+class Stage:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        group_id: str,
+        topics: list[str],
+        handler: Handler,
+        *,
+        clock: Clock | None = None,
+        tick_s: float = 1.0,
+        batch: int = 1000,
+        consumer_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.handler = handler
+        self.topics = topics
+        self.clock = clock or SystemClock()
+        self.tick_s = tick_s
+        self.batch = batch
+        self.stop = threading.Event()
+        self.producer = Producer(producer_config(kafka))
+        self.consumer = Consumer(
+            consumer_config(kafka, group_id, **{"enable.partition.eof": True, **(consumer_overrides or {})})
+        )
+        self._failed: list[str] = []
+        self._pending = False  # produced since the last flush
+
+    def produce(self, outputs: Iterable[Output]) -> None:
+        for out in outputs:
+            kwargs: dict[str, Any] = {} if out.partition is None else {"partition": out.partition}
+            while True:
+                try:
+                    self.producer.produce(out.topic, out.value, out.key, on_delivery=self._delivered, **kwargs)
+                    break
+                except BufferError:  # local queue full: let it drain, never drop
+                    self.producer.poll(0.1)
+            self.producer.poll(0)
+            self._pending = True
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failed.append(f"{msg.topic()}: {err}")
+
+    def _flush(self) -> None:
+        self._pending = False
+        left = self.producer.flush(30)
+        if left or self._failed:
+            raise RuntimeError(f"could not deliver {left} outputs; failures: {self._failed[:3]}")
+
+    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.incremental_assign(self.handler.on_assign(consumer, partitions))
+
+    def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.handler.on_revoke(partitions)
+        consumer.incremental_unassign(partitions)
+
+    def run(self) -> None:
+        """Loop until `stop` is set; the final flush and commit happen before returning."""
+        self.consumer.subscribe(self.topics, on_assign=self._assign, on_revoke=self._revoke, on_lost=self._revoke)
+        next_tick = 0.0
+        try:
+            while not self.stop.is_set():
+                offsets: dict[tuple[str, int], int] = {}
+                for msg in self.consumer.consume(self.batch, timeout=min(self.tick_s, 0.2)):
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            self.handler.on_eof(msg.topic(), msg.partition())
+                            continue
+                        if err.fatal():
+                            raise KafkaException(err)
+                        log.warning("consumer error: %s", err)
+                        continue
+                    self.produce(self.handler.handle(msg))
+                    offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+                now = self.clock.now()
+                if now.timestamp() >= next_tick:
+                    next_tick = now.timestamp() + self.tick_s
+                    self.produce(self.handler.tick(now))
+                if self._pending:
+                    self._flush()  # outputs are durable before their inputs are committed
+                if offsets:
+                    self.consumer.commit(
+                        offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
+                    )
+        finally:
+            self._flush()
+            self.consumer.close()
