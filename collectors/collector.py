@@ -354,6 +354,7 @@ class Collector:
                         reason = f"elasticsearch refused the document ({status} {err.get('type')}): "
                         rejected.append((batch.messages[i], reason + str(err.get("reason"))))
             if retry:
+                log.warning("elasticsearch could not take every document yet; retrying", documents=len(retry))
                 self._backoff(attempt, "elasticsearch")
                 attempt += 1
             pending = retry

@@ -371,6 +371,6 @@ def test_elasticsearch_down_for_30s_pauses_and_loses_nothing(kafka_bootstrap, es
     wait_for(lambda: count(isolated, config) >= 6000, 180, "the events sent during the outage")
     time.sleep(2)
     assert_exactly_once(isolated, config, [f"xe{i}" for i in range(6000)])
-    assert not running.collector._paused
+    wait_for(lambda: not running.collector._paused, 120, "consumption to resume")
     running.close()
     isolated.close()
