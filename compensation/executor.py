@@ -1,0 +1,162 @@
+"""Runs the compensator's due queries against the channels, never harder than each channel's
+budget allows: one dispatcher per channel takes queries in order and starts each only when
+the token bucket, the concurrency cap, any Retry-After pause and the circuit breaker agree.
+A burst of 10,000 stuck orders therefore becomes a queue, not a flood.
+
+Also delivers repair/refund actions to the order system's webhook (signed like every
+paywatch webhook), unless in dry-run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import structlog
+from paywatch.alerts.delivery import Retry
+from paywatch.alerts.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from paywatch.compensation.audit import ORDER_SYSTEM_ACTIONS
+from paywatch.compensation.budget import ChannelBudget
+from paywatch.compensation.channels import ChannelAdapter, QueryRequest, QueryResult
+from paywatch.compensation.settings import CompensationSettings, OrderWebhookSettings
+
+from paywatch.config import read_secret
+
+log = structlog.get_logger("paywatch.compensation")
+
+
+@dataclass
+class _Lane:
+    adapter: ChannelAdapter
+    budget: ChannelBudget
+    queue: asyncio.Queue[QueryRequest] = field(default_factory=asyncio.Queue)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    dispatcher: asyncio.Task[None] | None = None
+
+
+class Executor:
+    """`submit` queries, `await result()` for each answer (in completion order)."""
+
+    def __init__(
+        self,
+        adapters: dict[str, ChannelAdapter],
+        settings: CompensationSettings,
+        client: httpx.AsyncClient | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._now = monotonic
+        self._client = client or httpx.AsyncClient()
+        self._owns_client = client is None
+        self._lanes = {
+            name: _Lane(adapter, ChannelBudget(settings.budget_for(name), monotonic()))
+            for name, adapter in adapters.items()
+        }
+        self._results: asyncio.Queue[QueryResult] = asyncio.Queue()
+        self._running: set[asyncio.Task[None]] = set()
+        self.outstanding = 0
+
+    def submit(self, request: QueryRequest) -> None:
+        lane = self._lanes[request.channel]
+        if lane.dispatcher is None:
+            lane.dispatcher = asyncio.create_task(self._dispatch(request.channel, lane))
+        lane.queue.put_nowait(request)
+        self.outstanding += 1
+
+    async def result(self) -> QueryResult:
+        result = await self._results.get()
+        self.outstanding -= 1
+        return result
+
+    def ready(self) -> list[QueryResult]:
+        """Every result already available, without waiting."""
+        out = []
+        while not self._results.empty():
+            out.append(self._results.get_nowait())
+            self.outstanding -= 1
+        return out
+
+    def circuit(self, channel: str) -> str:
+        return self._lanes[channel].budget.breaker.state
+
+    async def aclose(self) -> None:
+        for lane in self._lanes.values():
+            if lane.dispatcher is not None:
+                lane.dispatcher.cancel()
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def _dispatch(self, channel: str, lane: _Lane) -> None:
+        while True:
+            request = await lane.queue.get()
+            while (wait := lane.budget.wait(self._now())) != 0:
+                if wait is None:
+                    lane.released.clear()
+                    await lane.released.wait()
+                else:
+                    await asyncio.sleep(wait)
+            lane.budget.start(self._now())
+            task = asyncio.create_task(self._run(channel, lane, request))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, channel: str, lane: _Lane, request: QueryRequest) -> None:
+        try:
+            result = await lane.adapter.query(self._client, request)
+        except Exception as exc:  # an adapter bug must not kill the lane; it counts as a failed query
+            result = QueryResult(request, "unknown", api_failed=True, error=f"{type(exc).__name__}: {exc}"[:300])
+        change = lane.budget.finish(
+            self._now(), api_failed=result.api_failed, throttled=result.throttled, retry_after_s=result.retry_after_s
+        )
+        if change is not None:
+            log.warning("circuit_" + change, channel=channel, error=result.error)
+        if result.throttled:
+            log.info("channel_throttled", channel=channel, retry_after_s=result.retry_after_s)
+        lane.released.set()
+        self._results.put_nowait(result)
+
+
+class OrderWebhook:
+    """POSTs repair and refund actions to the order system, HMAC-signed, with retries."""
+
+    def __init__(self, settings: OrderWebhookSettings, client: httpx.AsyncClient | None = None) -> None:
+        if settings.url is None:
+            raise ValueError("order_webhook.url is not set")
+        self.url = settings.url
+        self._secret = read_secret(settings.secret_env, settings.secret_file) or ""
+        self._retry = Retry(max_attempts=settings.retries + 1, timeout_s=settings.timeout_s)
+        self._client = client or httpx.AsyncClient(timeout=settings.timeout_s)
+
+    async def deliver(self, action: dict) -> bool:
+        """True once the order system accepted it; never raises."""
+        if action["action"]["type"] not in ORDER_SYSTEM_ACTIONS or action["action"].get("dry_run"):
+            return False
+        body = json.dumps(action, separators=(",", ":")).encode()
+        for attempt in range(1, self._retry.max_attempts + 1):
+            stamp = int(time.time())
+            headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: str(stamp)}
+            if self._secret:
+                headers[SIGNATURE_HEADER] = sign(self._secret, stamp, body)
+            retry_after = None
+            try:
+                response = await self._client.post(self.url, content=body, headers=headers)
+                if response.status_code < 300:
+                    return True
+                if response.status_code < 500 and response.status_code != 429:
+                    log.error("order_webhook_rejected", status=response.status_code, action=action["event"]["id"])
+                    return False
+                retry_after = response.headers.get("retry-after")
+            except httpx.HTTPError as exc:
+                log.warning("order_webhook_failed", error=type(exc).__name__, attempt=attempt)
+            if attempt < self._retry.max_attempts:
+                await asyncio.sleep(self._retry.backoff(attempt, retry_after))
+        return False
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
