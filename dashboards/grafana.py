@@ -31,12 +31,13 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableRefresh,
 )
 from paywatch.dashboards import queries as q
+from paywatch.dashboards.settings import DashboardSettings
 
 ES_DATASOURCE = DataSourceRef(type_val="elasticsearch", uid="${environment}")
 PROMETHEUS_DATASOURCE = DataSourceRef(type_val="prometheus", uid="paywatch-prometheus")
 DATASOURCE_NAME_PREFIX = "paywatch · "
 TAG = "paywatch"
-DEFAULT_KIBANA_URL = "http://localhost:5601"
+DEFAULT_KIBANA_URL: str = DashboardSettings.model_fields["kibana_url"].default
 DEFAULT_ENVIRONMENTS = ("default",)
 
 _VIZ = {
@@ -249,8 +250,10 @@ def build(
             .keep_time(True)
         )
     )
-    for panel in dashboard.panels:
-        built = built.with_panel(prometheus_panel(panel) if isinstance(panel, q.PromPanel) else es_panel(panel))
+    for number, panel in enumerate(dashboard.panels, 1):  # fixed ids: links and repeats name panels by id
+        built = built.with_panel(
+            (prometheus_panel(panel) if isinstance(panel, q.PromPanel) else es_panel(panel)).id(number)
+        )
     return json.loads(json.dumps(built.build(), cls=JSONEncoder))
 
 

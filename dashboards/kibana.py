@@ -208,14 +208,16 @@ def _bucket_column(b: q.Bucket, order_by: str) -> dict[str, Any]:
     raise ValueError(f"no Lens column for a {b.type} bucket")
 
 
-def _visualization(panel: q.Panel, buckets: list[str], metrics: list[str]) -> tuple[str, dict[str, Any]]:
-    date = [c for c, b in zip(buckets, panel.buckets, strict=True) if b.type == "date_histogram"]
-    split = [c for c, b in zip(buckets, panel.buckets, strict=True) if b.type != "date_histogram"]
+def _visualization(
+    panel: q.Panel, buckets: dict[str, dict[str, Any]], metrics: list[str]
+) -> tuple[str, dict[str, Any]]:
+    date = [c for c, col in buckets.items() if col["operationType"] == "date_histogram"]
+    split = [c for c, col in buckets.items() if col["operationType"] != "date_histogram"]
     if panel.viz == "table":
         return "lnsDatatable", {
             "layerId": LAYER,
             "layerType": "data",
-            "columns": [{"columnId": c} for c in buckets + metrics],
+            "columns": [{"columnId": c} for c in [*buckets, *metrics]],
         }
     series = {"timeseries": "line", "barchart": "bar"}.get(panel.viz, "bar_horizontal")
     if panel.percent:
@@ -245,9 +247,16 @@ def lens(panel: q.Panel) -> dict[str, Any]:
     for m in panel.metrics:
         metric_cols |= _metric_columns(m)
     first_metric = next(iter(metric_cols))
-    bucket_cols = {f"b{b.id}": _bucket_column(b, first_metric) for b in panel.buckets}
+    bucket_cols: dict[str, dict[str, Any]] = {}
+    for b in panel.buckets:
+        previous = bucket_cols.get(next(reversed(bucket_cols), ""), {})
+        if b.type == "terms" and previous.get("operationType") == "terms":
+            # Lens breaks down by one column: nested terms become one multi-field terms column.
+            previous["params"].setdefault("secondaryFields", []).append(b.field)
+            continue
+        bucket_cols[f"b{b.id}"] = _bucket_column(b, first_metric)
     columns = bucket_cols | metric_cols
-    vis_type, visualization = _visualization(panel, list(bucket_cols), list(metric_cols))
+    vis_type, visualization = _visualization(panel, bucket_cols, list(metric_cols))
     return {
         "type": "lens",
         "id": f"paywatch-lens-{panel.key}",

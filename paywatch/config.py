@@ -18,6 +18,7 @@ from paywatch.alerts.settings import AlertSettings
 from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.collectors.settings import CollectorSettings
 from paywatch.compensation.settings import CompensationSettings
+from paywatch.dashboards.settings import DashboardSettings
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.embedded.settings import EmbeddedSettings
 from paywatch.simulator.settings import SimulatorSettings
@@ -87,6 +88,7 @@ class Config(Section):
     compensation: CompensationSettings = Field(default_factory=CompensationSettings)
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
+    dashboards: DashboardSettings = Field(default_factory=DashboardSettings)
 
 
 class ConfigError(ValueError):

@@ -1,0 +1,116 @@
+"""`paywatch dashboards`: export the dashboards as files, provision them, check them against data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+
+from paywatch.config import Config, load_config
+
+
+def _config(path: Path | None) -> Config:
+    return load_config(path)
+
+
+@click.group()
+def dashboards() -> None:
+    """Grafana and Kibana dashboards as code."""
+
+
+@dashboards.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--kibana-url", help="Kibana URL for Grafana's Discover links (default: config).")
+@click.option("--environment", "environments", multiple=True, help="Data stream namespace (repeatable).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+def export(directory: Path, kibana_url: str | None, environments: tuple[str, ...], config_path: Path | None) -> None:
+    """Write DIRECTORY/grafana/<uid>.json and DIRECTORY/kibana/paywatch.ndjson."""
+    from paywatch.dashboards.export import write_export
+
+    settings = _config(config_path).dashboards
+    written = write_export(
+        directory,
+        kibana_url=kibana_url or settings.kibana_url,
+        environments=environments or tuple(settings.environments),
+    )
+    for path in written:
+        click.echo(str(path))
+
+
+@dashboards.command()
+@click.option(
+    "--grafana",
+    "grafana_url",
+    help="Grafana URL (default: config). Credentials: GRAFANA_TOKEN, or GRAFANA_USER and GRAFANA_PASSWORD.",
+)
+@click.option(
+    "--kibana",
+    "kibana_url",
+    help="Kibana URL (default: config). Credentials: KIBANA_API_KEY, or KIBANA_USER and KIBANA_PASSWORD.",
+)
+@click.option("--skip-grafana", is_flag=True)
+@click.option("--skip-kibana", is_flag=True)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+def provision(
+    grafana_url: str | None, kibana_url: str | None, skip_grafana: bool, skip_kibana: bool, config_path: Path | None
+) -> None:
+    """Create the Elasticsearch data sources if missing and import every dashboard (idempotent)."""
+    from paywatch.dashboards.provision import ProvisionError
+    from paywatch.dashboards.provision import provision as run
+
+    config = _config(config_path)
+    updates = {k: v for k, v in {"grafana_url": grafana_url, "kibana_url": kibana_url}.items() if v}
+    settings = config.dashboards.model_copy(update=updates)
+    try:
+        report = run(
+            settings,
+            settings.elasticsearch_url or config.elasticsearch.url,
+            to_grafana=not skip_grafana,
+            to_kibana=not skip_kibana,
+        )
+    except ProvisionError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"grafana: {len(report.dashboards)} dashboards, data sources created {report.created_datasources or '-'}, "
+        f"kept {report.existing_datasources or '-'}; kibana: {report.kibana_objects} objects"
+    )
+
+
+@dashboards.command()
+@click.option("--since", default="1h", show_default=True, help="Look back this far: 30m, 6h, 2d.")
+@click.option("--environment", help="Data stream namespace (default: elasticsearch.namespace).")
+@click.option("--channel", multiple=True, help="Fill the channel variable (default: All).")
+@click.option("--merchant", multiple=True, help="Fill the merchant variable (default: All).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+def check(
+    since: str, environment: str | None, channel: tuple[str, ...], merchant: tuple[str, ...], config_path: Path | None
+) -> None:
+    """Run every panel's query against Elasticsearch; exit 1 if any would show "No data"."""
+    from paywatch.dashboards import check as checker
+    from paywatch.dashboards import grafana
+
+    from paywatch.elastic import client
+
+    config = _config(config_path)
+    namespace = environment or config.elasticsearch.namespace
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if not since[:-1].isdigit() or since[-1] not in units:
+        raise click.BadParameter(f"{since!r}: use a number and m, h or d", param_hint="--since")
+    end = datetime.now(UTC)
+    start = end - timedelta(**{units[since[-1]]: int(since[:-1])})
+    variables = {"channel": list(channel) or checker.ALL, "merchant": list(merchant) or checker.ALL}
+    found = checker.panel_rows(
+        client(config.elasticsearch),
+        grafana.datasource_index(namespace),
+        grafana.build_all(environments=(namespace,)).values(),
+        start,
+        end,
+        variables,
+    )
+    empty = 0
+    for (dashboard, panel), rows in found.items():
+        empty += not rows
+        click.echo(f"{'ok     ' if rows else 'NO DATA'} {len(rows):6d} rows  {dashboard} / {panel}")
+    if empty:
+        raise SystemExit(1)
