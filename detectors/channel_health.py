@@ -271,6 +271,8 @@ class ChannelJudge:
         if r.quiet >= s.incident_resolve_after:
             r.open = False
             found.append(self._rollup_finding(key, kind, "resolved", r, threshold, at))
+            r.span.clear()  # what this incident counted must not re-open it
+            r.total = 0
 
     def _rollup_finding(self, key: str, kind: str, state: str, r: _Rollup, threshold: float, at: int) -> Finding:
         what = "paid but still pending" if kind == "paid_but_pending_incident" else "charged more than once"

@@ -568,3 +568,11 @@ def test_settings_document_every_knob_and_reject_typos():
         DetectorSettings(windw_s=1)
     merged = DetectorSettings(channels={"bank_b": {"query_after_s": 600}}).for_channel("bank_b")
     assert merged.query_after_s == 600 and merged.paid_grace_s == 60
+
+
+def test_a_resolved_rollup_does_not_reopen_on_the_orders_it_already_counted():
+    r = Run(DetectorSettings(incident_resolve_after=5))  # resolves before the 60 s span forgets the burst
+    events = [pay(i / 10, "payment_requested", f"o{i}", "a", outcome="success") for i in range(20)]
+    r.play(events)
+    r.until(300)
+    assert [f.finding.state for f in r.of("paid_but_pending_incident")] == ["open", "resolved"]
