@@ -126,6 +126,30 @@ def _refused_lines(resp: Any, n: int) -> list[tuple[int, str]]:
         return []
 
 
+class _OncePerMinute(logging.Filter):
+    """librdkafka repeats a line per reconnect attempt (every second while brokers are down); one
+    line per kind per minute says the same. The SDK logs the outage itself, with counts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = record.getMessage().split(" ", 1)[0]
+        now = time.monotonic()
+        if now - self._last.get(kind, -60.0) < 60.0:
+            return False
+        self._last[kind] = now
+        return True
+
+
+def _librdkafka_logger() -> logging.Logger:
+    logger = logging.getLogger("paywatch.sdk.kafka")
+    if not any(isinstance(f, _OncePerMinute) for f in logger.filters):
+        logger.addFilter(_OncePerMinute())
+    return logger
+
+
 class KafkaTransport:
     """confluent-kafka Producer: idempotent, acks=all, one batch in flight at a time.
 
@@ -148,7 +172,7 @@ class KafkaTransport:
             "message.timeout.ms": int(send_timeout_s * 1000),
             "reconnect.backoff.max.ms": 1000,
             "error_cb": self._on_error,
-            "logger": logging.getLogger("paywatch.sdk.kafka"),
+            "logger": _librdkafka_logger(),
         }
         self._producer_class = Producer
         self._kafka_exception = KafkaException
