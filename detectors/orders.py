@@ -163,10 +163,13 @@ class OrderTracker:
             if order.business != PAID and not order.charged:
                 order.charged = at + grace  # due time of the paid-but-pending check
                 self._sooner(order_id, order, order.charged)
-            if len(order.charges()) >= 2:
+            charges = order.charges()
+            if len(charges) >= 2:
                 if not order.flags & DUPLICATE_OPEN:
                     order.flags |= DUPLICATE_OPEN
-                    for t in self.windows.tallies(at, channel, p.method):
+                    # counted on the channel of the first charge: the one the customer was not
+                    # shown as paid (a re-payment elsewhere is the consequence, not the cause)
+                    for t in self.windows.tallies(at, charges[0].channel, charges[0].method):
                         t.duplicates += 1
                 # opened, or updated with the newest charge
                 found.append(self._duplicate_finding(order_id, order, at, "open"))
@@ -289,7 +292,7 @@ class OrderTracker:
     def _duplicate_finding(self, order_id: str, order: Order, at: int, state: str) -> Finding:
         charges = [a for a in order.attempts if a.state in (SUCCEEDED, REFUNDED)]
         live = [a for a in charges if a.state == SUCCEEDED]
-        newest = charges[-1]
+        first, newest = charges[0], charges[-1]
         return make_finding(
             at=to_dt(at),
             kind="duplicate_charge",
@@ -305,7 +308,7 @@ class OrderTracker:
                 figures={"charges": len(live), "refunded": len(charges) - len(live)},
                 attempts=_attempts(charges),
             ),
-            payment=FindingPayment(order_id=order_id, attempt_id=newest.id, channel=newest.channel),
+            payment=FindingPayment(order_id=order_id, attempt_id=newest.id, channel=first.channel),
         )
 
     def _unknown_finding(self, order_id: str, a: Attempt, at: int, state: str) -> Finding:

@@ -306,6 +306,7 @@ def test_two_successful_attempts_across_channels_with_different_amounts_is_a_dup
     [dup] = r.of("duplicate_charge")
     assert dup.finding.state == "open" and secs(dup) == 72
     assert dup.finding.fingerprint == "duplicate_charge:o1"
+    assert dup.payment.channel == "alipay"  # the channel whose charge the customer was not shown
     assert [(a.attempt_id, a.channel, a.amount_minor) for a in dup.finding.evidence.attempts] == [
         ("a1", "alipay", 1000),
         ("a2", "wechat", 1200),
