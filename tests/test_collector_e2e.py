@@ -171,35 +171,60 @@ def read_dead_letters(config: Config, expected: int, timeout: float = 60) -> lis
     return out
 
 
-def test_events_from_kafka_are_stored_exactly_once_by_event_id(kafka_bootstrap, es_url, es, collector_in_thread):
+def test_events_emitted_with_the_sdk_are_stored_exactly_once_by_event_id(
+    kafka_bootstrap, es_url, es, collector_in_thread, tmp_path
+):
+    from paywatch.collectors.sdk import open_logger
+
     config = make_config(kafka_bootstrap, es_url)
-    topics = config.kafka.topics
-    docs = [payment(i) for i in range(3000)]
+    config.sdk.spill_dir = tmp_path / "spool"
+    at = datetime(2026, 11, 21, 10, 0, 0, 123000, tzinfo=UTC)
     running = collector_in_thread(config)
-    # every event twice: what a producer retry or a replay does
-    produce(config, topics.payments, encoded(docs) + encoded(docs[:1500]))
-    heartbeat = {
-        "@timestamp": "2026-11-22T10:00:00Z",
-        "event": {"id": "hb-1", "dataset": "paywatch.heartbeat"},
-        "service": {"name": "compensator", "instance": {"id": "c-1"}},
-        "heartbeat": {"interval_s": 10, "seq": 1, "status": "up"},
-    }
-    produce(config, topics.heartbeats, encoded([heartbeat]))
-    wait_for(lambda: count(es, config) >= 3000 and count(es, config, "paywatch.heartbeat") == 1, 120, "indexing")
+    log = open_logger("payment-gateway", config=config, instance_id="gw-1")
+
+    def emit(i: int) -> None:
+        log.payment(
+            "channel_callback",
+            event_id=f"e{i}",
+            timestamp=at,
+            order_id=f"o{i}",
+            attempt_id=f"a{i}",
+            channel="alipay",
+            amount_minor=100 + i,
+            currency="CNY",
+            outcome="success",
+        )
+
+    for i in range(3000):
+        emit(i)
+    for i in range(1500):  # the same events again: what a service's retry or a replay does
+        emit(i)
+    log.error("callback signature invalid", order_id="o1", channel="alipay")
+    assert log.flush(60)
+    log.close()
+    wait_for(
+        lambda: (
+            count(es, config) >= 3000
+            and count(es, config, "paywatch.app") == 1
+            and count(es, config, "paywatch.heartbeat") >= 1
+        ),
+        120,
+        "payments, the application log and the heartbeats",
+    )
     time.sleep(2)  # give a (wrong) duplicate the chance to show up
-    assert_exactly_once(es, config, [d["event"]["id"] for d in docs])
+    assert_exactly_once(es, config, [f"e{i}" for i in range(3000)])
     # a data stream is read by search, not GET by id
-    [hit] = es.search(
-        index=data_stream("paywatch.payment", config.elasticsearch.namespace), query={"ids": {"values": ["e7"]}}
-    )["hits"]["hits"]
+    index = data_stream("paywatch.payment", config.elasticsearch.namespace)
+    [hit] = es.search(index=index, query={"ids": {"values": ["e7"]}})["hits"]["hits"]
     stored = hit["_source"]
-    # event time is the producer's instant (re-encoded with microseconds), processing time is later
-    assert datetime.fromisoformat(stored["@timestamp"]) == datetime(2026, 11, 21, 10, 0, 0, 123000, tzinfo=UTC)
-    assert stored["event"]["ingested"] > stored["@timestamp"]
+    # event time is the producer's instant, processing time is when the collector stored it
+    assert datetime.fromisoformat(stored["@timestamp"]) == at
+    assert datetime.fromisoformat(stored["event"]["ingested"]) > at
     assert stored["payment"]["amount_minor"] == 107
-    mapping = es.indices.get_mapping(index=data_stream("paywatch.payment", config.elasticsearch.namespace))
-    props = next(iter(mapping.values()))["mappings"]["properties"]
+    assert stored["service"]["instance"]["id"] == "gw-1"
+    props = next(iter(es.indices.get_mapping(index=index).values()))["mappings"]["properties"]
     assert props["payment"]["properties"]["amount_minor"]["type"] == "long"
+    assert props["payment"]["properties"]["order_id"]["type"] == "keyword"
     assert props["event"]["properties"]["ingested"]["type"] == "date"
     running.close()
 
@@ -264,6 +289,8 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_good_ones_are_all_in
 
 
 def test_no_pan_reaches_elasticsearch(kafka_bootstrap, es_url, es, collector_in_thread):
+    """Produced raw, as a non-SDK service (Java, Go, a replay) would: the SDK's masking must not
+    be what keeps card numbers out of Elasticsearch."""
     config = make_config(kafka_bootstrap, es_url)
     topics = config.kafka.topics
     spaced = "4111 1111 1111 1111"
