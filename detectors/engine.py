@@ -36,11 +36,15 @@ class DetectionEngine:
         self.heartbeats = HeartbeatTable(self.settings)
 
     def feed(self, event: Event) -> list[Finding]:
+        return self.feed_ms(event, to_ms(event.timestamp))
+
+    def feed_ms(self, event: Event, at: int) -> list[Finding]:
+        """`feed` for callers that already converted `@timestamp` to epoch ms (replay)."""
         dataset = event.event.dataset
         if dataset == PAYMENT:
-            return self.orders.feed(event)
+            return self.orders.feed(event, at)
         if dataset == HEARTBEAT:
-            return self.heartbeats.feed(event)
+            return self.heartbeats.feed(event, at)
         return []
 
     def tick(self, now: datetime) -> list[Finding]:

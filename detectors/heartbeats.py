@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 
 from paywatch.detectors.settings import DetectorSettings
-from paywatch.detectors.timebase import to_dt, to_ms
+from paywatch.detectors.timebase import to_dt
 
 from paywatch.contract import Event
 from paywatch.finding import Evidence, Finding, FindingService, FindingServiceInstance, make_finding
@@ -53,8 +53,8 @@ class HeartbeatTable:
         self.started: int | None = None  # ms of the first tick, for required services
         self._flap_ms = int(settings.flap_window_s * 1000)
 
-    def feed(self, event: Event) -> list[Finding]:
-        at = to_ms(event.timestamp)
+    def feed(self, event: Event, at: int) -> list[Finding]:
+        """Apply one heartbeat whose `@timestamp` is `at` (epoch ms)."""
         hb = event.heartbeat
         svc = event.service
         key = (svc.name, svc.instance.id)

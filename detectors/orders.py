@@ -20,7 +20,7 @@ import sys
 from collections import defaultdict
 
 from paywatch.detectors.settings import ChannelSettings, DetectorSettings
-from paywatch.detectors.timebase import to_dt, to_ms
+from paywatch.detectors.timebase import to_dt
 from paywatch.detectors.windows import WindowCounter
 
 from paywatch.contract import ATTEMPT_ACTIONS, Event
@@ -102,10 +102,10 @@ class OrderTracker:
         return k
 
     # --- events ---------------------------------------------------------------
-    def feed(self, event: Event) -> list[Finding]:
+    def feed(self, event: Event, at: int) -> list[Finding]:
+        """Apply one payment event whose `@timestamp` is `at` (epoch ms)."""
         p = event.payment
         action = event.event.action
-        at = to_ms(event.timestamp)
         order_id = p.order_id
         order = self.orders.get(order_id)
         if order is None:
@@ -243,8 +243,12 @@ class OrderTracker:
         self._sooner(order_id, order, self._next_due(order))
 
     def _evict_at(self, order: Order) -> int:
-        finished = order.business != OPEN and not order.flags and not any(a.querying for a in order.attempts)
-        return order.last + (self._retention_ms if finished else self._ttl_ms)
+        if order.business == OPEN or order.flags:
+            return order.last + self._ttl_ms
+        for a in order.attempts:
+            if a.querying:
+                return order.last + self._ttl_ms
+        return order.last + self._retention_ms  # finished: kept only to recognise late events
 
     def _next_due(self, order: Order) -> int:
         due = self._evict_at(order)

@@ -59,7 +59,7 @@ def replay_events(
                 stats.findings += 1
                 yield finding
         stats.events += 1
-        for finding in engine.feed(event):
+        for finding in engine.feed_ms(event, at):
             stats.findings += 1
             yield finding
     if next_tick is None:

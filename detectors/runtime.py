@@ -226,13 +226,13 @@ class PartitionWorker:
             if state is None or event.payment is None:
                 return []
             state.seen(message.offset(), at)
-            return self._advance(state) + self.emitter.outputs(state.orders.feed(event))
+            return self._advance(state) + self.emitter.outputs(state.orders.feed(event, at))
         hb = self.heartbeats.get(message.partition())
         if hb is None or event.heartbeat is None:
             return []
         hb.seen(message.offset(), at)
         out = self._advance_heartbeats(hb)
-        return out + self.emitter.outputs(hb.table.feed(event))
+        return out + self.emitter.outputs(hb.table.feed(event, at))
 
     def _advance(self, state: _Payments, wall_ms: int | None = None) -> list[Output]:
         out: list[Output] = []
