@@ -385,6 +385,7 @@ class Emitter:
         self._reported_at: dict[str, float] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._progress = threading.Condition()  # notified after each drain round, for flush()
         self._closing = threading.Event()
         self._deadline = float("inf")
         self._in_flight = 0
@@ -442,12 +443,14 @@ class Emitter:
 
     def flush(self, timeout: float | None = None) -> bool:
         deadline = time.monotonic() + (self._settings.flush_timeout_s if timeout is None else timeout)
-        while time.monotonic() < deadline:
-            if not self._buffer and not self._in_flight and not self._on_disk:
-                return True
-            self._wake.set()
-            time.sleep(0.002)
-        return False
+        with self._progress:
+            while self._buffer or self._in_flight or self._on_disk:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._wake.set()
+                self._progress.wait(min(left, _LINGER_S))
+        return True
 
     def close(self, timeout: float | None = None) -> None:
         if self._closing.is_set():
@@ -478,6 +481,8 @@ class Emitter:
                 time.sleep(0.1)
                 more = True
             self._report_problems()
+            with self._progress:
+                self._progress.notify_all()
             if not more:
                 break
         with self._lock:
@@ -593,7 +598,7 @@ class Emitter:
         if s.spill_max_bytes == 0:
             return None, "spilling is disabled (sdk.spill_max_bytes = 0)"
         try:
-            return open_spool(s.spill_dir, name, s.spill_max_bytes, s.spill_segment_bytes), ""
+            return open_spool(s.spill_dir.expanduser(), name, s.spill_max_bytes, s.spill_segment_bytes), ""
         except OSError as exc:
             log.error("paywatch sdk: cannot use spill directory %s (%s); spilling is off", s.spill_dir, exc)
             return None, f"no spill file ({exc})"

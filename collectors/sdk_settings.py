@@ -13,10 +13,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-def _default_spill_dir() -> Path:
-    return Path.home() / ".local" / "state" / "paywatch" / "spool"
-
-
 class SdkSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -24,7 +20,7 @@ class SdkSettings(BaseModel):
         "kafka",
         description="Where events go: `kafka` (the topics in `kafka.topics`, keyed by `Event.key`) or "
         "`http` (the embedded backend's NDJSON ingest at `ingest_url`). An in-process callable can only "
-        "be passed in code (`get_logger(transport=fn)`).",
+        "be passed in code (`open_logger(transport=fn)`).",
     )
     ingest_url: str = Field(
         "http://127.0.0.1:8686/v1/events",
@@ -62,9 +58,9 @@ class SdkSettings(BaseModel):
         10.0, gt=0, description="Longest wait between tries of an unavailable transport."
     )
     spill_dir: Path = Field(
-        default_factory=_default_spill_dir,
-        description="Directory for the spill file (append-only segments). Each service uses its own "
-        "sub-directory, locked, so several processes of one service each get one.",
+        Path("~/.local/state/paywatch/spool"),
+        description="Directory for the spill file (append-only segments; `~` is the user's home). Each "
+        "service uses its own sub-directory, locked, so several processes of one service each get one.",
     )
     spill_max_bytes: int = Field(
         256 * 1024 * 1024,
