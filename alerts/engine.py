@@ -76,16 +76,34 @@ class _State:
     seen: dict[str, tuple[Rule, Signal]] = field(default_factory=dict)
     first_seen: datetime | None = None
     last_sent: datetime | None = None
+    # Open sources per effective rule, kept as sources come and go: paging checks stay O(rules).
+    counts: dict[tuple, int] = field(default_factory=dict)
+    rules: dict[tuple, Rule] = field(default_factory=dict)
+
+    def add(self, key: str, rule: Rule, signal: Signal) -> None:
+        self.remove(key)
+        self.sources[key] = self.seen[key] = (rule, signal)
+        ident = _rule_key(rule)
+        self.rules.setdefault(ident, rule)
+        self.counts[ident] = self.counts.get(ident, 0) + 1
+
+    def remove(self, key: str) -> None:
+        if key in self.sources:
+            rule, _ = self.sources.pop(key)
+            self.counts[_rule_key(rule)] -= 1
 
     def pages(self) -> Rule | None:
         """The first rule whose paging threshold the open sources meet, if any."""
-        counts: dict[tuple[str, str | None], int] = {}
-        for rule, _ in self.sources.values():
-            counts[rule.kind, rule.level] = counts.get((rule.kind, rule.level), 0) + 1
-        for rule, _ in self.sources.values():
-            if rule.page and counts[rule.kind, rule.level] >= rule.page_at:
+        for ident, count in self.counts.items():
+            rule = self.rules[ident]
+            if rule.page and count >= rule.page_at:
                 return rule
         return None
+
+
+def _rule_key(rule: Rule) -> tuple:
+    """Sources count together when they share a rule *as applied* (after channel overrides)."""
+    return (rule.kind, rule.level, rule.page, rule.page_at)
 
 
 class AlertEngine:
@@ -100,6 +118,15 @@ class AlertEngine:
         self._links = links or Links()
         self._alerts: dict[str, _State] = {}
         self._source_alert: dict[str, str] = {}
+        self._fingerprints: dict[tuple[tuple[str, str], ...], str] = {}
+
+    def _fingerprint(self, labels: dict[str, str]) -> str:
+        """Label sets repeat for every order of an incident: hash each distinct one once."""
+        key = tuple(labels.items())
+        found = self._fingerprints.get(key)
+        if found is None:
+            found = self._fingerprints[key] = fingerprint(labels)
+        return found
 
     def on_finding(self, finding: Finding) -> list[AlertChange]:
         return self.on_signal(signal_from_finding(finding))
@@ -112,14 +139,14 @@ class AlertEngine:
         if rule is not None:
             rule = rule.for_channel(signal.channel)
             labels = _labels(rule, signal)
-            target = fingerprint(labels)
+            target = self._fingerprint(labels)
             state = self._alerts.get(target)
             if state is None:
                 state = self._alerts[target] = _State(labels=labels, starts_at=signal.at)
-            state.sources[signal.key] = state.seen[signal.key] = (rule, signal)
+            state.add(signal.key, rule, signal)
             self._source_alert[signal.key] = target
         if previous is not None and previous != target:
-            self._alerts[previous].sources.pop(signal.key, None)
+            self._alerts[previous].remove(signal.key)
             changes += self._transition(previous, signal.at)
         if target is not None:
             changes += self._transition(target, signal.at)
