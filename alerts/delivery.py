@@ -55,6 +55,9 @@ class HttpSink:
     """Base of the HTTP sinks: subclasses implement `requests` (and `headers` to sign)."""
 
     name = "http"
+    # Whether scheduled re-sends go out: Alertmanager needs them to keep an alert alive,
+    # PagerDuty deduplicates them; a chat channel must not get the same page every minute.
+    resends = True
 
     def __init__(
         self,
@@ -74,7 +77,7 @@ class HttpSink:
         return {}
 
     def send(self, changes: Sequence[AlertChange]) -> list[Delivery]:
-        paging = [c for c in changes if c.page]
+        paging = [c for c in changes if c.page and (self.resends or c.reason != "resent")]
         if not paging:
             return []
         return [self._post(request) for request in self.requests(paging)]

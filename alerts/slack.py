@@ -44,6 +44,7 @@ def slack_message(change: AlertChange) -> dict:
 
 class SlackSink(HttpSink):
     name = "slack"
+    resends = False
 
     def __init__(self, webhook_url: str, retry: Retry | None = None, **kw) -> None:
         super().__init__(retry, **kw)

@@ -57,6 +57,7 @@ def verify(
 
 class WebhookSink(HttpSink):
     name = "webhook"
+    resends = False
 
     def __init__(self, url: str, secret: str, retry: Retry | None = None, clock: Clock | None = None, **kw) -> None:
         super().__init__(retry, **kw)

@@ -155,6 +155,12 @@ def test_log_sink_records_everything_paged_or_not():
     assert LogSink().send([]) == []
 
 
-def test_http_sinks_ignore_recorded_only_changes():
+def test_http_sinks_ignore_recorded_only_changes_and_chat_ignores_resends():
     client = httpx.Client(transport=httpx.MockTransport(lambda r: pytest.fail("must not send")))
     assert SlackSink("http://x", client=client).send([change(page=False)]) == []
+    resent = AlertChange(change().alert, T0, page=True, reason="resent")
+    assert SlackSink("http://x", client=client).send([resent]) == []
+    assert WebhookSink("http://x", "s", client=client).send([resent]) == []
+    with Receiver() as receiver:
+        [delivery] = PagerDutySink("key", url=receiver.url).send([resent])  # deduplicated by PagerDuty
+    assert delivery.ok
