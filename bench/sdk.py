@@ -89,8 +89,9 @@ def run(label: str, bootstrap: str, n: int, spool: Path) -> PaymentLogger:
         stats = log.stats()
         print(f"  delivered to Kafka: {stats['sent']} events in {took:.2f} s = {stats['sent'] / took:,.0f} events/s")
     else:
-        time.sleep(2)
-        stats = log.stats()
+        deadline = time.monotonic() + 120
+        while (stats := log.stats())["spilled"] < stats["emitted"] and time.monotonic() < deadline:
+            time.sleep(0.1)
         print(f"  spilled to disk: {stats['spilled']} events, {stats['spill_bytes'] / n:.0f} bytes/event")
     return log
 
@@ -108,6 +109,7 @@ def main() -> None:
         up = run("up", bootstrap, args.events, Path(tmp) / "up")
         down.close(timeout=0)
         up.close(timeout=10)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
