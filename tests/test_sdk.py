@@ -578,3 +578,40 @@ def test_problems_are_logged_once_per_interval_with_counts(make_logger, receiver
     # the first loss is said at once, the rest in the summary at close, never one line per event
     assert 1 <= len(lines) <= 2
     assert sum(int(re.search(r": (\d+) events", line)[1]) for line in lines) == 5
+
+
+def test_counters_are_opentelemetry_metrics_when_the_service_has_a_meter_provider(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+        from paywatch.collectors.sdk import open_logger
+        from paywatch.collectors.sdk_settings import SdkSettings
+        from paywatch.config import Config
+
+        cfg = Config(sdk=SdkSettings(spill_dir=Path({str(tmp_path / "spool")!r})))
+        log = open_logger("order-service", config=cfg, transport=lambda events: None, heartbeat=False)
+        for i in range(3):
+            log.payment("order_created", order_id=f"o{{i}}")
+        log.payment("bogus", order_id="o")
+        assert log.flush(10)
+        seen = {{}}
+        for rm in reader.get_metrics_data().resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    for point in metric.data.data_points:
+                        key = (metric.name, point.attributes.get("state"), point.attributes["service.name"])
+                        seen[key] = point.value
+        print(seen[("paywatch.sdk.events", "sent", "order-service")],
+              seen[("paywatch.sdk.events", "dropped_invalid", "order-service")],
+              seen[("paywatch.sdk.buffer.fill", None, "order-service")])
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], check=True, timeout=60, capture_output=True, text=True)
+    assert out.stdout.split() == ["4", "1", "0.0"]  # 3 orders + the report of the invalid one
