@@ -1,10 +1,11 @@
 """`paywatch alert`: consume paywatch.findings, page through the configured sinks, publish every
 alert state change to paywatch.alerts (stored by the collector as dataset paywatch.alert).
 
-Rollup needs every finding of a channel in one place, so the process reads *all*
-partitions of the findings topic itself (no consumer-group split) and rebuilds its state
-from the start of the topic on every start; run two for high availability, as with
-Prometheus: Alertmanager deduplicates what both send.
+It runs on the shared Kafka loop (`paywatch.stage.Stage`). Rollup needs every finding of a
+channel in one place, so one process reads *all* partitions of the findings topic: give
+each `paywatch alert` its own `alerts.consumer_group`. It replays the topic from the start
+on every start to rebuild its state; run two (each its own group) for high availability,
+as with Prometheus: Alertmanager deduplicates what both send.
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
-from collections.abc import Callable
+from datetime import datetime
 
 import click
 import structlog
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Message, TopicPartition
+from paywatch.alerts.runner import AlertRunner, build_engine, build_sinks
+from paywatch.collectors.sdk import open_logger
 
 from paywatch.clock import Clock, SystemClock
 from paywatch.config import Config, ConfigError, load_config
+from paywatch.contract import ContractError, decode
+from paywatch.kafka import ensure_topics
+from paywatch.stage import Output, Stage
 
 log = structlog.get_logger("paywatch.alerts")
 SELF = "paywatch-alert"
@@ -31,94 +37,127 @@ SELF = "paywatch-alert"
 def alert(config_path: str | None, max_seconds: float | None) -> None:
     """Turn findings into pages for on-call: Alertmanager, webhook, Slack, PagerDuty and the log."""
     try:
-        config = load_config(config_path)
-    except ConfigError as exc:
+        stage = build_stage(load_config(config_path))
+    except (ConfigError, ValueError) as exc:  # bad config or rules file, a sink without its secret
         raise click.ClickException(str(exc)) from None
-    stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    deadline = time.monotonic() + max_seconds if max_seconds else None
+        signal.signal(sig, lambda *_: stage.stop.set())
+    if max_seconds:
+        threading.Timer(max_seconds, stage.stop.set).start()
     try:
-        run(config, lambda: stop.is_set() or (deadline is not None and time.monotonic() > deadline))
-    except ValueError as exc:  # bad rules file, sink without its secret
-        raise click.ClickException(str(exc)) from None
-
-
-def run(config: Config, should_stop: Callable[[], bool], clock: Clock | None = None) -> None:
-    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
-    from paywatch.alerts.runner import AlertRunner, build_engine, build_sinks
-    from paywatch.collectors.sdk import open_logger
-
-    from paywatch.contract import ContractError, decode
-    from paywatch.kafka import consumer_config, ensure_topics, producer_config
-
-    clock = clock or SystemClock()
-    settings, topics = config.alerts, config.kafka.topics
-    engine = build_engine(settings)
-    sinks, alertmanager = build_sinks(settings)
-    ensure_topics(config.kafka, [topics.findings, topics.alerts, topics.heartbeats])
-    producer = Producer(producer_config(config.kafka))
-
-    def publish(doc: dict) -> None:
-        value = json.dumps(doc, separators=(",", ":")).encode()
-        producer.produce(topics.alerts, key=doc["alert"]["fingerprint"], value=value)
-
-    runner = AlertRunner(settings, engine, sinks, publish, clock.now(), alertmanager)
-    # Our own heartbeats, through the SDK like any service: the detectors watch us too.
-    sdk = open_logger(SELF, config=config, checks=lambda: {"findings_lag": not runner.stall.is_stalled(SELF)})
-    consumer = Consumer(consumer_config(config.kafka, settings.consumer_group))
-    findings = [
-        TopicPartition(topics.findings, p, OFFSET_BEGINNING)
-        for p in consumer.list_topics(topics.findings, timeout=10).topics[topics.findings].partitions
-    ]
-    beats = [
-        TopicPartition(topics.heartbeats, p, OFFSET_END)
-        for p in consumer.list_topics(topics.heartbeats, timeout=10).topics[topics.heartbeats].partitions
-    ]
-    consumer.assign(findings + beats)
-    # Replaying up to the end-of-topic seen at start rebuilds state without paging twice.
-    target = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in findings}
-
-    def behind() -> int:
-        """Findings still to read up to `target` (what was there at start, or the live end)."""
-        done = {tp.partition: max(tp.offset, 0) for tp in consumer.position(findings)}
-        return sum(max(target[p] - done[p], 0) for p in target)
-
-    runner.catching_up = any(target.values())
-    log.info("alert process started", partitions=len(findings), replay_to=sum(target.values()))
-    watched = set(settings.self_monitor.watched_services)
-    next_tick = 0.0
-    try:
-        while not should_stop():
-            for message in consumer.consume(500, timeout=0.5):
-                if message.error():
-                    log.warning("kafka error", error=str(message.error()))
-                elif message.topic() == topics.findings:
-                    runner.on_finding(message.value())
-                else:
-                    try:
-                        beat = decode(message.value())
-                    except ContractError:
-                        continue  # the collector dead-letters broken heartbeats; not ours to judge
-                    if beat.heartbeat and beat.service.name in watched:
-                        runner.stall.observe_tick(
-                            beat.service.name, beat.timestamp, failing=beat.heartbeat.status == "degraded"
-                        )
-            if runner.catching_up and behind() == 0:
-                resent = runner.caught_up(clock.now())
-                log.info("alert state rebuilt", active=len(engine.active()), resent=len(resent))
-            if not runner.catching_up and time.monotonic() >= next_tick:
-                next_tick = time.monotonic() + settings.tick_interval_s
-                # Cached: the high watermarks of the latest fetch responses, no broker round trip.
-                target = {tp.partition: consumer.get_watermark_offsets(tp, cached=True)[1] for tp in findings}
-                runner.stall.observe_lag(SELF, behind())
-                runner.tick(clock.now())
-            producer.poll(0)
+        stage.run()
     finally:
-        sdk.close()
-        producer.flush(10)
-        consumer.close()
-        for sink in sinks:
+        stage.handler.close()
+
+
+def build_stage(config: Config, clock: Clock | None = None) -> Stage:
+    """The alert process: an `AlertHandler` on the shared Kafka stage loop (not started)."""
+    topics = config.kafka.topics
+    ensure_topics(config.kafka, [topics.findings, topics.alerts, topics.heartbeats])
+    clock = clock or SystemClock()
+    handler = AlertHandler(config, clock)
+    return Stage(
+        config.kafka,
+        config.alerts.consumer_group,
+        [topics.findings, topics.heartbeats],
+        handler,
+        clock=clock,
+        tick_s=config.alerts.tick_interval_s,
+    )
+
+
+class AlertHandler:
+    """Kafka edge of the alert process: findings replayed from the start, heartbeats from now."""
+
+    def __init__(self, config: Config, clock: Clock) -> None:
+        settings = config.alerts
+        self.topics = config.kafka.topics
+        self.watched = set(settings.self_monitor.watched_services)
+        self.sinks, alertmanager = build_sinks(settings)
+        self._out: list[Output] = []
+        self.runner = AlertRunner(
+            settings, build_engine(settings), self.sinks, self._publish, clock.now(), alertmanager
+        )
+        self.findings: dict[int, TopicPartition] = {}
+        self.replaying: set[int] = set()
+        self._consumer: Consumer | None = None
+        self._clock = clock
+        # Our own heartbeats, through the SDK like any service: the detectors watch us too.
+        self.sdk = open_logger(
+            SELF, config=config, checks=lambda: {"findings_lag": not self.runner.stall.is_stalled(SELF)}
+        )
+
+    def _publish(self, doc: dict) -> None:
+        value = json.dumps(doc, separators=(",", ":")).encode()
+        self._out.append(Output(self.topics.alerts, doc["alert"]["fingerprint"].encode(), value))
+
+    def _drain(self) -> list[Output]:
+        out, self._out = self._out, []
+        return out
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        self._consumer = consumer
+        starts = []
+        for tp in partitions:
+            if tp.topic == self.topics.findings:
+                self.findings[tp.partition] = TopicPartition(tp.topic, tp.partition)
+                self.replaying.add(tp.partition)
+                starts.append(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
+            else:
+                starts.append(TopicPartition(tp.topic, tp.partition, OFFSET_END))
+        self.runner.catching_up = bool(self.replaying)
+        return starts
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.topic == self.topics.findings and self.findings.pop(tp.partition, None) is not None:
+                log.warning(
+                    "findings partition taken away: give every paywatch alert its own consumer group",
+                    partition=tp.partition,
+                )
+
+    def on_eof(self, topic: str, partition: int) -> None:
+        if topic != self.topics.findings or not self.runner.catching_up:
+            return
+        self.replaying.discard(partition)
+        if not self.replaying:
+            resent = self.runner.caught_up(self._clock.now())
+            log.info("alert state rebuilt", active=len(self.runner.engine.active()), resent=len(resent))
+
+    def handle(self, message: Message) -> list[Output]:
+        if message.topic() == self.topics.findings:
+            self.runner.on_finding(message.value())
+        else:
+            self._heartbeat(message.value())
+        return self._drain()
+
+    def _heartbeat(self, raw: bytes) -> None:
+        try:
+            beat = decode(raw)
+        except ContractError:
+            return  # the collector dead-letters broken heartbeats; not ours to judge
+        if beat.heartbeat and beat.service.name in self.watched:
+            self.runner.stall.observe_tick(beat.service.name, beat.timestamp, beat.heartbeat.status)
+
+    def tick(self, now: datetime) -> list[Output]:
+        if self.runner.catching_up:
+            return []
+        self.runner.stall.observe_lag(SELF, self._lag())
+        self.runner.tick(now)
+        return self._drain()
+
+    def _lag(self) -> int:
+        """Findings not yet read: high watermarks of the latest fetches minus our positions."""
+        if self._consumer is None or not self.findings:
+            return 0
+        positions = self._consumer.position(list(self.findings.values()))
+        return sum(
+            max(self._consumer.get_watermark_offsets(tp, cached=True)[1] - max(tp.offset, 0), 0) for tp in positions
+        )
+
+    def close(self) -> None:
+        self.sdk.close()
+        for sink in self.sinks:
             close = getattr(sink, "close", None)
             if close:
                 close()

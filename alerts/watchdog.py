@@ -53,11 +53,14 @@ class StallMonitor:
         self._lag[component] = lag
         self._watches.setdefault(component, _Watch())
 
-    def observe_tick(self, component: str, at: datetime, failing: bool = False) -> None:
-        """The component showed it is ticking at `at` (its heartbeat), possibly with a failing check."""
+    def observe_tick(self, component: str, at: datetime, status: str = "up") -> None:
+        """The component's heartbeat at `at`: `degraded` is a failing check, `stopping` a planned
+        stop (not watched until it beats again)."""
         watch = self._watches.setdefault(component, _Watch())
-        if watch.last_seen is None or at >= watch.last_seen:
-            watch.last_seen, watch.failing = at, failing
+        if status == "stopping":
+            watch.last_seen, watch.failing = None, False
+        elif watch.last_seen is None or at >= watch.last_seen:
+            watch.last_seen, watch.failing = at, status == "degraded"
 
     def is_stalled(self, component: str) -> bool:
         """As of the last `check`."""

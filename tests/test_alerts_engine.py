@@ -221,6 +221,13 @@ def test_stall_monitor_fires_and_resolves_through_the_engine(engine):
     assert not caught_up.open and caught_up.service == "paywatch-detect"
     [resolved] = engine.on_signal(caught_up)
     assert resolved.alert.status == "resolved" and resolved.page
+    monitor.observe_tick("paywatch-detect", at(81), "degraded")
+    [failing] = monitor.check(at(82))
+    assert failing.open and "failing check" in failing.summary
+    monitor.observe_tick("paywatch-detect", at(83), "stopping")  # a planned stop is not a stall
+    [stopped] = monitor.check(at(500))
+    assert not stopped.open and not monitor.is_stalled("paywatch-detect")
+    assert monitor.check(at(1000)) == []
 
 
 def test_watchdog_is_always_firing():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -13,9 +14,8 @@ import httpx
 import pytest
 from alerts_support import Receiver, am_config, posts, stuck
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from paywatch.alerts.cli import run
+from paywatch.alerts.cli import build_stage
 
-from paywatch.clock import SystemClock
 from paywatch.config import Config
 from paywatch.finding import encode_finding
 from paywatch.kafka import ensure_topics
@@ -23,47 +23,39 @@ from paywatch.kafka import ensure_topics
 pytestmark = [pytest.mark.kafka, pytest.mark.alertmanager, pytest.mark.slow]
 
 
-class ReadyClock(SystemClock):
-    """The system clock, noting when the loop first ticks (read at start, then on every tick)."""
-
-    def __init__(self) -> None:
-        self.reads = 0
-        self.ticking = threading.Event()
-
-    def now(self) -> datetime:
-        self.reads += 1
-        if self.reads > 2:
-            self.ticking.set()
-        return super().now()
-
-
 class Process:
-    """`paywatch alert`'s loop in a thread, stoppable like SIGTERM would."""
+    """`paywatch alert` in a thread: the same stage the command runs, stopped as SIGTERM would."""
 
     def __init__(self, config: Config) -> None:
-        self.stop = threading.Event()
+        self.stage = build_stage(config)
         self.error: BaseException | None = None
-        self.clock = ReadyClock()
-        self.thread = threading.Thread(target=self._run, args=(config,), daemon=True)
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _run(self, config: Config) -> None:
+    def _run(self) -> None:
         try:
-            run(config, self.stop.is_set, self.clock)
+            self.stage.run()
         except BaseException as exc:
             self.error = exc
+        finally:
+            self.stage.handler.close()
 
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(30)
-        assert self.error is None, self.error
+    def ready(self) -> bool:
+        """Partitions assigned and the findings topic replayed to its end."""
+        handler = self.stage.handler
+        return bool(handler.findings) and not handler.runner.catching_up
 
     def __enter__(self) -> Process:
-        assert self.clock.ticking.wait(60), "the alert loop never ticked"
+        deadline = time.monotonic() + 60
+        while not self.ready():
+            assert self.error is None and time.monotonic() < deadline, f"never caught up: {self.error}"
+            time.sleep(0.1)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.stage.stop.set()
+        self.thread.join(30)
+        assert self.error is None, self.error
 
 
 def read_all(bootstrap: str, topic: str) -> list[dict]:
