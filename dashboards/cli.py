@@ -39,6 +39,16 @@ def export(directory: Path, kibana_url: str | None, environments: tuple[str, ...
 
 
 @dashboards.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), default=Path("docs/dashboards.md"))
+def docs(path: Path) -> None:
+    """Write the panel reference (default docs/dashboards.md) from the panel specs."""
+    from paywatch.dashboards.docs import render
+
+    path.write_text(render())
+    click.echo(str(path))
+
+
+@dashboards.command()
 @click.option(
     "--grafana",
     "grafana_url",

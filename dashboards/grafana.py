@@ -115,8 +115,9 @@ def discover_url(data_view: str, lucene: str) -> str:
 
 
 def data_view_id(dataset: str) -> str:
-    """Kibana data view id for a dataset; `paywatch.*` is the view over every dataset."""
-    return "paywatch-" + dataset.removeprefix("paywatch.").replace("*", "all")
+    """Kibana data view id: `logs-<dataset>`, and `logs-paywatch` for the view over every dataset
+    (the id the alerts stage's evidence links open)."""
+    return "logs-paywatch" if dataset == q.ALL else f"logs-{dataset}"
 
 
 def _grafana_lucene(panel: q.Panel) -> str:

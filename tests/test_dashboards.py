@@ -38,6 +38,16 @@ def test_committed_exports_are_up_to_date() -> None:
     assert exported == {f"{d.uid}.json" for d in q.DASHBOARDS}, "a dashboard file no longer generated"
 
 
+def test_panel_reference_is_up_to_date() -> None:
+    from paywatch.dashboards.docs import render
+
+    text = (ROOT / "docs" / "dashboards.md").read_text()
+    assert text == render(), "run `paywatch dashboards docs`"
+    for d in q.DASHBOARDS:
+        for panel in d.panels:
+            assert f"| {panel.title} | {panel.question} |" in text
+
+
 def test_export_command_writes_the_files(tmp_path: Path) -> None:
     result = CliRunner().invoke(dashboards_cli, ["export", str(tmp_path), "--environment", "prod"])
     assert result.exit_code == 0, result.output
@@ -71,6 +81,15 @@ def test_kibana_references_resolve_inside_the_file() -> None:
             assert used == set(layer["columns"]), o["id"]
 
 
+def test_alert_evidence_links_open_a_shipped_data_view() -> None:
+    """The alerts stage links each alert to Discover on a data view; that view must be in the file."""
+    from paywatch.alerts.settings import AlertSettings
+
+    views = {o["id"]: o for o in kibana.saved_objects() if o["type"] == "index-pattern"}
+    view = views[AlertSettings().kibana_data_view]["attributes"]
+    assert view["title"] == "logs-paywatch.*-*"  # order and event ids of every dataset
+
+
 def test_every_grafana_panel_is_documented_linked_and_on_a_known_datasource() -> None:
     for uid, model in grafana.build_all().items():
         assert model["tags"] == [grafana.TAG]
@@ -84,7 +103,7 @@ def test_every_grafana_panel_is_documented_linked_and_on_a_known_datasource() ->
             if panel["datasource"]["type"] == "elasticsearch":
                 (discover,) = panel["links"]
                 assert discover["url"].startswith("${kibana_url}/app/discover#/")
-                view = re.search(r"dataViewId:%27([\w-]+)%27", discover["url"])
+                view = re.search(r"dataViewId:%27([\w.-]+)%27", discover["url"])
                 assert view and view.group(1) in {grafana.data_view_id(ds) for ds in (*DATASETS, q.ALL)}
 
 
