@@ -52,10 +52,10 @@ def alert(config_path: str | None, max_seconds: float | None) -> None:
 
 def build_stage(config: Config, clock: Clock | None = None) -> Stage:
     """The alert process: an `AlertHandler` on the shared Kafka stage loop (not started)."""
+    clock = clock or SystemClock()
+    handler = AlertHandler(config, clock)  # first: rules and sink secrets fail before Kafka is touched
     topics = config.kafka.topics
     ensure_topics(config.kafka, [topics.findings, topics.alerts, topics.heartbeats])
-    clock = clock or SystemClock()
-    handler = AlertHandler(config, clock)
     return Stage(
         config.kafka,
         config.alerts.consumer_group,

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from alerts_support import Receiver
+from click.testing import CliRunner
 from paywatch.alerts.alertmanager import AlertmanagerSink, alertmanager_alert
+from paywatch.alerts.cli import alert
 from paywatch.alerts.delivery import LogSink, Retry
 from paywatch.alerts.document import alert_document
 from paywatch.alerts.model import Alert, AlertChange
@@ -164,3 +166,17 @@ def test_http_sinks_ignore_recorded_only_changes_and_chat_ignores_resends():
     with Receiver() as receiver:
         [delivery] = PagerDutySink("key", url=receiver.url).send([resent])  # deduplicated by PagerDuty
     assert delivery.ok
+
+
+def test_alert_command_refuses_a_webhook_without_its_secret_and_a_bad_rules_file(tmp_path, monkeypatch):
+
+    monkeypatch.delenv("PAYWATCH_WEBHOOK_SECRET", raising=False)
+    config = tmp_path / "paywatch.yaml"
+    config.write_text("alerts:\n  webhook:\n    url: http://127.0.0.1:9/hook\n")
+    result = CliRunner().invoke(alert, ["--config", str(config)])
+    assert result.exit_code == 1 and "$PAYWATCH_WEBHOOK_SECRET" in result.output
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - kind: paid_but_pending\n    alertname: PaidButPending\n")
+    config.write_text(f"alerts:\n  rules_file: {rules}\n")
+    result = CliRunner().invoke(alert, ["--config", str(config)])
+    assert result.exit_code == 1 and "invalid alert rules" in result.output and "severity" in result.output
