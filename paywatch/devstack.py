@@ -182,7 +182,7 @@ class Server:
     """A background server process: own process group, log file and pid file in its work dir."""
 
     name = "server"
-    start_timeout = 120.0
+    start_timeout = 180.0  # generous: a loaded 2-core CI box starts JVMs slowly
 
     def __init__(self, port: int, workdir: Path | str | None = None) -> None:
         self.port = port
@@ -426,7 +426,7 @@ class ElasticsearchServer(Server):
     """One genuine Elasticsearch 8.19 node, security off, single-node discovery."""
 
     name = "elasticsearch"
-    start_timeout = 180.0
+    start_timeout = 300.0
 
     def __init__(
         self,
@@ -487,7 +487,7 @@ class AlertmanagerServer(Server):
     """Prometheus Alertmanager with a caller-supplied config; clustering disabled."""
 
     name = "alertmanager"
-    start_timeout = 30.0
+    start_timeout = 60.0
 
     def __init__(
         self, config_yaml: str = DEFAULT_AM_CONFIG, port: int = ALERTMANAGER_PORT, workdir: Path | str | None = None
