@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import IO
 
 import click
+
+from paywatch.config import Config, ConfigError, load_config, read_secret
+from paywatch.contract import APP, HEARTBEAT, PAYMENT, Event, encode
 from paywatch.simulator.scenarios import DEFAULT_START, ScenarioError, parse_duration
 from paywatch.simulator.scenarios import simulate as run_simulation
 from paywatch.simulator.settings import SimulatorSettings
 from paywatch.simulator.truth import write_truth
-
-from paywatch.config import Config, ConfigError, load_config, read_secret
-from paywatch.contract import APP, HEARTBEAT, PAYMENT, Event, encode
 
 BATCH = 500
 
@@ -34,12 +34,13 @@ def paced(events: Iterable[Event], start: datetime, speed: float) -> Iterator[Ev
         yield event
 
 
-def _send_all(transport: object, records: list, what: str) -> int:
-    """Deliver a batch, retrying what the receiver could not take yet; returns how many were refused."""
+def _send_all(transport: object, records: list, what: str, give_up_s: float) -> int:
+    """Deliver a batch, retrying what the receiver could not take yet (for at most `give_up_s`);
+    returns how many events the receiver refused for good."""
     from paywatch.collectors.transports import Record
 
     pending: list[Record] = records
-    delay = 0.2
+    delay, deadline = 0.2, time.monotonic() + give_up_s
     refused = 0
     while pending:
         outcome = transport.send(pending, 30.0)  # type: ignore[attr-defined]
@@ -48,6 +49,11 @@ def _send_all(transport: object, records: list, what: str) -> int:
             click.echo(f"{what} refused event {pending[i].key}: {reason}", err=True)
         if not outcome.retry:
             return refused
+        if time.monotonic() + delay > deadline:
+            raise click.ClickException(
+                f"{what} still unavailable after {give_up_s:g} s ({outcome.reason}); "
+                f"{len(outcome.retry)} events of this batch were not delivered"
+            )
         click.echo(f"{what} unavailable ({outcome.reason}); retrying {len(outcome.retry)} events", err=True)
         pending = [pending[i] for i in outcome.retry]
         time.sleep(delay)
@@ -55,7 +61,9 @@ def _send_all(transport: object, records: list, what: str) -> int:
     return refused
 
 
-def _stream(events: Iterable[Event], config: Config, kafka: bool, ingest: str | None, out: IO[bytes] | None) -> dict:
+def _stream(
+    events: Iterable[Event], config: Config, kafka: bool, ingest: str | None, out: IO[bytes] | None, give_up_s: float
+) -> dict:
     from paywatch.collectors.transports import HttpTransport, KafkaTransport, Record
 
     topics = config.kafka.topics
@@ -79,7 +87,7 @@ def _stream(events: Iterable[Event], config: Config, kafka: bool, ingest: str | 
 
     def flush() -> None:
         for what, transport in sinks:
-            counts["refused"] += _send_all(transport, batch, what)
+            counts["refused"] += _send_all(transport, batch, what, give_up_s)
         batch.clear()
 
     try:
@@ -138,6 +146,8 @@ def _stream(events: Iterable[Event], config: Config, kafka: bool, ingest: str | 
     help="sdk: every simulated service emits through the paywatch SDK; direct: build the same events "
     "without it (byte-identical, ~4x faster, for long file runs).",
 )
+@click.option("--give-up-after", "give_up_s", type=float, default=120.0, show_default=True,
+              help="Seconds to keep retrying an unavailable Kafka or ingest before failing.")  # fmt: skip
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="paywatch.yaml")
 def simulate(
     scenarios: tuple[str, ...],
@@ -151,6 +161,7 @@ def simulate(
     ingest: str | None,
     speed: float,
     telemetry: str,
+    give_up_s: float,
     config_path: str | None,
 ) -> None:
     """Generate realistic payment traffic, with incidents injected and their ground truth."""
@@ -185,7 +196,7 @@ def simulate(
             handle = sys.stdout.buffer
         elif out is not None:
             handle = Path(out).open("wb")  # noqa: SIM115 - closed below, after the run
-        counts = _stream(events, config, kafka, ingest, handle)
+        counts = _stream(events, config, kafka, ingest, handle, give_up_s)
     finally:
         if handle is not None and handle is not sys.stdout.buffer:
             handle.close()

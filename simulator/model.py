@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from paywatch.clock import ManualClock
+from paywatch.contract import Event
 from paywatch.simulator.settings import SimulatorSettings
 from paywatch.simulator.telemetry import DirectTelemetry, Emitter, SdkTelemetry, Telemetry
 from paywatch.simulator.truth import ChannelRecord, GroundTruth
-
-from paywatch.clock import ManualClock
-from paywatch.contract import Event
 
 DRAIN_EVERY = 4096  # events between collecting what the services emitted
 CURRENCY = "CNY"
@@ -747,7 +746,7 @@ class Simulation:
         held = self.faults.held_until(attempt.channel, self.now)
         if held is not None:
             self._at(held + int(self.rng.uniform(500, 30_000)), self._apply, attempt)
-        elif self.rng.random() < 3e-4:
+        elif self.rng.random() < 1e-4:
             return  # a transient DB error loses the update; the compensation job repairs it later
         else:
             self._after(self._lognormal_ms(120, 0.6), self._apply, attempt)

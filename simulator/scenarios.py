@@ -22,11 +22,10 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
+from paywatch.contract import Event
 from paywatch.simulator.model import CHANNELS, COMPENSATION, Attempt, Faults, Observer, Order, Simulation
 from paywatch.simulator.settings import SimulatorSettings
 from paywatch.simulator.truth import ExpectItem, Incident
-
-from paywatch.contract import Event
 
 PAID_GRACE_S = 60.0
 CALLBACK_OUTAGE_WITHIN_S = 30.0
@@ -62,6 +61,7 @@ class Scenario(Observer):
 
     def __post_init__(self) -> None:
         self.detected_ms: int | None = None
+        self._duplicates = 0
 
     @property
     def start_ms(self) -> int:
@@ -103,6 +103,12 @@ class Scenario(Observer):
         if self.detected_ms is None or t < self.detected_ms:
             self.detected_ms = t
 
+    def _count_duplicate(self, t: int) -> None:
+        """Detection of a duplicate-charge spike becomes possible at the second duplicate."""
+        self._duplicates += 1
+        if self._duplicates == 2:
+            self._first(t)
+
     def _check_channel(self, channel: str) -> None:
         if channel not in CHANNELS:
             raise ScenarioError(f"{self.name}: unknown channel {channel!r}; known: {', '.join(CHANNELS)}")
@@ -124,9 +130,12 @@ class CallbackOutage(Scenario):
 
     mode=unprocessed (default): the callback receiver still logs the channel's notifications
     (and the compensation job its query results), but the queue that applies them is jammed:
-    orders stay "unpaid" until the outage ends and the backlog drains. mode=lost: the
-    notifications never arrive (no channel_callback at all on the channel); the channel
-    re-sends them with back-off, and the compensation job's queries are the only way in."""
+    orders stay "unpaid" until the outage ends and the backlog drains; the page expected is
+    paid_but_pending_incident. mode=lost: the notifications never arrive (no channel_callback
+    at all on the channel); the channel re-sends them with back-off, and the compensation
+    job's queries find the payments after ~90 s and the business applies them at once, so no
+    order is visibly paid-but-pending: what pages is the customers' second payments
+    (duplicate_charge_incident, any channel, from the second duplicate)."""
 
     name: ClassVar[str] = "callback_outage"
     channel: str = "alipay"
@@ -149,16 +158,26 @@ class CallbackOutage(Scenario):
 
     def order_paid(self, t: int, order: Order) -> None:
         seen = self._seen.pop(order.order_id, None)
-        if seen is not None and t - seen > PAID_GRACE_S * 1000:
+        if self.mode == "unprocessed" and seen is not None and t - seen > PAID_GRACE_S * 1000:
             self._first(seen + int(PAID_GRACE_S * 1000))
 
+    def duplicate_seen(self, t: int, order: Order) -> None:
+        if self.mode == "lost" and self.start_ms <= t and order.created_ms < self.end_ms:
+            self._count_duplicate(t)
+
     def finish(self, sim: Simulation) -> None:
+        if self.mode != "unprocessed":
+            return
         for seen in self._seen.values():  # never paid within the run
             if seen + PAID_GRACE_S * 1000 <= sim.end_ms:
                 self._first(seen + int(PAID_GRACE_S * 1000))
 
     def expect(self, sim: Simulation) -> list[ExpectItem]:
-        return [ExpectItem("paid_but_pending_incident", CALLBACK_OUTAGE_WITHIN_S, channel=self.channel)]
+        if self.mode == "unprocessed":
+            return [ExpectItem("paid_but_pending_incident", CALLBACK_OUTAGE_WITHIN_S, channel=self.channel)]
+        if self.detected_ms is None:
+            return []  # too few customers paid twice to be told apart from normal traffic
+        return [ExpectItem("duplicate_charge_incident", DUPLICATE_WITHIN_S)]
 
 
 @dataclass
@@ -174,16 +193,13 @@ class DuplicateBurst(Scenario):
         self._check_channel(self.channel)
         if not 0 < self.rate <= 1:
             raise ScenarioError("duplicate_burst: rate is a share of requests, in (0, 1]")
-        self._duplicates: list[int] = []
 
     def install(self, faults: Faults) -> None:
         faults.double_submit.append((self.channel, self.start_ms, self.end_ms, self.rate))
 
     def duplicate_seen(self, t: int, order: Order) -> None:
-        if self.start_ms <= t and order.created_ms < self.end_ms and len(self._duplicates) < 2:
-            self._duplicates.append(t)
-            if len(self._duplicates) == 2:
-                self._first(t)
+        if self.start_ms <= t and order.created_ms < self.end_ms:
+            self._count_duplicate(t)
 
     def expect(self, sim: Simulation) -> list[ExpectItem]:
         return [ExpectItem("duplicate_charge_incident", DUPLICATE_WITHIN_S, channel=self.channel)]
@@ -250,7 +266,8 @@ class ServiceDies(Scenario):
         known = sim.settings.instances
         if self.service not in known:
             raise ScenarioError(f"service_dies: unknown service {self.service!r}; known: {', '.join(known)}")
-        if self.instances >= known[self.service] and self.service in ("order-service", "payment-gateway"):
+        kills_all = self.instances == 0 or self.instances >= known[self.service]
+        if kills_all and self.service in ("order-service", "payment-gateway"):
             raise ScenarioError(
                 f"service_dies: killing every {self.service} instance stops all traffic; "
                 f"kill at most {known[self.service] - 1}"

@@ -15,7 +15,7 @@ class SimulatorSettings(BaseModel):
         25.0,
         gt=0,
         description="New business orders per second at the daily peak, all channels together "
-        "(about 1.2 attempts per order, so ~30 attempts/s). Volume follows a diurnal curve below it.",
+        "(about 1.05 attempts per order). Volume follows a diurnal curve below it.",
     )
     utc_offset_h: float = Field(
         8.0,
