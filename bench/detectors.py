@@ -19,10 +19,9 @@ import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 
+from paywatch.contract import Event, EventMeta, Payment, Service, ServiceInstance, decode, encode
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.detectors.replay import replay_events
-
-from paywatch.contract import Event, EventMeta, Payment, Service, ServiceInstance, decode, encode
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CHANNELS = ["alipay", "wechat", "stripe", "bank_a", "bank_b"]

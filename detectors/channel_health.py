@@ -24,7 +24,6 @@ from paywatch.detectors.settings import ChannelSettings, DetectorSettings
 from paywatch.detectors.stats import ewma, wilson_bounds
 from paywatch.detectors.timebase import to_dt
 from paywatch.detectors.windows import FIELDS, Tally, Window
-
 from paywatch.finding import Evidence, Finding, FindingPayment, Severity, make_finding
 
 OVERALL = "*"

@@ -46,7 +46,6 @@ def replay(
     from paywatch.detectors.engine import DetectionEngine
     from paywatch.detectors.replay import ReplayStats
     from paywatch.detectors.replay import replay as run
-
     from paywatch.finding import decode_finding, encode_finding
 
     engine = DetectionEngine(_config(config_path).detectors)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from paywatch.contract import HEARTBEAT, PAYMENT, Event
 from paywatch.detectors.channel_health import ChannelJudge
 from paywatch.detectors.heartbeats import HeartbeatTable
 from paywatch.detectors.orders import OrderTracker
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.detectors.timebase import to_ms
 from paywatch.detectors.windows import WindowCounter
-
-from paywatch.contract import HEARTBEAT, PAYMENT, Event
 from paywatch.finding import Finding
 
 

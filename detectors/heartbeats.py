@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections import deque
 
+from paywatch.contract import Event
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.detectors.timebase import to_dt
-
-from paywatch.contract import Event
 from paywatch.finding import Evidence, Finding, FindingService, FindingServiceInstance, make_finding
 
 

@@ -19,11 +19,10 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 
+from paywatch.contract import ATTEMPT_ACTIONS, Event
 from paywatch.detectors.settings import ChannelSettings, DetectorSettings
 from paywatch.detectors.timebase import to_dt
 from paywatch.detectors.windows import WindowCounter
-
-from paywatch.contract import ATTEMPT_ACTIONS, Event
 from paywatch.finding import AttemptEvidence, Evidence, Finding, FindingPayment, make_finding
 
 # attempt states (ordered: only ever raised, except refunded which follows succeeded)

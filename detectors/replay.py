@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from paywatch.contract import ContractError, Event, decode
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.detectors.timebase import to_ms
-
-from paywatch.contract import ContractError, Event, decode
 from paywatch.finding import Finding
 
 TICK_MS = 1000

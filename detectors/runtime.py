@@ -37,12 +37,6 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from confluent_kafka import OFFSET_END, Consumer, Message, TopicPartition
-from paywatch.detectors.channel_health import ChannelJudge
-from paywatch.detectors.engine import window_counter
-from paywatch.detectors.heartbeats import HeartbeatTable
-from paywatch.detectors.orders import OrderTracker
-from paywatch.detectors.timebase import to_ms
-from paywatch.detectors.windows import Tally, Window
 
 from paywatch.clock import SystemClock
 from paywatch.config import Config
@@ -56,6 +50,12 @@ from paywatch.contract import (
     decode,
     encode,
 )
+from paywatch.detectors.channel_health import ChannelJudge
+from paywatch.detectors.engine import window_counter
+from paywatch.detectors.heartbeats import HeartbeatTable
+from paywatch.detectors.orders import OrderTracker
+from paywatch.detectors.timebase import to_ms
+from paywatch.detectors.windows import Tally, Window
 from paywatch.finding import Finding, decode_finding, encode_finding
 from paywatch.kafka import consumer_config, ensure_topics
 from paywatch.stage import Output, Stage

@@ -6,10 +6,10 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from paywatch.detectors.engine import DetectionEngine
-from paywatch.detectors.settings import ChannelSettings, DetectorSettings
 
 from paywatch.contract import Event, EventMeta, Heartbeat, Payment, Service, ServiceInstance
+from paywatch.detectors.engine import DetectionEngine
+from paywatch.detectors.settings import ChannelSettings, DetectorSettings
 from paywatch.finding import Finding
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -577,3 +577,20 @@ def test_a_resolved_rollup_does_not_reopen_on_the_orders_it_already_counted():
     r.play(events)
     r.until(300)
     assert [f.finding.state for f in r.of("paid_but_pending_incident")] == ["open", "resolved"]
+
+
+def test_window_edges_and_lateness():
+    from paywatch.detectors.windows import WindowCounter
+
+    w = WindowCounter(window_ms=2000, lateness_ms=2000)
+    w.tallies(1999, "alipay", None)[0].attempts += 1  # last ms of window 0
+    w.tallies(2000, "alipay", None)[0].attempts += 1  # first ms of window 1
+    assert list(w.close_until(3999)) == []  # window 0 ends at 2000, judged at 4000
+    [(index, window)] = list(w.close_until(4000))
+    assert index == 0 and window["alipay"].attempts == 1
+    w.tallies(1500, "alipay", None)[0].attempts += 1  # too late for window 0: counted in the oldest open one
+    [(index, window)] = list(w.close_until(6000))
+    assert index == 1 and window["alipay"].attempts == 2
+    # a long silence closes at most one empty window per call instead of thousands
+    closed = list(w.close_until(10_000_000))
+    assert [i for i, _ in closed] == [2, 4998] and all(not win for _, win in closed)

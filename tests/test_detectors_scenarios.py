@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.detectors.replay import replay_events
 from paywatch.detectors.scoring import Incident, Score, score
-from paywatch.simulator.scenarios import simulate
-
 from paywatch.finding import is_incident
+from paywatch.simulator.scenarios import simulate
 
 pytestmark = pytest.mark.slow
 
