@@ -24,7 +24,6 @@ def collect(config_path: str | None) -> None:
     Invalid messages and documents Elasticsearch refuses go to the dead-letter topic with the
     reason. Stops cleanly on SIGTERM/SIGINT (the batch in hand is finished or redone later)."""
     from paywatch.collectors.collector import Stopped, connect
-
     from paywatch.metrics import start_metrics_server
 
     config = load_config(config_path)

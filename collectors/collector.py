@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 import structlog
 from msgspec import Struct
-from paywatch.collectors.dlq import INVALID, REJECTED, DeadLetters
 
 from paywatch.clock import Clock, SystemClock
+from paywatch.collectors.dlq import INVALID, REJECTED, DeadLetters
 from paywatch.contract import APP, HEARTBEAT, PAYMENT, ContractError, Id, Timestamp, decode, encode
 from paywatch.elastic import data_stream
 from paywatch.finding import FINDING, decode_finding
@@ -34,8 +34,8 @@ from paywatch.pan import mask_event, mask_tree, may_contain_pan
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message, TopicPartition
     from elasticsearch import Elasticsearch
-    from paywatch.collectors.settings import CollectorSettings
 
+    from paywatch.collectors.settings import CollectorSettings
     from paywatch.config import Config, Topics
 
 log = structlog.get_logger("paywatch.collector")
@@ -426,8 +426,8 @@ def connect(config: Config, should_stop: Callable[[], bool] = lambda: False) -> 
     """Wire a Collector to the configured Kafka and Elasticsearch; topics and templates are
     created first, waiting (with backoff) for servers that are not up yet."""
     from confluent_kafka import Consumer, Producer
-    from paywatch.collectors.templates import install_templates
 
+    from paywatch.collectors.templates import install_templates
     from paywatch.elastic import client
     from paywatch.kafka import consumer_config, ensure_topics, producer_config
 

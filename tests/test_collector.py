@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 from confluent_kafka import Message
-from paywatch.collectors.collector import CollectorHealth, build_batch, chunks, routes
-from paywatch.collectors.templates import component_templates, index_templates, owner_mapping
 from prometheus_client.parser import text_string_to_metric_families
 
 from paywatch import contract
+from paywatch.collectors.collector import CollectorHealth, build_batch, chunks, routes
+from paywatch.collectors.templates import component_templates, index_templates, owner_mapping
 from paywatch.config import Topics
 from paywatch.devstack import free_port
 from paywatch.elastic import DATASETS

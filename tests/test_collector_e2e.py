@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -22,10 +23,11 @@ from pathlib import Path
 import pytest
 import yaml
 from confluent_kafka import Consumer, Producer
+
 from paywatch.collectors.collector import Collector, connect
 from paywatch.collectors.dlq import KIND, REASON, SOURCE_OFFSET, SOURCE_TOPIC, headers_of
-
 from paywatch.config import Config
+from paywatch.devstack import free_port
 from paywatch.elastic import data_stream
 
 PAN = "4111111111111111"
@@ -337,6 +339,47 @@ def test_no_pan_reaches_elasticsearch(kafka_bootstrap, es_url, es, collector_in_
     assert es.count(index=every, query={"match": {"message": MASKED}})["count"] == 1
 
 
+def test_documents_elasticsearch_refuses_go_to_the_dead_letter_topic(kafka_bootstrap, es_url, es, collector_in_thread):
+    config = make_config(kafka_bootstrap, es_url)
+    topics = config.kafka.topics
+
+    def alert(i: int, page: object) -> dict:
+        return {
+            "@timestamp": "2026-11-21T10:00:01Z",
+            "event": {"id": f"al-{i}", "dataset": "paywatch.alert"},
+            "alert": {"name": "PaidButPending", "status": "firing", "page": page},
+        }
+
+    # alerts/es_mapping.json maps alert.page as boolean: "maybe" passes the collector's checks
+    # but Elasticsearch refuses the document
+    docs = [alert(i, True) for i in range(5)] + [alert(i, "maybe") for i in range(5, 8)]
+    produce(config, topics.alerts, encoded(docs))
+    collector_in_thread(config)
+    wait_for(lambda: count(es, config, "paywatch.alert") == 5, 120, "the valid alert documents")
+    dead = read_dead_letters(config, 3)
+    assert sorted(m.value() for m in dead) == sorted(encoded(docs[5:]))
+    for m in dead:
+        h = headers_of(m)
+        assert h[KIND] == "rejected" and h[SOURCE_TOPIC] == topics.alerts
+        assert h[REASON].startswith("elasticsearch refused the document (400 ")
+        assert "alert.page" in h[REASON]
+    index = data_stream("paywatch.alert", config.elasticsearch.namespace)
+    props = next(iter(es.indices.get_mapping(index=index).values()))["mappings"]["properties"]
+    assert props["alert"]["properties"]["page"]["type"] == "boolean"
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    """The collector's /metrics page as (name, labels without otel_*) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {
+        (s.name, tuple(sorted(i for i in s.labels.items() if not i[0].startswith("otel_")))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
 def write_config(config: Config, path: Path) -> Path:
     path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
     return path
@@ -354,7 +397,8 @@ def collect_process(config_file: Path, log: Path) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_collector_killed_mid_batch_and_restarted_stores_each_event_exactly_once(kafka_bootstrap, es_url, es, tmp_path):
-    config = make_config(kafka_bootstrap, es_url, batch_size=500)
+    port = free_port()
+    config = make_config(kafka_bootstrap, es_url, batch_size=500, metrics_port=port)
     n = 30_000
     produce(config, config.kafka.topics.payments, encoded([payment(i, "k") for i in range(n)]))
     cfg = write_config(config, tmp_path / "paywatch.yaml")
@@ -362,6 +406,7 @@ def test_collector_killed_mid_batch_and_restarted_stores_each_event_exactly_once
     proc = collect_process(cfg, log)
     try:
         wait_for(lambda: count(es, config) >= 2000, 120, "the first batches")
+        metrics = scrape(port)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         killed_at = count(es, config)
@@ -374,6 +419,11 @@ def test_collector_killed_mid_batch_and_restarted_stores_each_event_exactly_once
         proc.terminate()
         proc.wait(30)
     assert proc.returncode == 0, log.read_text()[-3000:]
+    # the health the process served while it ran
+    assert metrics[("paywatch_collector_events_total", (("result", "indexed"),))] >= 500
+    lag = [v for (name, labels), v in metrics.items() if name == "paywatch_collector_consumer_lag"]
+    assert lag and max(lag) > 0  # killed with most of the 30,000 still to go
+    assert ("paywatch_collector_bulk_duration_seconds_count", ()) in metrics
 
 
 @pytest.mark.slow
