@@ -43,3 +43,7 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="paywatch")
 def main() -> None:
     """paywatch: catch stuck paid orders, duplicate charges, failing channels and silent services."""
+
+
+if __name__ == "__main__":
+    main()

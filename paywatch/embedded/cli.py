@@ -149,3 +149,31 @@ def incidents(limit: int, config_path: Path | None, as_json: bool) -> None:
         ),
         as_json,
     )
+
+
+@click.command()
+@click.option("--seed", default=7, show_default=True, help="Same seed, same story, same findings.")
+@click.option("--duration", default="20m", show_default=True, help="Simulated time (the story needs ≥ 17m).")
+@click.option("--speed", default=20.0, show_default=True, help="Simulated seconds per wall second; 0 = flat out.")
+@click.option("--out", "out_dir", default="paywatch-data/demo", show_default=True, type=click.Path(path_type=Path))
+def demo(seed: int, duration: str, speed: float, out_dir: Path) -> None:
+    """Replay the callback-outage incident of domain.md on the embedded stack and score the result."""
+    from paywatch.embedded.demo import print_summary, run_demo
+    from paywatch.logs import configure_logging
+
+    configure_logging(level="error")  # the live view is the output; alerts are in the store and the report
+    console = Console()
+    result = run_demo(out_dir, seed=seed, duration=duration, speed=speed, console=console)
+    print_summary(result, console)
+    if not result.ok:
+        raise click.ClickException("the demo missed an injected incident or raised a false one (see above)")
+
+
+@click.command()
+@click.option("--embedded", is_flag=True, required=True, help="Run every stage in this one process (SQLite).")
+@config_option
+def run(embedded: bool, config_path: Path | None) -> None:
+    """Run paywatch on one machine: HTTP ingest, detectors, alerts, compensation, SQLite."""
+    from paywatch.embedded.runtime import run_embedded
+
+    run_embedded(_config(config_path))

@@ -24,16 +24,16 @@ CREATE TABLE IF NOT EXISTS docs (
     dataset     TEXT NOT NULL,
     ts          TEXT NOT NULL,   -- @timestamp, event time (RFC 3339, UTC)
     ingested    TEXT NOT NULL,   -- processing time
-    order_id    TEXT,
-    channel     TEXT,
-    service     TEXT,
-    fingerprint TEXT,
-    kind        TEXT,
+    kind        TEXT,            -- finding.kind, for the incidents query
     body        TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS docs_order ON docs(order_id, ts);
 CREATE INDEX IF NOT EXISTS docs_dataset_ts ON docs(dataset, ts);
-CREATE INDEX IF NOT EXISTS docs_fingerprint ON docs(fingerprint, ts);
+-- An alert can concern many orders (payment.order_id is then a list): one row per order.
+CREATE TABLE IF NOT EXISTS doc_orders (
+    order_id    TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    PRIMARY KEY (order_id, event_id)
+);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at TEXT NOT NULL,
@@ -68,30 +68,30 @@ class SqliteStore:
     def write(self, docs: Iterable[Doc]) -> int:
         """Store documents, stamping `event.ingested`; returns how many were new."""
         ingested = _iso(self._clock)
-        rows = []
+        rows, orders = [], []
         for doc in docs:
             body = dict(doc)
             body["event"] = {**body["event"], "ingested": ingested}
+            event_id = body["event"]["id"]
             rows.append(
                 (
-                    body["event"]["id"],
+                    event_id,
                     body["event"]["dataset"],
                     body["@timestamp"],
                     ingested,
-                    get(body, "payment.order_id"),
-                    get(body, "payment.channel"),
-                    get(body, "service.name"),
-                    get(body, "finding.fingerprint") or get(body, "alert.fingerprint"),
                     get(body, "finding.kind"),
                     json.dumps(body, separators=(",", ":")),
                 )
             )
+            order_ids = get(body, "payment.order_id")
+            for order_id in order_ids if isinstance(order_ids, list) else [order_ids] if order_ids else []:
+                orders.append((order_id, event_id))
         with self._lock:
-            before = self._db.total_changes
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO docs VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            new = self._db.executemany("INSERT OR IGNORE INTO docs VALUES (?,?,?,?,?,?)", rows).rowcount
+            self._db.executemany("INSERT OR IGNORE INTO doc_orders VALUES (?,?)", orders)
             self._db.execute("COMMIT")
-            return self._db.total_changes - before
+            return new
 
     def dead_letter(self, source: str, reason: str, raw: bytes) -> None:
         with self._lock:
@@ -120,7 +120,10 @@ class SqliteStore:
 
     # HistoryReader
     def order_timeline(self, order_id: str) -> list[dict[str, Any]]:
-        return self._bodies("SELECT body FROM docs WHERE order_id = ? ORDER BY ts, event_id", (order_id,))
+        return self._bodies(
+            "SELECT body FROM docs JOIN doc_orders USING (event_id) WHERE order_id = ? ORDER BY ts, event_id",
+            (order_id,),
+        )
 
     def alerts(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         docs = self._bodies("SELECT body FROM docs WHERE dataset = 'paywatch.alert' ORDER BY ts, event_id", ())
