@@ -3,8 +3,8 @@
 An incident is caught when an opened finding of an expected kind, matching the item's
 channel/service/level, appears within [detect_from, detect_from + within_s]. A level
 item is also met by a worse level (`down` meets `degraded`). Any opened incident-level
-finding that matches no incident — same channel or service (or none named), inside
-[start, end + 10 min] — is a false incident.
+finding that matches no incident — same channel or service (a finding or an incident naming
+neither matches any), inside [start, end + 10 min] — is a false incident.
 """
 
 from __future__ import annotations
@@ -133,7 +133,8 @@ def score(findings: list[Finding], truth: list[Incident]) -> Score:
             if not inc.start <= f.timestamp <= inc.end + SLACK:
                 continue
             channels, services = _subjects(inc)
-            if (channel is None and service is None) or channel in channels or service in services:
+            anywhere = not channels and not services  # e.g. duplicates "on any channel"
+            if anywhere or (channel is None and service is None) or channel in channels or service in services:
                 explained = True
                 break
         if not explained:

@@ -170,3 +170,9 @@ def test_read_truth_parses_the_team_format():
     )
     [inc] = read_truth([line])
     assert inc.expect[0].channel == "alipay" and inc.detect_from.tzinfo is not None
+
+
+def test_an_incident_naming_no_channel_explains_findings_on_any_channel():
+    inc = _incident(scenario="callback_outage", expect=[Expectation("duplicate_charge_incident", 10)])
+    result = score([_finding(3, "duplicate_charge_incident", channel="alipay")], [inc])
+    assert result.recall == 1.0 and result.false_incidents == []
