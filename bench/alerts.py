@@ -3,10 +3,10 @@
     .venv/bin/python bench/alerts.py [--orders 100000] [--channels 10]
 
 A callback outage at scale: N per-order paid_but_pending findings opened across the
-channels (each channel's alert pages at its third order), a resend tick every 1,000
-findings, then all N resolved. Also a record-only kind (query_unavailable, never pages)
-with N open sources on one channel, the case where every finding re-checks the paging
-threshold. Memory: tracemalloc delta with all N orders open, divided by N.
+channels (each channel's alert pages at its third order), 100 findings per simulated
+second with a tick every simulated second and the default 60 s re-send, then all N
+resolved. Also a record-only kind (query_unavailable, never pages) with N open sources
+on one channel. Memory: tracemalloc delta with all N orders open, divided by N.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 
 from paywatch.alerts.engine import AlertEngine
 from paywatch.alerts.rules import load_rules
-
 from paywatch.finding import FindingPayment, make_finding
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -45,7 +44,7 @@ def run(engine: AlertEngine, batch: list) -> tuple[float, int]:
     changes = 0
     for i, finding in enumerate(batch):
         changes += len(engine.on_finding(finding))
-        if i % 1000 == 999:
+        if i % 100 == 99:
             changes += len(engine.tick(finding.timestamp))
     return len(batch) / (time.perf_counter() - t), changes
 
@@ -60,7 +59,7 @@ def main() -> None:
 
     opened = findings(n, args.channels, "paid_but_pending", "open", 0)
     resolved = findings(n, args.channels, "paid_but_pending", "resolved", 3600)
-    engine = AlertEngine(rules, resend_interval=timedelta(seconds=5))
+    engine = AlertEngine(rules, resend_interval=timedelta(seconds=60))
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
