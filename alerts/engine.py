@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from paywatch.alerts.kibana import discover_url, evidence_query
 from paywatch.alerts.model import Alert, AlertChange, Status, fingerprint
 from paywatch.alerts.rules import Rule, Rules
-
 from paywatch.finding import Finding
+from paywatch.pan import mask_text
 
 MAX_LISTED_ORDERS = 20
 
@@ -235,7 +235,8 @@ class AlertEngine:
             annotations["kibana_url"] = discover_url(
                 self._links.kibana_url, self._links.kibana_data_view, query, start, ends_at
             )
-        return annotations
+        # Summaries and ids come from payment data; a card number must not reach a pager or a chat.
+        return {key: mask_text(value) for key, value in annotations.items()}
 
 
 def _labels(rule: Rule, signal: Signal) -> dict[str, str]:

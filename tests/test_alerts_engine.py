@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 from alerts_support import stuck as stuck_at
+
 from paywatch.alerts.engine import AlertEngine, Links
 from paywatch.alerts.kibana import discover_url, evidence_query
 from paywatch.alerts.rules import Rules, RulesError, load_rules
 from paywatch.alerts.watchdog import StallMonitor, watchdog_change
-
 from paywatch.finding import FindingPayment, FindingService, make_finding
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -242,3 +242,18 @@ def test_every_shipped_rule_has_a_runbook_section():
     anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^## (.+)$", doc, re.M)}
     missing = {rule.runbook for rule in load_rules().rules} - anchors
     assert missing == set()
+
+
+def test_card_numbers_never_reach_annotations(engine):
+    finding = make_finding(
+        at=at(0),
+        kind="service_down",
+        state="open",
+        fingerprint="down|checkout",
+        severity="critical",
+        summary="checkout crashed on card 4111111111111111",
+        service=FindingService(name="checkout"),
+    )
+    [change] = engine.on_finding(finding)
+    assert "4111111111111111" not in str(change.alert.annotations)
+    assert "411111******1111" in change.alert.annotations["summary"]
