@@ -9,6 +9,8 @@ import click
 
 from paywatch.config import load_config
 
+SELF = "paywatch-collect"
+
 
 @click.command()
 @click.option(
@@ -24,6 +26,7 @@ def collect(config_path: str | None) -> None:
     Invalid messages and documents Elasticsearch refuses go to the dead-letter topic with the
     reason. Stops cleanly on SIGTERM/SIGINT (the batch in hand is finished or redone later)."""
     from paywatch.collectors.collector import Stopped, connect
+    from paywatch.collectors.sdk import open_logger
     from paywatch.metrics import start_metrics_server
 
     config = load_config(config_path)
@@ -37,4 +40,9 @@ def collect(config_path: str | None) -> None:
         collector = connect(config, should_stop=stop.is_set)
     except Stopped:
         return
-    collector.run()
+    # Our own heartbeats, through the SDK like any service: silence means the store is not fed.
+    sdk = open_logger(SELF, config=config, checks=lambda: {"elasticsearch": not collector.paused})
+    try:
+        collector.run()
+    finally:
+        sdk.close()

@@ -276,7 +276,7 @@ class Collector:
         self.should_stop = should_stop
         self.health = CollectorHealth()
         self.handled = 0  # messages taken from Kafka and settled (stored, duplicate or dead-lettered)
-        self._paused = False
+        self.paused = False  # True while a downstream outage holds the partitions paused
         self._last_step = time.monotonic()
 
     def run(self) -> None:
@@ -379,16 +379,16 @@ class Collector:
         self._wait(min(self.settings.retry_initial_s * 2**attempt, self.settings.retry_max_s))
 
     def _pause(self, downstream: str) -> None:
-        if not self._paused:
+        if not self.paused:
             log.warning("downstream unavailable; partitions paused", downstream=downstream)
             self.consumer.pause(self.consumer.assignment())
-            self._paused = True
+            self.paused = True
             self.health.paused(True)
 
     def _resume(self) -> None:
-        if self._paused:
+        if self.paused:
             self.consumer.resume(self.consumer.assignment())
-            self._paused = False
+            self.paused = False
             self.health.paused(False)
             log.info("downstream back; partitions resumed")
 

@@ -415,6 +415,10 @@ def test_collector_killed_mid_batch_and_restarted_stores_each_event_exactly_once
         wait_for(lambda: count(es, config) >= n, 180, "all events after the restart")
         time.sleep(2)
         assert_exactly_once(es, config, [f"ke{i}" for i in range(n)])
+        # the collector's own heartbeats (through the SDK) are stored like any service's
+        wait_for(lambda: count(es, config, "paywatch.heartbeat") >= 1, 60, "the collector's heartbeat")
+        beats = es.search(index=data_stream("paywatch.heartbeat", config.elasticsearch.namespace))["hits"]["hits"]
+        assert {b["_source"]["service"]["name"] for b in beats} == {"paywatch-collect"}
     finally:
         proc.terminate()
         proc.wait(30)
@@ -440,7 +444,7 @@ def test_elasticsearch_down_for_30s_pauses_and_loses_nothing(kafka_bootstrap, es
 
     server.stop()
     produce(config, topics.payments, encoded([payment(i, "x") for i in range(2000, 6000)]))
-    wait_for(lambda: running.collector._paused, 30, "consumption to pause")
+    wait_for(lambda: running.collector.paused, 30, "consumption to pause")
     time.sleep(30)
     assert running.thread.is_alive() and running.error is None
     server.start()
@@ -448,6 +452,6 @@ def test_elasticsearch_down_for_30s_pauses_and_loses_nothing(kafka_bootstrap, es
     wait_for(lambda: count(isolated, config) >= 6000, 180, "the events sent during the outage")
     time.sleep(2)
     assert_exactly_once(isolated, config, [f"xe{i}" for i in range(6000)])
-    wait_for(lambda: not running.collector._paused, 120, "consumption to resume")
+    wait_for(lambda: not running.collector.paused, 120, "consumption to resume")
     running.close()
     isolated.close()
