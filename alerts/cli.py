@@ -18,10 +18,10 @@ from datetime import datetime
 import click
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Message, TopicPartition
-from paywatch.alerts.runner import AlertRunner, build_engine, build_sinks
-from paywatch.collectors.sdk import open_logger
 
+from paywatch.alerts.runner import AlertRunner, build_engine, build_sinks
 from paywatch.clock import Clock, SystemClock
+from paywatch.collectors.sdk import open_logger
 from paywatch.config import Config, ConfigError, load_config
 from paywatch.contract import ContractError, decode
 from paywatch.kafka import ensure_topics
@@ -73,11 +73,9 @@ class AlertHandler:
         settings = config.alerts
         self.topics = config.kafka.topics
         self.watched = set(settings.self_monitor.watched_services)
-        self.sinks, alertmanager = build_sinks(settings)
+        sinks, alertmanager = build_sinks(settings)
         self._out: list[Output] = []
-        self.runner = AlertRunner(
-            settings, build_engine(settings), self.sinks, self._publish, clock.now(), alertmanager
-        )
+        self.runner = AlertRunner(settings, build_engine(settings), sinks, self._publish, clock.now(), alertmanager)
         self.findings: dict[int, TopicPartition] = {}
         self.replaying: set[int] = set()
         self._consumer: Consumer | None = None
@@ -157,7 +155,4 @@ class AlertHandler:
 
     def close(self) -> None:
         self.sdk.close()
-        for sink in self.sinks:
-            close = getattr(sink, "close", None)
-            if close:
-                close()
+        self.runner.close()

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import httpx
 import structlog
+
 from paywatch.alerts.model import AlertChange, Delivery
 
 log = structlog.get_logger("paywatch.alerts")

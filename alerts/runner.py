@@ -10,9 +10,11 @@ every alert still firing is re-sent once, so Alertmanager and PagerDuty are curr
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import structlog
+
 from paywatch.alerts.alertmanager import AlertmanagerSink
 from paywatch.alerts.delivery import LogSink, Notifier
 from paywatch.alerts.document import alert_document
@@ -24,10 +26,10 @@ from paywatch.alerts.settings import AlertSettings
 from paywatch.alerts.slack import SlackSink
 from paywatch.alerts.watchdog import StallMonitor, watchdog_change
 from paywatch.alerts.webhook import WebhookSink
-
 from paywatch.config import read_secret
 from paywatch.contract import ContractError
 from paywatch.finding import decode_finding
+from paywatch.pan import mask_text
 
 log = structlog.get_logger("paywatch.alerts")
 
@@ -83,6 +85,8 @@ class AlertRunner:
         self.settings = settings
         self.engine = engine
         self.sinks = list(sinks)
+        # Sinks deliver side by side: one dead receiver retrying never delays the others' pages.
+        self._pool = ThreadPoolExecutor(max(len(self.sinks), 1), thread_name_prefix="alert-sink")
         self.publish = publish
         self.catching_up = False
         self.rejected = 0
@@ -100,7 +104,7 @@ class AlertRunner:
             finding = decode_finding(raw)
         except ContractError as exc:
             self.rejected += 1
-            log.error("finding rejected", reason=str(exc), raw=raw[:200])
+            log.error("finding rejected", reason=str(exc), raw=mask_text(raw[:200].decode(errors="replace")))
             return []
         changes = self.engine.on_finding(finding)
         self._emit(changes)
@@ -134,8 +138,19 @@ class AlertRunner:
         """Deliver, then publish every state change (re-sends are not changes) with its deliveries."""
         if not changes:
             return []
-        deliveries = [] if self.catching_up else [d for sink in self.sinks for d in sink.send(changes)]
+        deliveries = (
+            []
+            if self.catching_up
+            else [d for sent in self._pool.map(lambda sink: sink.send(changes), self.sinks) for d in sent]
+        )
         for change in changes:
             if change.reason != "resent":
                 self.publish(alert_document(change, deliveries))
         return deliveries
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if close:
+                close()

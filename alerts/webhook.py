@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from paywatch.alerts.delivery import HttpSink, Request, Retry
 from paywatch.alerts.document import alert_document
 from paywatch.alerts.model import AlertChange
-
 from paywatch.clock import Clock, SystemClock
 
 SIGNATURE_HEADER = "X-Paywatch-Signature"
