@@ -23,9 +23,18 @@ def dashboards() -> None:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--kibana-url", help="Kibana URL for Grafana's Discover links (default: config).")
 @click.option("--environment", "environments", multiple=True, help="Data stream namespace (repeatable).")
+@click.option(
+    "--es-url",
+    default="http://elasticsearch:9200",
+    show_default=True,
+    help="Elasticsearch as Grafana's server reaches it, for the provisioned data sources.",
+)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
-def export(directory: Path, kibana_url: str | None, environments: tuple[str, ...], config_path: Path | None) -> None:
-    """Write DIRECTORY/grafana/<uid>.json and DIRECTORY/kibana/paywatch.ndjson."""
+def export(
+    directory: Path, kibana_url: str | None, environments: tuple[str, ...], es_url: str, config_path: Path | None
+) -> None:
+    """Write DIRECTORY/grafana/<uid>.json, DIRECTORY/kibana/paywatch.ndjson and Grafana's file
+    provisioning config under DIRECTORY/provisioning/."""
     from paywatch.dashboards.export import write_export
 
     settings = _config(config_path).dashboards
@@ -33,6 +42,7 @@ def export(directory: Path, kibana_url: str | None, environments: tuple[str, ...
         directory,
         kibana_url=kibana_url or settings.kibana_url,
         environments=environments or tuple(settings.environments),
+        es_url=es_url,
     )
     for path in written:
         click.echo(str(path))
@@ -99,7 +109,6 @@ def check(
     """Run every panel's query against Elasticsearch; exit 1 if any would show "No data"."""
     from paywatch.dashboards import check as checker
     from paywatch.dashboards import grafana
-
     from paywatch.elastic import client
 
     config = _config(config_path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from paywatch.dashboards import grafana, kibana
 from paywatch.dashboards import queries as q
-
 from paywatch.elastic import DATASETS
 
 INTRO = """\
@@ -38,7 +37,8 @@ the exported JSON through file provisioning, and Kibana the NDJSON through
   documents carry no namespace field, so the environment is where they are, not a filter);
   `channel` and `merchant` are multi-value term lists with *All*. Panels whose documents
   name a channel or merchant filter on them; the others (heartbeats, paywatch's own health)
-  ignore them.
+  ignore them. A document that does not carry the field (a finding that names no merchant)
+  is never hidden by the picker: it cannot be attributed, so it stays visible.
 - **Links.** Every dashboard has a *paywatch dashboards* menu (tag `paywatch`, keeping time
   range and variables). Every Elasticsearch panel links to Kibana Discover with the same
   Lucene query over the same time range (the hidden `kibana_url` constant, set at export or

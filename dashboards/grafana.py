@@ -30,6 +30,7 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableOption,
     VariableRefresh,
 )
+
 from paywatch.dashboards import queries as q
 from paywatch.dashboards.settings import DashboardSettings
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from paywatch.dashboards import queries as q
 from paywatch.dashboards.grafana import data_view_id
-
 from paywatch.elastic import DATASETS
 
 LAYER = "layer1"

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from paywatch.dashboards import grafana, kibana
-from paywatch.dashboards.settings import DashboardSettings
 
 from paywatch.config import read_secret
+from paywatch.dashboards import grafana, kibana
+from paywatch.dashboards.settings import DashboardSettings
 
 
 class ProvisionError(RuntimeError):

@@ -36,6 +36,14 @@ CHANNEL_FAILURE = "payment.error_category:(channel OR system)"
 MetricType = Literal["count", "percentiles", "max", "min", "cardinality", "raw_data"]
 
 
+def variable_clause(name: str) -> str:
+    """Keep documents whose field matches the variable, and those that do not carry the field:
+    with "All" (`*`) nothing is filtered out, and a finding that names no merchant is never
+    hidden by the merchant picker (it cannot be attributed, so it stays visible)."""
+    field = VARIABLE_FIELDS[name]
+    return f"NOT (_exists_:{field} AND NOT {field}:${name})"
+
+
 @dataclass(frozen=True)
 class Metric:
     type: MetricType
@@ -87,7 +95,7 @@ class Panel:
         dataset = self.dataset if "*" in self.dataset else f'"{self.dataset}"'  # quoted unless a wildcard
         clauses = [f"event.dataset:{dataset}", f"({self.query})" if self.query else ""]
         if with_variables:
-            clauses += [f"{VARIABLE_FIELDS[v]}:${v}" for v in self.variables]
+            clauses += [variable_clause(v) for v in self.variables]
         return " AND ".join(c for c in clauses if c)
 
 
@@ -426,18 +434,14 @@ HEARTBEATS = Dashboard(
             unit="short",
         ),
         Panel(
-            "heartbeats_not_up",
-            "Heartbeats reporting degraded or stopping",
-            "Which services say they are unwell, and since when?",
+            "heartbeat_status",
+            "Heartbeats by reported status",
+            "Do services say they are up, degraded or stopping, and since when?",
             "timeseries",
             HEARTBEAT,
-            "NOT heartbeat.status:up",
+            "",
             COUNT,
-            (
-                Bucket("terms", "service.name", size=100, id="10"),
-                Bucket("terms", "heartbeat.status", size=3, id="11"),
-                OVER_TIME,
-            ),
+            (Bucket("terms", "heartbeat.status", size=3, id="10"), OVER_TIME),
             unit="short",
         ),
         Panel(

@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
+
 from paywatch.dashboards import check, grafana, kibana
 from paywatch.dashboards import queries as q
 from paywatch.dashboards.cli import dashboards as dashboards_cli
 from paywatch.dashboards.export import export_files
 from paywatch.dashboards.provision import ProvisionError, provision
 from paywatch.dashboards.settings import DashboardSettings
-
 from paywatch.elastic import DATASETS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +35,9 @@ def test_committed_exports_are_up_to_date() -> None:
         path = ROOT / "dashboards" / relative
         assert path.exists(), f"{path} missing: run `paywatch dashboards export dashboards`"
         assert path.read_text() == content, f"{path} is stale: run `paywatch dashboards export dashboards`"
+    provisioned = yaml.safe_load((ROOT / "dashboards/provisioning/datasources/paywatch.yaml").read_text())
+    (source,) = provisioned["datasources"]
+    assert source["uid"] == grafana.datasource_uid("default") and source["type"] == "elasticsearch"
     exported = {p.name for p in (ROOT / "dashboards" / "grafana").glob("*.json")}
     assert exported == {f"{d.uid}.json" for d in q.DASHBOARDS}, "a dashboard file no longer generated"
 
@@ -154,8 +158,9 @@ def test_raw_document_panels_ask_for_documents_newest_first() -> None:
 
 def test_self_health_panels_name_metrics_the_collector_exports() -> None:
     """The PromQL names are the ones Prometheus scrapes from the collector's instruments."""
-    from paywatch.collectors.collector import CollectorHealth
     from prometheus_client import REGISTRY, generate_latest
+
+    from paywatch.collectors.collector import CollectorHealth
 
     health = CollectorHealth()
     health.record_batch(indexed=3, duplicates=0, invalid=1, rejected=0, seconds=0.1)
