@@ -24,7 +24,6 @@ from pathlib import Path
 
 from paywatch.collectors.sdk import PaymentLogger, open_logger
 from paywatch.collectors.sdk_settings import SdkSettings
-
 from paywatch.config import Config, KafkaSettings, Topics
 from paywatch.devstack import KafkaServer, free_port
 from paywatch.kafka import ensure_topics

@@ -34,6 +34,8 @@ from typing import Any, Final
 import msgspec
 import structlog
 from opentelemetry import metrics, trace
+
+from paywatch.clock import Clock, SystemClock
 from paywatch.collectors.heartbeat import Checks, HeartbeatSender
 from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.collectors.spool import Spool, open_spool
@@ -45,8 +47,6 @@ from paywatch.collectors.transports import (
     Record,
     Transport,
 )
-
-from paywatch.clock import Clock, SystemClock
 from paywatch.config import Config, Topics, load_config, read_secret
 from paywatch.contract import (
     APP,
@@ -489,6 +489,7 @@ class Emitter:
             self._closed = True
         try:
             self._spill(self._take(None))
+            self._in_flight = 0
         except Exception as exc:
             self.count("errors", f"final spill: {type(exc).__name__}: {exc}", exc=exc)
         self._report_problems(final=True)
@@ -500,6 +501,7 @@ class Emitter:
             return False
         if self._spool is not None and (self._on_disk or not self._available):
             self._spill(self._take(self._batch))  # new events queue behind those already on disk
+            self._in_flight = 0
         if not self._available and time.monotonic() < self._next_try:
             return self._idle(self._next_try - time.monotonic())
         if self._on_disk:
@@ -519,16 +521,33 @@ class Emitter:
         return True
 
     def _take(self, limit: int | None) -> list[Record]:
+        """Records leave the buffer; `_in_flight` covers them (for flush) until the caller resets it."""
         n = len(self._buffer) if limit is None else min(limit, len(self._buffer))
         self._in_flight = n
         return [self._buffer.popleft() for _ in range(n)]
 
+    def _keep_waiting(self, waited: float) -> bool:
+        """Called by a transport during a long send. Once it has gone `send_timeout_s` without an
+        answer, newer events go to disk rather than wait in memory; closing past its deadline
+        stops the wait."""
+        if waited >= self._settings.send_timeout_s and self._spool is not None:
+            if self._available:
+                self._available = False
+                log.warning(
+                    "paywatch sdk: transport %s has not answered for %.0f s; spilling new events to %s",
+                    self._transport.name,
+                    waited,
+                    self._spool.directory,
+                )
+            sending = self._in_flight
+            self._spill(self._take(None))
+            self._in_flight = sending
+        self._report_problems()
+        return not (self._closing.is_set() and time.monotonic() >= self._deadline)
+
     def _send(self, records: list[Record]) -> Outcome:
-        timeout = self._settings.send_timeout_s
-        if self._closing.is_set():
-            timeout = max(0.1, min(timeout, self._deadline - time.monotonic()))
         try:
-            return self._transport.send(records, timeout)
+            return self._transport.send(records, self._keep_waiting)
         except Exception as exc:  # a transport must not raise; if it does, nothing was delivered
             self.count("errors", f"transport {self._transport.name}: {exc}", exc=exc)
             return Outcome.all_retry(len(records), f"{type(exc).__name__}: {exc}")
@@ -586,7 +605,6 @@ class Emitter:
         if written < len(records):
             self.count("dropped_spill_full", reason, len(records) - written)
         self._note_disk()
-        self._in_flight = 0
 
     def _note_disk(self) -> None:
         if self._spool is not None:
@@ -702,7 +720,7 @@ def _transport(given: Transport | Callable[[list[Event]], object] | None, config
         return given if hasattr(given, "send") else CallableTransport(given)  # type: ignore[arg-type, return-value]
     s = config.sdk
     if s.transport == "http":
-        return HttpTransport(s.ingest_url, read_secret(s.ingest_token_env, s.ingest_token_file))
+        return HttpTransport(s.ingest_url, read_secret(s.ingest_token_env, s.ingest_token_file), s.send_timeout_s)
     from paywatch.kafka import producer_config
 
-    return KafkaTransport(producer_config(config.kafka), s.send_timeout_s)
+    return KafkaTransport(producer_config(config.kafka), s.delivery_timeout_s)

@@ -45,9 +45,17 @@ class SdkSettings(BaseModel):
     send_timeout_s: float = Field(
         5.0,
         gt=0,
-        description="How long one send may wait for acknowledgement before its events count as "
-        "undelivered and go to the spill file. For Kafka this is librdkafka's `message.timeout.ms`, so "
-        "every event gets a definite answer and none is both spilled and delivered.",
+        description="How long a send may go unanswered before newer events are written to the spill "
+        "file instead of waiting in memory; for the HTTP ingest, also the request timeout (after which "
+        "the batch itself is spilled).",
+    )
+    delivery_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Kafka only: how long librdkafka keeps retrying a batch already handed to it "
+        "(`message.timeout.ms`; the idempotent producer's retries never duplicate). A slow or "
+        "restarting broker within this time gets each of those events once; after it they go to the "
+        "spill file and are replayed.",
     )
     retry_interval_s: float = Field(
         1.0,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 import msgspec
+
 from paywatch.collectors.transports import Record
 
 log = logging.getLogger("paywatch.sdk")

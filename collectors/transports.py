@@ -1,10 +1,12 @@
 """How the emitter SDK delivers encoded events: to Kafka, to the embedded HTTP ingest, or to an
 in-process callable (the simulator and tests).
 
-A transport is called only from the SDK's drain thread, one batch at a time, and must answer
-for every record of the batch within the timeout it is given: acknowledged, worth retrying
-later (the receiver is unavailable; the SDK spills it to disk), or rejected for good (retrying
-cannot help; the SDK counts and logs it). A transport never raises.
+A transport is called only from the SDK's drain thread, one batch at a time, and answers for
+every record of the batch: acknowledged, worth retrying later (the receiver is unavailable;
+the SDK spills it to disk), or rejected for good (retrying cannot help; the SDK counts and
+logs it). A transport that waits long calls `keep_waiting(seconds so far)` now and then, so
+the SDK can move newer events to disk meanwhile, and stops waiting when it answers False.
+A transport never raises.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, NamedTuple, Protocol
 from paywatch.contract import ContractError, Event, decode
 
 log = logging.getLogger("paywatch.sdk")
+KeepWaiting = Callable[[float], bool]  # (seconds waited so far) -> wait on?
 
 
 class Record(NamedTuple):
@@ -45,7 +48,7 @@ class Outcome:
 class Transport(Protocol):
     name: str
 
-    def send(self, records: Sequence[Record], timeout: float) -> Outcome: ...
+    def send(self, records: Sequence[Record], keep_waiting: KeepWaiting) -> Outcome: ...
 
     def close(self) -> None: ...
 
@@ -58,7 +61,7 @@ class CallableTransport:
     def __init__(self, deliver: Callable[[list[Event]], object]) -> None:
         self._deliver = deliver
 
-    def send(self, records: Sequence[Record], timeout: float) -> Outcome:
+    def send(self, records: Sequence[Record], keep_waiting: KeepWaiting) -> Outcome:
         events: list[Event] = []
         rejected: list[tuple[int, str]] = []
         for i, r in enumerate(records):
@@ -88,20 +91,20 @@ class HttpTransport:
     name = "http"
     _RETRY_STATUS = frozenset({401, 403, 408, 425, 429})
 
-    def __init__(self, url: str, token: str | None) -> None:
+    def __init__(self, url: str, token: str | None, timeout_s: float) -> None:
         import httpx
 
         headers = {"Content-Type": "application/x-ndjson"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._url = url
-        self._client = httpx.Client(headers=headers)
+        self._client = httpx.Client(headers=headers, timeout=timeout_s)
         self._http_error = httpx.HTTPError
 
-    def send(self, records: Sequence[Record], timeout: float) -> Outcome:
+    def send(self, records: Sequence[Record], keep_waiting: KeepWaiting) -> Outcome:
         body = b"".join(r.value + b"\n" for r in records)
         try:
-            resp = self._client.post(self._url, content=body, timeout=timeout)
+            resp = self._client.post(self._url, content=body)
         except self._http_error as exc:
             return Outcome.all_retry(len(records), f"{type(exc).__name__}: {exc}")
         status = resp.status_code
@@ -153,23 +156,26 @@ def _librdkafka_logger() -> logging.Logger:
 class KafkaTransport:
     """confluent-kafka Producer: idempotent, acks=all, one batch in flight at a time.
 
-    librdkafka's `message.timeout.ms` is set to the send timeout, so by the time `send` returns
-    every record has a delivery report; a record reported failed is certain not to be delivered
-    later by librdkafka's own retries, so spilling and replaying it cannot duplicate it (except
-    when a broker wrote it and the acknowledgement was lost, the one case the idempotency key
-    `event.id` is for downstream).
+    A batch handed to librdkafka stays there until acknowledged or `delivery_timeout_s`
+    (librdkafka's `message.timeout.ms`) has passed: through a slow or restarting broker its own
+    retries of the same idempotent producer deliver each record once. Taking a record back
+    earlier and replaying it from disk would duplicate it whenever the broker had written it
+    and only the acknowledgement was late. `send` returns when every record has its delivery
+    report, so none is both spilled and later delivered by librdkafka, unless `keep_waiting`
+    says stop (a closing SDK); then the records without a report count as not sent.
     """
 
     name = "kafka"
     # librdkafka reports timed-out messages up to about a second after message.timeout.ms.
     _REPORT_GRACE_S = 2.0
 
-    def __init__(self, config: dict[str, Any], send_timeout_s: float) -> None:
+    def __init__(self, config: dict[str, Any], delivery_timeout_s: float) -> None:
         from confluent_kafka import KafkaError, KafkaException, Producer
 
+        self._delivery_timeout_s = delivery_timeout_s
         self._conf = {
             **config,
-            "message.timeout.ms": int(send_timeout_s * 1000),
+            "message.timeout.ms": int(delivery_timeout_s * 1000),
             "reconnect.backoff.max.ms": 1000,
             "error_cb": self._on_error,
             "logger": _librdkafka_logger(),
@@ -184,7 +190,7 @@ class KafkaTransport:
         if err.fatal():
             self._fatal = str(err)
 
-    def send(self, records: Sequence[Record], timeout: float) -> Outcome:
+    def send(self, records: Sequence[Record], keep_waiting: KeepWaiting) -> Outcome:
         if self._fatal is not None:
             self._renew_producer()
         pending: dict[int, None] = {}
@@ -213,12 +219,13 @@ class KafkaTransport:
                 break
             except self._kafka_exception as exc:  # refused before sending, e.g. too large
                 outcome.rejected.append((i, str(exc)))
-        deadline = time.monotonic() + timeout + self._REPORT_GRACE_S
-        while pending and (left := deadline - time.monotonic()) > 0:
-            self._producer.poll(min(left, 0.1))
-        if pending:  # no report in time: the record may still be delivered, treated as not sent
+        started = time.monotonic()
+        limit = self._delivery_timeout_s + self._REPORT_GRACE_S
+        while pending and (waited := time.monotonic() - started) < limit and keep_waiting(waited):
+            self._producer.poll(0.1)
+        if pending:  # no report yet: the record may still be delivered, but counts as not sent
             outcome.retry.extend(pending)
-            outcome.reason = outcome.reason or "no delivery report within the send timeout"
+            outcome.reason = outcome.reason or "no delivery report in time"
         outcome.retry.sort()
         return outcome
 

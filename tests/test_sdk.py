@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from paywatch.collectors.sdk import PaymentLogger, open_logger
-from paywatch.collectors.sdk_settings import SdkSettings
-from paywatch.collectors.transports import Outcome, Record
 
 from paywatch.clock import ManualClock
+from paywatch.collectors.sdk import PaymentLogger, open_logger
+from paywatch.collectors.sdk_settings import SdkSettings
+from paywatch.collectors.transports import KeepWaiting, Outcome, Record
 from paywatch.config import Config
 from paywatch.contract import Event, decode
 
@@ -41,7 +41,7 @@ class FakeReceiver:
         self.received: list[Record] = []
         self.sends = 0
 
-    def send(self, records: Sequence[Record], timeout: float) -> Outcome:
+    def send(self, records: Sequence[Record], keep_waiting: KeepWaiting) -> Outcome:
         self.sends += 1
         if not self.up:
             return Outcome.all_retry(len(records), "receiver down")
@@ -305,10 +305,10 @@ def test_a_transport_that_raises_counts_an_error_and_loses_nothing(make_logger, 
     class Raising(FakeReceiver):
         broken = True
 
-        def send(self, records: Sequence[Record], timeout: float) -> Outcome:
+        def send(self, records: Sequence[Record], keep_waiting: KeepWaiting) -> Outcome:
             if self.broken:
                 raise RuntimeError("bug in transport")
-            return super().send(records, timeout)
+            return super().send(records, keep_waiting)
 
     transport = Raising()
     log = make_logger(transport)
@@ -323,7 +323,7 @@ def test_a_transport_that_raises_counts_an_error_and_loses_nothing(make_logger, 
 
 def test_events_refused_by_the_receiver_are_counted_and_logged_not_retried(make_logger, caplog):
     class Refusing(FakeReceiver):
-        def send(self, records: Sequence[Record], timeout: float) -> Outcome:
+        def send(self, records: Sequence[Record], keep_waiting: KeepWaiting) -> Outcome:
             self.sends += 1
             return Outcome(rejected=[(i, "line 1: schema says no") for i in range(len(records))])
 
@@ -345,9 +345,9 @@ def test_emitting_never_waits_for_a_hung_transport(make_logger, caplog):
     release = threading.Event()
 
     class Hung(FakeReceiver):
-        def send(self, records: Sequence[Record], timeout: float) -> Outcome:
+        def send(self, records: Sequence[Record], keep_waiting: KeepWaiting) -> Outcome:
             release.wait(60)
-            return super().send(records, timeout)
+            return super().send(records, keep_waiting)
 
     transport = Hung()
     log = make_logger(transport, sdk={"buffer_events": 1000, "batch_events": 100})
@@ -402,15 +402,48 @@ def test_outage_spills_then_replays_in_order_exactly_once_and_deletes_segments(m
     assert stats["spill_bytes"] == 0 and not list((tmp_path / "spool").rglob("*.ndjson"))
 
 
+def test_while_a_send_goes_unanswered_newer_events_wait_on_disk_and_follow_it(make_logger, tmp_path):
+    """Like Kafka through a broker restart: the transport keeps the batch it was given until
+    it is acknowledged (no take-back, so no duplicate). Meanwhile, past send_timeout_s,
+    the SDK moves newer events to disk; they are sent after the batch, in order."""
+    answer = threading.Event()
+
+    class Slow(FakeReceiver):
+        holding = 0
+
+        def send(self, records: Sequence[Record], keep_waiting: KeepWaiting) -> Outcome:
+            self.holding = len(records)
+            started = time.monotonic()
+            while not answer.is_set() and keep_waiting(time.monotonic() - started):
+                time.sleep(0.01)
+            return super().send(records, keep_waiting)
+
+    transport = Slow()
+    log = make_logger(transport, sdk={"send_timeout_s": 0.2, "batch_events": 50})
+    for i in range(50):
+        order(log, i)  # the batch the transport holds
+    wait_for(lambda: transport.holding > 0)
+    for i in range(50, 550):
+        order(log, i)
+    held = transport.holding
+    wait_for(lambda: log.stats()["spilled"] == 550 - held)
+    assert log.stats()["transport_available"] is False and transport.received == []
+    answer.set()
+    assert log.flush(10)
+    assert transport.ids() == [f"e{i}" for i in range(550)]
+    stats = log.stats()
+    assert (stats["sent"], stats["replayed"], stats["transport_available"]) == (held, 550 - held, True)
+
+
 def test_records_acknowledged_in_a_partly_failed_batch_are_not_sent_again(make_logger):
     class HalfDown(FakeReceiver):
         """Acknowledges only the even records of each batch while `half` is set."""
 
         half = True
 
-        def send(self, records: Sequence[Record], timeout: float) -> Outcome:
+        def send(self, records: Sequence[Record], keep_waiting: KeepWaiting) -> Outcome:
             if not self.half:
-                return super().send(records, timeout)
+                return super().send(records, keep_waiting)
             self.sends += 1
             self.received.extend(records[::2])
             return Outcome(retry=list(range(1, len(records), 2)), reason="one partition down")

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_sdk import wait_for
+
 from paywatch.collectors.sdk import open_logger
 from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.collectors.transports import HttpTransport, Record
-from test_sdk import wait_for
-
 from paywatch.config import Config
 from paywatch.contract import Event
 from paywatch.embedded.ingest import IngestServer
@@ -108,8 +108,9 @@ def test_per_line_verdicts_map_to_the_records_of_the_batch(ingest):
         ) % (event_id.encode(), action.encode())
         return Record("payments.events", "o1", value)
 
-    transport = HttpTransport(ingest.url, TOKEN)
-    outcome = transport.send([record("g1", "order_created"), record("g2", "teleported"), record("g3", "order_paid")], 5)
+    transport = HttpTransport(ingest.url, TOKEN, timeout_s=5)
+    batch = [record("g1", "order_created"), record("g2", "teleported"), record("g3", "order_paid")]
+    outcome = transport.send(batch, lambda _waited: True)
     transport.close()
     assert outcome.retry == []
     assert [i for i, _ in outcome.rejected] == [1] and "teleported" in outcome.rejected[0][1]

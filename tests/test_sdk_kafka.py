@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError
-from paywatch.collectors.sdk import PaymentLogger, open_logger
-from paywatch.collectors.sdk_settings import SdkSettings
 from test_sdk import emit_latencies_us, p99, wait_for
 
+from paywatch.collectors.sdk import PaymentLogger, open_logger
+from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.config import Config, KafkaSettings, Topics
 from paywatch.contract import decode
 from paywatch.kafka import consumer_config, ensure_topics
@@ -112,9 +112,7 @@ class SteadyEmitter(threading.Thread):
 @pytest.mark.slow
 def test_a_30_second_kafka_outage_loses_nothing_and_duplicates_nothing(kafka_factory, tmp_path):
     server = kafka_factory()
-    config = kafka_config(
-        server.bootstrap, tmp_path, send_timeout_s=3.0, retry_interval_s=0.5, retry_max_interval_s=2.0
-    )
+    config = kafka_config(server.bootstrap, tmp_path, retry_interval_s=0.5, retry_max_interval_s=2.0)
     log = open_logger("payment-gateway", config=config, heartbeat=False)
     emitter = SteadyEmitter(log, per_second=200)
     emitter.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from paywatch.collectors.spool import Spool, SpoolBusyError, open_spool
 from paywatch.collectors.transports import Record
 
