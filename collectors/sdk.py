@@ -432,6 +432,7 @@ class Emitter:
         with self._lock:
             out: dict[str, Any] = dict(self._counts)
         out.update(
+            dropped=sum(out[name] for name in COUNTERS if name.startswith("dropped_")),
             buffer_events=len(self._buffer),
             buffer_capacity=self._capacity,
             buffer_fill=len(self._buffer) / self._capacity,

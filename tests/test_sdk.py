@@ -467,6 +467,7 @@ def test_full_disk_bound_drops_with_a_counter_and_a_log_line(make_logger, receiv
     wait_for(lambda: (s := log.stats())["spilled"] + s["dropped_spill_full"] == 500)
     stats = log.stats()
     assert 0 < stats["spilled"] < 500 and stats["spill_bytes"] <= 40_000
+    assert stats["dropped"] == stats["dropped_spill_full"] == 500 - stats["spilled"]
     wait_for(lambda: any("dropped_spill_full" in r.getMessage() for r in caplog.records))
     line = next(r.getMessage() for r in caplog.records if "dropped_spill_full" in r.getMessage())
     assert "40000-byte bound" in line
