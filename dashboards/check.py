@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
 ALL = "$__all"
-_AUTO_STEPS_S = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 12 * 3600, 86400)
+_DAY = 86400
+_AUTO_STEPS_S = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 12 * 3600, _DAY, 7 * _DAY, 30 * _DAY, 365 * _DAY)
 
 
 @dataclass(frozen=True)

@@ -242,14 +242,14 @@ STUCK = Dashboard(
         ),
         Panel(
             "stuck_since",
-            "Stuck orders by the minute they got stuck",
+            "Stuck orders by when they got stuck",
             "How old are the stuck orders: a burst minutes ago (callbacks late) or a tail of hours "
             "(callbacks lost)? A bar's age is now minus its time, plus the detector's grace period.",
             "barchart",
             FINDING,
             "finding.kind:paid_but_pending AND finding.state:open",
             COUNT,
-            (Bucket("date_histogram", "@timestamp", interval="1m", id="20"),),
+            (OVER_TIME,),
             PAYMENT_VARS,
             unit="short",
         ),

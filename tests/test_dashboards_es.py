@@ -581,3 +581,22 @@ def test_every_panel_shows_data_on_the_simulated_demo(es: Any) -> None:
     assert "compensation-job" in {r["service.name"] for r in rows[_panel("silent_services").title]}
     # Last, because it is the simulator's to fix: events the contract refuses never reach a panel.
     assert dead == [], f"{len(dead)} simulated events break the contract, e.g. {sorted(set(dead))[:3]}"
+
+
+def test_check_command_reports_empty_panels(es_url: str, incident: str, tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from paywatch.dashboards.cli import dashboards as dashboards_cli
+
+    config = tmp_path / "paywatch.yaml"
+    config.write_text(f"elasticsearch:\n  url: {es_url}\n")
+    since = f"{(datetime.now(UTC) - T0).days + 1}d"
+    args = ["check", "--since", since, "--environment", incident, "--config", str(config)]
+    ok = CliRunner().invoke(dashboards_cli, args)
+    assert ok.exit_code == 0, ok.output
+    assert "NO DATA" not in ok.output and ok.output.count("ok ") == len([p for d in q.DASHBOARDS for p in d.es_panels])
+    narrowed = CliRunner().invoke(dashboards_cli, [*args, "--channel", "no-such-channel"])
+    assert narrowed.exit_code == 1
+    status = {line.rsplit(" / ", 1)[1]: line.split()[0] for line in narrowed.output.splitlines()}
+    assert status[_panel("attempts").title] == "NO"  # the channel filter applies...
+    assert status[_panel("heartbeats_received").title] == "ok"  # ...only where documents name a channel
