@@ -193,7 +193,8 @@ def to_record(emitter: Emitter, _method: str, event: Event) -> tuple[tuple[Recor
     """Encode and route: topic by dataset, key `Event.key`; hands the record to the emitter."""
     value = encode(event)
     if len(value) > MAX_EVENT_BYTES:
-        raise InvalidEvent(f"event is {len(value)} bytes, over the {MAX_EVENT_BYTES}-byte limit", {})
+        limit = f"event is {len(value)} bytes, over the {MAX_EVENT_BYTES}-byte limit"
+        raise InvalidEvent(limit, msgspec.to_builtins(event))  # the report keeps its first 4000 chars
     return (Record(emitter.topics[event.event.dataset], event.key, value),), {}
 
 

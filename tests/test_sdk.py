@@ -291,6 +291,8 @@ def test_garbage_input_never_raises_is_counted_and_reported_with_its_reason(make
     assert "Expected `int | null`, got `float` - at `$.payment.amount_minor`" in reasons
     assert "over the 65536-byte limit" in reasons
     assert all("sdk_rejected_event" in e.labels for e in reports)
+    oversize = next(e for e in reports if e.error and "over the 65536-byte limit" in (e.error.message or ""))
+    assert oversize.labels["sdk_rejected_event"].startswith('{"@timestamp":')
     assert len(events) - len(reports) == len(FIXABLE)
     fixed = {e.message: e for e in events if e not in reports}
     assert fixed["odd values"].labels["obj"] == "<unprintable Unprintable>"
