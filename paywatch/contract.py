@@ -136,9 +136,7 @@ def check(event: Event) -> Event:
         if event.payment is None:
             raise ContractError("`payment` is required when event.dataset is paywatch.payment")
         if event.event.action not in PAYMENT_ACTIONS:
-            raise ContractError(
-                f"event.action {event.event.action!r} is not one of {sorted(PAYMENT_ACTIONS)}"
-            )
+            raise ContractError(f"event.action {event.event.action!r} is not one of {sorted(PAYMENT_ACTIONS)}")
         if event.event.action in CHANNEL_ACTIONS and event.payment.channel is None:
             raise ContractError(f"payment.channel is required for {event.event.action}")
         if event.event.action in ATTEMPT_ACTIONS and event.payment.attempt_id is None:

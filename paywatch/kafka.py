@@ -47,9 +47,7 @@ def ensure_topics(settings: KafkaSettings, names: list[str], partitions: int = 6
 
     admin = AdminClient(_base(settings))
     existing = set(admin.list_topics(timeout=10).topics)
-    missing = [
-        NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names if n not in existing
-    ]
+    missing = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names if n not in existing]
     if not missing:
         return
     for name, future in admin.create_topics(missing).items():
