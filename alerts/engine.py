@@ -92,6 +92,11 @@ class _State:
             rule, _ = self.sources.pop(key)
             self.counts[_rule_key(rule)] -= 1
 
+    def may_page(self) -> bool:
+        """Some open source belongs to a paging rule: a firing alert stays firing until none does
+        (below `page_at` is not enough, so an incident draining order by order never flaps)."""
+        return any(count and self.rules[ident].page for ident, count in self.counts.items())
+
     def pages(self) -> Rule | None:
         """The first rule whose paging threshold the open sources meet, if any."""
         for ident, count in self.counts.items():
@@ -179,6 +184,12 @@ class AlertEngine:
         if state.status == "pending" and state.pages():
             state.status = "firing"
             return [self._opened(state, at, "fired")]
+        if state.status == "firing" and not state.may_page():
+            state.status = "resolved"
+            resolved = AlertChange(self._snapshot(state, ends_at=at), at, page=True, reason="resolved")
+            # What is left only records (duplicates awaiting their refund): over for on-call.
+            state.status, state.starts_at, state.last_sent = "pending", at, None
+            return [resolved]
         return []
 
     def _opened(self, state: _State, at: datetime, reason: str) -> AlertChange:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from paywatch.alerts.rules import Rules, load_rules
 from paywatch.finding import Evidence, Finding, FindingPayment, make_finding
 
 
@@ -114,4 +115,14 @@ def stuck(order: str, at: datetime, state: str = "open", channel: str = "alipay"
         summary=f"order {order} paid at {channel} but pending",
         payment=FindingPayment(order_id=order, channel=channel),
         evidence=Evidence(event_ids=[f"ev-{order}"]),
+    )
+
+
+def rules(page_at: int = 3) -> Rules:
+    """The shipped rules with stuck orders paging at `page_at`: tests state the threshold they
+    rely on instead of inheriting whatever the shipped default is."""
+    return Rules(
+        rules=[
+            r.model_copy(update={"page_at": page_at}) if r.kind == "paid_but_pending" else r for r in load_rules().rules
+        ]
     )

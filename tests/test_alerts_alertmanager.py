@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from alerts_support import Receiver, am_config, posts, stuck
+from alerts_support import Receiver, am_config, posts, rules, stuck
+
 from paywatch.alerts.alertmanager import AlertmanagerSink
 from paywatch.alerts.delivery import Retry
 from paywatch.alerts.engine import AlertEngine
-from paywatch.alerts.rules import load_rules
 from paywatch.alerts.watchdog import watchdog_change
 
 pytestmark = pytest.mark.alertmanager
@@ -32,7 +32,7 @@ def stack(alertmanager_factory):
 
 def test_paid_but_pending_incident_pages_once_then_resolves_once(stack):
     receiver, _, sink = stack
-    engine = AlertEngine(load_rules(), resend_interval=timedelta(seconds=1))
+    engine = AlertEngine(rules(), resend_interval=timedelta(seconds=1))
     now = datetime.now(UTC)
     changes = [c for i in range(6) for c in engine.on_finding(stuck(f"o{i}", now + timedelta(milliseconds=i)))]
     assert sum(c.page for c in changes) == 1
@@ -89,7 +89,7 @@ def test_a_silence_at_alertmanager_silences_delivery(stack):
     assert response.status_code == 200, response.text
     silence_id = response.json()["silenceID"]
 
-    engine = AlertEngine(load_rules())
+    engine = AlertEngine(rules())
     changes = [
         c
         for channel in ("alipay", "wechat")  # wechat is the control: it must get through

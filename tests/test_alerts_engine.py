@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alerts_support import rules
 from alerts_support import stuck as stuck_at
 
 from paywatch.alerts.engine import AlertEngine, Links
@@ -39,7 +40,7 @@ def health(level: str, seconds: float, channel: str = "bank_b", state: str = "op
 
 @pytest.fixture
 def engine():
-    return AlertEngine(load_rules(), resend_interval=timedelta(seconds=60))
+    return AlertEngine(rules(), resend_interval=timedelta(seconds=60))
 
 
 def test_a_single_stuck_order_is_recorded_not_paged(engine):
@@ -173,7 +174,7 @@ def test_per_channel_override_and_record_only_kinds():
 
 def test_annotations_link_to_runbook_and_kibana_evidence():
     links = Links(runbook_base_url="https://docs.example/alerts.md", kibana_url="http://kibana:5601/")
-    engine = AlertEngine(load_rules(), links=links)
+    engine = AlertEngine(rules(), links=links)
     for i in range(3):
         engine.on_finding(stuck(f"o'{i}", i))
     [alert] = engine.active()
@@ -257,3 +258,51 @@ def test_card_numbers_never_reach_annotations(engine):
     [change] = engine.on_finding(finding)
     assert "4111111111111111" not in str(change.alert.annotations)
     assert "411111******1111" in change.alert.annotations["summary"]
+
+
+def duplicate(order: str, seconds: float, channel: str, state: str = "open"):
+    return make_finding(
+        at=at(seconds),
+        kind="duplicate_charge",
+        state=state,
+        fingerprint=f"duplicate_charge|{order}",
+        severity="critical",
+        summary=f"order {order} charged twice",
+        payment=FindingPayment(order_id=order, channel=channel),
+    )
+
+
+def duplicate_burst(seconds: float, state: str = "open"):
+    return make_finding(
+        at=at(seconds),
+        kind="duplicate_charge_incident",
+        state=state,
+        fingerprint="duplicate_charge_incident",
+        severity="critical",
+        summary="3 orders charged more than once in 20 s",
+    )
+
+
+def test_duplicates_are_one_cross_channel_alert_paged_by_the_burst_not_by_single_orders():
+    engine = AlertEngine(load_rules())  # the shipped rules: single duplicates never page
+    changes = [
+        c
+        for i, ch in enumerate(["alipay", "wechatpay", "bank_b", "alipay"])
+        for c in engine.on_finding(duplicate(f"d{i}", i, ch))
+    ]
+    assert [(c.reason, c.page) for c in changes] == [("opened", False)]
+    assert changes[0].alert.labels == {"alertname": "DuplicateCharge", "severity": "critical"}
+    [fired] = engine.on_finding(duplicate_burst(10))
+    assert (fired.reason, fired.page, fired.alert.fingerprint) == ("fired", True, changes[0].alert.fingerprint)
+    assert fired.alert.annotations["summary"].endswith("(4 orders)")
+    # The burst is over; the duplicates still await their refunds: over for on-call, still on record.
+    [over] = engine.on_finding(duplicate_burst(300, "resolved"))
+    assert (over.reason, over.page, over.alert.status, over.alert.ends_at) == ("resolved", True, "resolved", at(300))
+    [active] = engine.active()
+    assert active.status == "pending" and engine.tick(at(1000)) == []
+    [again] = engine.on_finding(duplicate_burst(2000))
+    assert (again.reason, again.page, again.alert.starts_at) == ("fired", True, at(300))
+    for i in range(4):
+        engine.on_finding(duplicate(f"d{i}", 2100, "x", "resolved"))
+    [last] = engine.on_finding(duplicate_burst(2200, "resolved"))
+    assert (last.reason, last.page) == ("resolved", True) and engine.active() == []

@@ -7,21 +7,20 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from alerts_support import stuck
+from alerts_support import rules, stuck
 from elasticsearch import ConflictError
+
 from paywatch.alerts.document import alert_document
 from paywatch.alerts.engine import AlertEngine, Links
 from paywatch.alerts.model import Delivery
-from paywatch.alerts.rules import load_rules
 from paywatch.collectors.templates import install_templates
-
 from paywatch.elastic import data_stream
 
 
 def test_alert_history_is_stored_typed_and_searchable_by_order(es):
     install_templates(es)
     stream = data_stream("paywatch.alert", f"t{uuid.uuid4().hex[:8]}")
-    engine = AlertEngine(load_rules(), links=Links(kibana_url="http://kibana:5601"))
+    engine = AlertEngine(rules(), links=Links(kibana_url="http://kibana:5601"))
     t0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
     changes = [c for i in range(3) for c in engine.on_finding(stuck(f"o{i}", t0 + timedelta(seconds=i)))]
     changes += [c for i in range(3) for c in engine.on_finding(stuck(f"o{i}", t0 + timedelta(minutes=9), "resolved"))]

@@ -12,10 +12,11 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from alerts_support import Receiver, am_config, posts, stuck
+import yaml
+from alerts_support import Receiver, am_config, posts, rules, stuck
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from paywatch.alerts.cli import build_stage
 
+from paywatch.alerts.cli import build_stage
 from paywatch.config import Config
 from paywatch.finding import encode_finding
 from paywatch.kafka import ensure_topics
@@ -69,8 +70,10 @@ def read_all(bootstrap: str, topic: str) -> list[dict]:
     return sorted(docs, key=lambda d: d["@timestamp"])
 
 
-def test_findings_topic_to_one_page_and_documents_surviving_a_restart(kafka_bootstrap, alertmanager_factory):
+def test_findings_topic_to_one_page_and_documents_surviving_a_restart(kafka_bootstrap, alertmanager_factory, tmp_path):
     run_id = uuid.uuid4().hex[:8]
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump(rules(page_at=3).model_dump(mode="json")))
     with Receiver() as receiver:
         am = alertmanager_factory(am_config(receiver.url))
         config = Config.model_validate(
@@ -80,6 +83,7 @@ def test_findings_topic_to_one_page_and_documents_surviving_a_restart(kafka_boot
                     "topics": {f: f"t-{run_id}-{f}" for f in ("findings", "alerts", "heartbeats")},
                 },
                 "alerts": {
+                    "rules_file": str(rules_file),
                     "alertmanager": {"urls": [am.url]},
                     "resend_interval_s": 1,
                     "tick_interval_s": 0.2,

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from alerts_support import Receiver, stuck
+from alerts_support import Receiver, rules, stuck
 
 from paywatch.alerts.delivery import LogSink, Retry
 from paywatch.alerts.engine import AlertEngine
 from paywatch.alerts.pagerduty import PagerDutySink
-from paywatch.alerts.rules import load_rules
 from paywatch.alerts.runner import AlertRunner
 from paywatch.alerts.settings import AlertSettings
 from paywatch.alerts.slack import SlackSink
@@ -32,7 +31,7 @@ def test_every_sink_delivers_and_each_delivery_is_recorded_on_the_change():
             SlackSink(slack.url, Retry(max_attempts=2), sleep=no_sleep),
             PagerDutySink("key", url=pagerduty.url, retry=Retry(max_attempts=2), sleep=no_sleep),
         ]
-        runner = AlertRunner(SETTINGS, AlertEngine(load_rules()), sinks, docs.append, T0)
+        runner = AlertRunner(SETTINGS, AlertEngine(rules()), sinks, docs.append, T0)
         for i in range(3):
             runner.on_finding(encode_finding(stuck(f"o{i}", T0 + timedelta(seconds=i))))
         runner.on_finding(b'{"not": "a finding"}')
@@ -50,7 +49,7 @@ def test_catching_up_records_without_paging_then_resends_what_still_fires():
     docs: list[dict] = []
     with Receiver() as pagerduty:
         sink = PagerDutySink("key", url=pagerduty.url, sleep=no_sleep)
-        runner = AlertRunner(SETTINGS, AlertEngine(load_rules()), [sink], docs.append, T0)
+        runner = AlertRunner(SETTINGS, AlertEngine(rules()), [sink], docs.append, T0)
         runner.catching_up = True
         for i in range(4):
             runner.on_finding(encode_finding(stuck(f"o{i}", T0)))

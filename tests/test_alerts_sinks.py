@@ -8,6 +8,7 @@ import httpx
 import pytest
 from alerts_support import Receiver
 from click.testing import CliRunner
+
 from paywatch.alerts.alertmanager import AlertmanagerSink, alertmanager_alert
 from paywatch.alerts.cli import alert
 from paywatch.alerts.delivery import LogSink, Retry
@@ -16,7 +17,6 @@ from paywatch.alerts.model import Alert, AlertChange
 from paywatch.alerts.pagerduty import PagerDutySink, pagerduty_event
 from paywatch.alerts.slack import SlackSink, slack_message
 from paywatch.alerts.webhook import SignatureError, WebhookSink, sign, verify
-
 from paywatch.clock import ManualClock
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
