@@ -43,7 +43,7 @@ def _send_all(transport: object, records: list, what: str, give_up_s: float) -> 
     delay, deadline = 0.2, time.monotonic() + give_up_s
     refused = 0
     while pending:
-        outcome = transport.send(pending, 30.0)  # type: ignore[attr-defined]
+        outcome = transport.send(pending, lambda waited: waited < give_up_s)  # type: ignore[attr-defined]
         for i, reason in outcome.rejected:
             refused += 1
             click.echo(f"{what} refused event {pending[i].key}: {reason}", err=True)
@@ -73,14 +73,14 @@ def _stream(
         from paywatch.kafka import ensure_topics, producer_config
 
         ensure_topics(config.kafka, sorted(set(topic_of.values())))
-        sinks.append(("kafka", KafkaTransport(producer_config(config.kafka), config.sdk.send_timeout_s)))
+        sinks.append(("kafka", KafkaTransport(producer_config(config.kafka), config.sdk.delivery_timeout_s)))
     if ingest:
         token = read_secret(config.sdk.ingest_token_env, config.sdk.ingest_token_file)
         if not token:
             raise click.ClickException(
                 f"the HTTP ingest needs a bearer token: set ${config.sdk.ingest_token_env} or sdk.ingest_token_file"
             )
-        sinks.append(("http ingest", HttpTransport(ingest, token)))
+        sinks.append(("http ingest", HttpTransport(ingest, token, config.sdk.send_timeout_s)))
     counts = {"events": 0, "refused": 0}
     batch: list[Record] = []
     last_flush = time.monotonic()

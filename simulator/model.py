@@ -164,6 +164,8 @@ class Faults:
 
     @staticmethod
     def _rate(windows: list, channel: str | None, t: int) -> float:
+        if not windows:
+            return 0.0
         return max(
             (w[3] for w in windows if (w[0] is None or w[0] == channel) and w[1] <= t < w[2]),
             default=0.0,
@@ -291,13 +293,14 @@ class Attempt:
 class Instance:
     """One process of a simulated service, with its own telemetry emitter."""
 
-    __slots__ = ("alive", "emitter", "instance_id", "name", "seq", "stopping")
+    __slots__ = ("alive", "beating", "emitter", "instance_id", "name", "seq", "stopping")
 
     def __init__(self, name: str, instance_id: str, emitter: Emitter) -> None:
         self.name = name
         self.instance_id = instance_id
         self.emitter = emitter
         self.alive = True
+        self.beating = True  # a heartbeat action is scheduled
         self.stopping = False
         self.seq = 0
 
@@ -330,8 +333,11 @@ class Simulation:
         self.rng = random.Random(seed)
         self.clock = ManualClock(self.start)
         self.truth = GroundTruth(self.start)
+        for channel, lo, hi, rate in self.faults.query_errors:
+            self.truth.add_query_fault(channel, lo, hi, rate)
         self.now = 0
-        self._heap: list[tuple[int, int, Callable[[Any], None], Any]] = []
+        # (time << 32 | sequence, action, argument): one int orders the heap, ties in scheduling order.
+        self._heap: list[tuple[int, Callable[[Any], None], Any]] = []
         self._seq = 0
         self._n_events = 0
         self._n_orders = 0
@@ -355,7 +361,7 @@ class Simulation:
     # ------------------------------------------------------------------ engine
     def _at(self, t: int, action: Callable[[Any], None], arg: Any = None) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (t, self._seq, action, arg))
+        heapq.heappush(self._heap, (t << 32 | self._seq, action, arg))
 
     def _after(self, delay_ms: float, action: Callable[[Any], None], arg: Any = None) -> None:
         self._at(self.now + max(1, int(delay_ms)), action, arg)
@@ -368,8 +374,10 @@ class Simulation:
         drained = 0
         try:
             self._boot()
-            while heap and heap[0][0] < self.end_ms:
-                t, _, action, arg = heapq.heappop(heap)
+            end_key = self.end_ms << 32
+            while heap and heap[0][0] < end_key:
+                key, action, arg = heapq.heappop(heap)
+                t = key >> 32
                 if t != self.now:
                     self.now = t
                     self.clock.set(self.start + timedelta(milliseconds=t))
@@ -465,6 +473,7 @@ class Simulation:
 
     def _beat(self, instance: Instance) -> None:
         if not instance.alive:
+            instance.beating = False
             return  # died: silence, no stopping beat
         interval = self.settings.heartbeat_interval_s
         instance.seq += 1
@@ -506,7 +515,9 @@ class Simulation:
             if not instance.alive and not instance.stopping:
                 instance.alive = True
                 self._alive[name].append(instance)
-                self._after(self.rng.uniform(500, 3000), self._beat, instance)
+                if not instance.beating:  # a quick restart finds its old beat still scheduled
+                    instance.beating = True
+                    self._after(self.rng.uniform(500, 3000), self._beat, instance)
 
     # ------------------------------------------------------------------ customers and orders
     def arrival_rate(self, channel: str, t: int) -> float:
@@ -790,12 +801,19 @@ class Simulation:
             self._pay_event(ORDER_SERVICE, "order_closed", None, order, "closed")
 
     # ------------------------------------------------------------------ the business's compensation job
-    def _schedule_queries(self, attempt: Attempt) -> None:
-        for age_s in self.settings.query_after_s:
-            self._at(attempt.requested_ms + int(age_s * 1000 + self.rng.uniform(0, 30_000)), self._query, attempt)
+    def _schedule_queries(self, attempt: Attempt, k: int = 0) -> None:
+        """The job's k-th look at an attempt, at its k-th age (next one scheduled by this one)."""
+        ages = self.settings.query_after_s
+        if k < len(ages):
+            due = attempt.requested_ms + int(ages[k] * 1000 + self.rng.uniform(0, 30_000))
+            self._at(max(due, self.now + 1), self._query, (attempt, k))
 
-    def _query(self, attempt: Attempt) -> None:
-        if attempt.business_final or not self._alive[COMPENSATION]:
+    def _query(self, arg: tuple[Attempt, int]) -> None:
+        attempt, k = arg
+        if attempt.business_final:
+            return
+        self._schedule_queries(attempt, k + 1)
+        if not self._alive[COMPENSATION]:
             return
         profile, order, rng = CHANNELS[attempt.channel], attempt.order, self.rng
         latency = int(self._lognormal_ms(profile.query_median_ms, 0.5))

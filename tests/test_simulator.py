@@ -318,6 +318,10 @@ def test_query_api_flaky_makes_queries_fail_and_pages_nothing():
     assert len(failed) / len(inside) > 0.6
     assert not any(e.payment.error_code == "QUERY_TIMEOUT" for e in q if not at(3) <= e.timestamp < at(9))
     assert inc.detect_from == failed[0].timestamp
+    # The fake channel query servers can ask the same truth how flaky to be.
+    assert r.truth.query_error_rate("wechatpay", at(5)) == 0.8
+    assert r.truth.query_error_rate("wechatpay", at(10)) == 0.0
+    assert r.truth.query_error_rate("alipay", at(5)) == 0.0
 
 
 def test_scenarios_compose_and_leave_the_traffic_before_them_untouched():
