@@ -66,9 +66,15 @@ SERVICE = "paywatch-detect"
 TICK_MS = 1000
 
 
+def key_partition(key: str, partitions: int) -> int:
+    """The partition librdkafka's default (consistent) partitioner gives a key: crc32 % count.
+    Stable across processes, unlike hash()."""
+    return zlib.crc32(key.encode()) % partitions
+
+
 def partials_partition(channel: str, partitions: int) -> int:
-    """Which partials partition (so which aggregator) owns a channel: stable across processes."""
-    return zlib.crc32(channel.split("/", 1)[0].encode()) % partitions
+    """Which partials partition (so which aggregator) owns a channel (and its channel/method keys)."""
+    return key_partition(channel.split("/", 1)[0], partitions)
 
 
 def read_emitted(config: Config, since_ms: int, group_id: str) -> set[str]:
@@ -141,9 +147,13 @@ class _Payments(_Clocked):
 
 
 class _Heartbeats(_Clocked):
-    def __init__(self, worker: PartitionWorker, live_from: int) -> None:
+    def __init__(self, worker: PartitionWorker, partition: int, live_from: int) -> None:
         super().__init__(live_from, 0)
-        self.table = HeartbeatTable(worker.settings.model_copy(update={"required_services": []}))
+        # a required service is awaited by the partition its heartbeats are keyed to
+        required = [
+            s for s in worker.settings.required_services if key_partition(s, worker.heartbeat_partitions) == partition
+        ]
+        self.table = HeartbeatTable(worker.settings.model_copy(update={"required_services": required}))
 
 
 class _Emitter:
@@ -171,11 +181,14 @@ class _Emitter:
 class PartitionWorker:
     """Handler of the partition-worker group."""
 
-    def __init__(self, config: Config, group_id: str, partials: int, instance: str) -> None:
+    def __init__(
+        self, config: Config, group_id: str, partials: int, instance: str, heartbeat_partitions: int = 1
+    ) -> None:
         self.config = config
         self.settings = config.detectors
         self.topics = config.kafka.topics
         self.partials = partials  # partition count of the partials topic
+        self.heartbeat_partitions = heartbeat_partitions
         self.instance = instance
         self.horizon_ms = int(self.settings.rebuild_horizon_s * 1000)
         self.payments: dict[int, _Payments] = {}
@@ -198,7 +211,7 @@ class PartitionWorker:
             if tp.topic == self.topics.payments:
                 self.payments[tp.partition] = _Payments(self, tp.partition, live_from)
             else:
-                self.heartbeats[tp.partition] = _Heartbeats(self, live_from)
+                self.heartbeats[tp.partition] = _Heartbeats(self, tp.partition, live_from)
         log.info("assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in starts])
         return starts
 
@@ -361,10 +374,11 @@ def run(config: Config, group_id: str, instance: str | None = None, stop: thread
     probe = Consumer(consumer_config(config.kafka, group_id))
     meta = probe.list_topics(timeout=10).topics
     sources, partials = len(meta[topics.payments].partitions), len(meta[topics.channel_partials].partitions)
+    heartbeat_partitions = len(meta[topics.heartbeats].partitions)
     probe.close()
     instance = instance or f"{socket.gethostname()}-{os.getpid()}"
     stop = stop or threading.Event()
-    worker = PartitionWorker(config, group_id, partials, instance)
+    worker = PartitionWorker(config, group_id, partials, instance, heartbeat_partitions)
     workers = Stage(config.kafka, group_id, [topics.payments, topics.heartbeats], worker)
     aggregator = Stage(
         config.kafka, group_id + "-channels", [topics.channel_partials], ChannelAggregator(config, group_id, sources)

@@ -23,7 +23,7 @@ from paywatch.contract import Event, EventMeta, Heartbeat, Payment, Service, Ser
 from paywatch.finding import decode_finding, is_incident
 from paywatch.kafka import ensure_topics
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka]
 
 PAYWATCH = str(Path(sys.executable).with_name("paywatch"))
 TRAFFIC_S = 60
@@ -167,6 +167,7 @@ def _read(bootstrap: str, topic: str) -> list:
     return found
 
 
+@pytest.mark.slow
 def test_three_workers_with_a_kill_find_each_incident_once_and_match_one_worker(kafka_bootstrap, tmp_path):
     suffix = uuid.uuid4().hex[:8]
     one, three = _config(tmp_path, kafka_bootstrap, suffix, "one"), _config(tmp_path, kafka_bootstrap, suffix, "three")
@@ -232,3 +233,22 @@ def test_three_workers_with_a_kill_find_each_incident_once_and_match_one_worker(
     assert channel(runs["one"]) == channel(runs["three"])
     health = [(state, level) for _, fp, state, level in channel(runs["one"]) if fp == "channel_health:bank_b"]
     assert health[0][0] == "open" and health[-1] == ("resolved", "healthy")
+
+
+@pytest.mark.kafka
+def test_key_partition_is_where_librdkafka_puts_a_key(kafka_bootstrap):
+    from paywatch.detectors.runtime import key_partition
+
+    topic = f"keys-{uuid.uuid4().hex[:8]}"
+    ensure_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap), [topic], partitions=6)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    landed: dict[str, int] = {}
+    for key in ("compensation-job", "order-service", "alipay", "bank_b", "paywatch-detect", "x"):
+        producer.produce(
+            topic,
+            b"{}",
+            key.encode(),
+            on_delivery=lambda err, msg: landed.__setitem__(msg.key().decode(), msg.partition()),
+        )
+    producer.flush(10)
+    assert landed == {key: key_partition(key, 6) for key in landed} and len(landed) == 6

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import zlib
 
-from test_detectors import pay
+from test_detectors import T0, pay
 
 from paywatch.config import Config
 from paywatch.contract import encode
 from paywatch.detectors.channel_health import ChannelJudge
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.detectors.replay import replay_events
-from paywatch.detectors.runtime import ChannelAggregator, PartitionWorker, _Judged, _Payments, partials_partition
+from paywatch.detectors.runtime import (
+    ChannelAggregator,
+    PartitionWorker,
+    _Heartbeats,
+    _Judged,
+    _Payments,
+    key_partition,
+    partials_partition,
+)
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.finding import decode_finding
 
@@ -104,3 +112,13 @@ def test_each_channel_has_one_owner_whatever_the_process():
     # crc32, not hash(): Python salts str hashes per process
     assert partials_partition("alipay", 6) == zlib.crc32(b"alipay") % 6
     assert partials_partition("alipay/qr", 6) == partials_partition("alipay", 6)
+
+
+def test_a_required_service_is_awaited_by_the_partition_its_heartbeats_go_to():
+    settings = DetectorSettings(required_services=["compensation-job"], startup_grace_s=10)
+    worker = PartitionWorker(Config(detectors=settings), "g", 1, "w", heartbeat_partitions=6)
+    owner = key_partition("compensation-job", 6)
+    tables = {p: _Heartbeats(worker, p, live_from=0).table for p in range(6)}
+    start = int(T0.timestamp() * 1000)
+    down = {p: [f.service.name for f in t.tick(start) + t.tick(start + 10_000)] for p, t in tables.items()}
+    assert down == {p: (["compensation-job"] if p == owner else []) for p in range(6)}
