@@ -260,7 +260,7 @@ def lens(panel: q.Panel) -> dict[str, Any]:
         "type": "lens",
         "id": f"paywatch-lens-{panel.key}",
         "attributes": {
-            "title": panel.title,
+            "title": panel.title.replace("$channel", "all channels"),  # Kibana has no variables
             "description": panel.question,
             "visualizationType": vis_type,
             "state": {

@@ -573,14 +573,14 @@ def test_every_panel_shows_data_on_the_simulated_demo(es: Any) -> None:
     # Not produced on this path: compensation audit documents, and alert deliveries (no sink runs).
     elsewhere = {p.title for d in q.DASHBOARDS for p in d.es_panels if p.dataset == q.ACTION}
     elsewhere.add(_panel("alert_deliveries").title)
-    empty = sorted(panel for (_, panel), rows in found.items() if not rows and panel not in elsewhere)
-    assert empty == [], f"panels with no data on the demo incident: {empty}"
     rows = {panel: r for (_, panel), r in found.items()}
     assert "alipay" in {r["payment.channel"] for r in rows[_panel("stuck_count").title]}
     assert "degraded" in {r["finding.level"] for r in rows[_panel("channel_state").title]}
     assert "compensation-job" in {r["service.name"] for r in rows[_panel("silent_services").title]}
-    # Last, because it is the simulator's to fix: events the contract refuses never reach a panel.
-    assert dead == [], f"{len(dead)} simulated events break the contract, e.g. {sorted(set(dead))[:3]}"
+    problems = [f"no data: {panel}" for panel, r in sorted(rows.items()) if not r and panel not in elsewhere]
+    # Events the contract refuses are dead-lettered by the collector and never reach a panel.
+    problems += [f"{n} dead letters, e.g. {sorted(set(dead))[:2]}" for n in [len(dead)] if n]
+    assert problems == [], "the demo incident does not fill every panel"
 
 
 def test_check_command_reports_empty_panels(es_url: str, incident: str, tmp_path: Any) -> None:
