@@ -18,6 +18,7 @@ from paywatch.collectors.sdk import PaymentLogger, open_logger
 from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.config import Config, KafkaSettings, Topics
 from paywatch.contract import decode
+from paywatch.devstack import free_port
 from paywatch.kafka import consumer_config, ensure_topics
 
 
@@ -151,3 +152,27 @@ def test_a_30_second_kafka_outage_loses_nothing_and_duplicates_nothing(kafka_fac
     )
     assert set(arrived) == set(emitter.ids)
     assert [i for i, n in arrived.items() if n > 1] == []
+
+
+@pytest.mark.kafka
+def test_close_with_every_broker_down_is_bounded_and_the_next_process_delivers(kafka_bootstrap, tmp_path):
+    run = uuid.uuid4().hex[:8]
+    topics = Topics(payments=f"sdk-{run}.payments", heartbeats=f"sdk-{run}.heartbeats", logs=f"sdk-{run}.logs")
+    nowhere = Config(
+        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", topics=topics),
+        sdk=SdkSettings(spill_dir=tmp_path / "spool"),
+    )
+    down = open_logger("payment-gateway", config=nowhere, heartbeat=False)
+    for i in range(100):
+        down.payment("order_created", order_id=f"o{i}", event_id=f"e{i}")
+    started = time.monotonic()
+    down.close(timeout=1)
+    assert time.monotonic() - started < 10
+    assert down.stats()["spilled"] == 100
+
+    up = open_logger("payment-gateway", config=kafka_config(kafka_bootstrap, tmp_path, topics), heartbeat=False)
+    assert up.flush(60)
+    up.close()
+    assert up.stats()["replayed"] == 100
+    messages = consume(KafkaSettings(bootstrap_servers=kafka_bootstrap, topics=topics), topics.payments, 100)
+    assert sorted(decode(v).event.id for _, v in messages) == sorted(f"e{i}" for i in range(100))
