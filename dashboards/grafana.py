@@ -4,7 +4,7 @@ Each environment (data stream namespace) is one Elasticsearch data source (uid
 `paywatch-es-<namespace>`, index `logs-paywatch.*-<namespace>`), and the `environment`
 variable picks it; each panel's query names its dataset. The self-health dashboard
 also has panels on a Prometheus data source (uid `paywatch-prometheus`) for what only
-paywatch's own metrics know (consumer lag, dead letters, alert deliveries).
+paywatch's own metrics know (consumer lag, dead letters).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from grafana_foundation_sdk.builders import barchart, bargauge, stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.builders import barchart, bargauge, statetimeline, table, timeseries
 from grafana_foundation_sdk.builders import dashboard as gdb
 from grafana_foundation_sdk.builders import elasticsearch as ges
 from grafana_foundation_sdk.builders import prometheus as gprom
@@ -43,7 +43,6 @@ DEFAULT_ENVIRONMENTS = ("default",)
 
 _VIZ = {
     "timeseries": timeseries.Panel,
-    "stat": stat.Panel,
     "table": table.Panel,
     "bargauge": bargauge.Panel,
     "barchart": barchart.Panel,
@@ -61,8 +60,7 @@ def _metric(m: q.Metric) -> Any:
         return ges.Percentiles().id(m.id).field(m.field or "").settings(settings)
     if m.type == "cardinality":
         return ges.UniqueCount().id(m.id).field(m.field or "")
-    single = {"max": ges.Max, "min": ges.Min}
-    return single[m.type]().id(m.id).field(m.field or "")
+    return ges.Max().id(m.id).field(m.field or "")
 
 
 def _bucket(b: q.Bucket) -> Any:

@@ -176,7 +176,7 @@ def _metric_columns(m: q.Metric) -> dict[str, dict[str, Any]]:
             )
             for p in m.percents
         }
-    operation = {"max": "max", "min": "min", "cardinality": "unique_count"}[m.type]
+    operation = {"max": "max", "cardinality": "unique_count"}[m.type]
     return {col: dict(base, label=f"{operation} of {m.field}", operationType=operation, sourceField=m.field)}
 
 

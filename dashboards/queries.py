@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-PAYMENT, HEARTBEAT, APP = "paywatch.payment", "paywatch.heartbeat", "paywatch.app"
+PAYMENT, HEARTBEAT = "paywatch.payment", "paywatch.heartbeat"
 FINDING, ALERT, ACTION = "paywatch.finding", "paywatch.alert", "paywatch.action"
 ALL = "paywatch.*"  # every dataset at once
 
@@ -33,7 +33,7 @@ CUSTOMER_FAILURE = "payment.error_category:(user OR limit)"
 CHANNEL_FAILURE = "payment.error_category:(channel OR system)"
 
 
-MetricType = Literal["count", "percentiles", "max", "min", "cardinality", "raw_data"]
+MetricType = Literal["count", "percentiles", "max", "cardinality", "raw_data"]
 
 
 def variable_clause(name: str) -> str:
@@ -63,7 +63,7 @@ class Bucket:
     id: str = "10"
 
 
-Viz = Literal["timeseries", "stat", "table", "bargauge", "barchart", "statetimeline"]
+Viz = Literal["timeseries", "table", "bargauge", "barchart", "statetimeline"]
 
 
 @dataclass(frozen=True)
