@@ -600,3 +600,30 @@ def test_check_command_reports_empty_panels(es_url: str, incident: str, tmp_path
     status = {line.rsplit(" / ", 1)[1]: line.split()[0] for line in narrowed.output.splitlines()}
     assert status[_panel("attempts").title] == "NO"  # the channel filter applies...
     assert status[_panel("heartbeats_received").title] == "ok"  # ...only where documents name a channel
+
+
+def test_every_column_a_table_declares_is_in_its_documents(all_rows: dict[str, list[dict[str, Any]]]) -> None:
+    """A misspelt column would be an empty column in Grafana and Kibana alike."""
+    for d in q.DASHBOARDS:
+        for panel in d.es_panels:
+            present = {name for row in all_rows[panel.title] for name in row}
+            assert set(panel.columns) <= present, (panel.title, set(panel.columns) - present)
+
+
+def test_kibana_fields_exist_in_the_mappings(es: Any, incident: str) -> None:
+    """Every field a Lens column or a saved search column names is mapped in its data view's indices."""
+    objects = {(o["type"], o["id"]): o for o in kibana.saved_objects()}
+    for (kind, _), obj in objects.items():
+        if kind not in ("lens", "search"):
+            continue
+        (ref,) = obj["references"]
+        pattern = objects["index-pattern", ref["id"]]["attributes"]["title"].removesuffix("*") + incident
+        mapped = set(es.field_caps(index=pattern, fields="*")["fields"])
+        if kind == "lens":
+            layer = obj["attributes"]["state"]["datasourceStates"]["formBased"]["layers"][kibana.LAYER]
+            fields = {c["sourceField"] for c in layer["columns"].values() if c.get("sourceField")}
+            fields |= {f for c in layer["columns"].values() for f in c.get("params", {}).get("secondaryFields", [])}
+            fields.discard("___records___")
+        else:
+            fields = set(obj["attributes"]["columns"])
+        assert fields <= mapped, (obj["attributes"]["title"], fields - mapped)
