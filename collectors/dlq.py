@@ -1,8 +1,8 @@
 """The dead-letter topic: every message paywatch cannot store, with the reason, never dropped.
 
 A dead letter keeps the original message value and key byte for byte (so it can be fixed and
-replayed) and says in headers why it was refused and where it came from. The topic is as
-sensitive as the input topics: the value is what the producer sent, before PAN masking.
+replayed) except for card numbers, which are masked like everywhere else in paywatch: a dead
+letter is stored too. Headers say why it was refused and where it came from.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from paywatch.pan import mask_text
+from paywatch.pan import mask_bytes, mask_text
 
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message, Producer
@@ -61,7 +61,11 @@ class DeadLetters:
         while True:
             try:
                 self._producer.produce(
-                    self._topic, message.value(), message.key(), headers=headers, on_delivery=delivered
+                    self._topic,
+                    mask_bytes(message.value() or b""),
+                    message.key(),
+                    headers=headers,
+                    on_delivery=delivered,
                 )
                 return
             except BufferError:  # local queue full: let deliveries drain, then retry

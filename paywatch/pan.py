@@ -102,3 +102,12 @@ def mask_event(event: Event) -> Event:
     if event.event.action is not None:
         event.event.action = mask_text(event.event.action)
     return event
+
+
+def mask_bytes(raw: bytes) -> bytes:
+    """Mask PANs in raw bytes that may not even be JSON or UTF-8 (dead letters).
+
+    Latin-1 maps every byte to one character and back, and card digits are ASCII, so any
+    byte string round-trips unchanged except for the masked digits.
+    """
+    return mask_text(raw.decode("latin-1")).encode("latin-1")

@@ -93,3 +93,11 @@ def test_finding_ids_are_stable():
     )
     assert a.event.id == b.event.id
     assert finding.decode_finding(finding.encode_finding(a)) == a
+
+
+def test_dead_letter_bytes_are_masked_even_when_not_json_or_utf8():
+    from paywatch.pan import mask_bytes
+
+    raw = b"\xff\xfe{broken card=4111-1111-1111-1111 \xe4\xb8\xad"
+    assert mask_bytes(raw) == b"\xff\xfe{broken card=411111******1111 \xe4\xb8\xad"
+    assert mask_bytes(b"order 12345") == b"order 12345"

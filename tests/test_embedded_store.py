@@ -132,3 +132,12 @@ def test_operator_commands_read_the_embedded_database(tmp_path, store):
     bad.write_text("embeded: {}\n")
     typo = runner.invoke(main, ["incidents", "--config", str(bad)])
     assert typo.exit_code != 0 and "embeded" in typo.output
+
+
+def test_dead_letters_never_keep_a_card_number(ingest, store):
+    server, _ = ingest
+    r = httpx.post(
+        f"{server.url}/v1/events", content=b"{broken 4111111111111111", headers={"Authorization": "Bearer s3cret"}
+    )
+    assert r.status_code == 422
+    assert store.dead_letters()[0]["raw"] == b"{broken 411111******1111"

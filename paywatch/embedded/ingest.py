@@ -16,7 +16,7 @@ from typing import Any
 
 from paywatch.contract import ContractError, Event, decode
 from paywatch.embedded.sqlite_store import SqliteStore
-from paywatch.pan import mask_event, mask_text
+from paywatch.pan import mask_bytes, mask_event, mask_text
 
 EventSink = Callable[[list[Event]], None]
 
@@ -78,7 +78,7 @@ class IngestServer:
             return 413, {"error": f"body of {length} bytes is over the {self._max_body}-byte limit"}
         accepted, rejected = judge_lines(body or b"")
         for number, reason, raw in rejected:
-            self._store.dead_letter("http:/v1/events", f"line {number}: {reason}", raw)
+            self._store.dead_letter("http:/v1/events", f"line {number}: {mask_text(reason)}", mask_bytes(raw))
         if accepted:
             self._sink(accepted)
         reply = {
