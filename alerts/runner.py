@@ -2,15 +2,17 @@
 
 `AlertRunner` holds no Kafka: it is fed raw findings and clock ticks and talks to the
 sinks and a `publish` callable, so its wiring is testable on its own; `cli.py` feeds it
-from Kafka. While `catching_up` (rebuilding state from the findings topic after a start)
-changes only update the engine: nothing is paged or re-published twice; once caught up,
-every alert still firing is re-sent once, so Alertmanager and PagerDuty are current again.
+from Kafka, the embedded backend in-process. While `catching_up` (rebuilding state from the
+findings topic after a start) nothing is paged; documents are published again, which is
+harmless because their `event.id` is derived from the change (storage keeps one). Once
+caught up, every alert still firing is re-sent once, so Alertmanager and PagerDuty are
+current again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import structlog
@@ -93,6 +95,7 @@ class AlertRunner:
         self._started_at = started_at
         self._watchdog_sink = watchdog_sink if settings.self_monitor.watchdog else None
         self._watchdog_sent: datetime | None = None
+        self._watchdog: Future | None = None
         monitor = settings.self_monitor
         self.stall = StallMonitor(monitor.max_consumer_lag, timedelta(seconds=monitor.max_tick_age_s))
         for service in monitor.watched_services:  # a stage silent since our start is stalled too
@@ -127,11 +130,11 @@ class AlertRunner:
         for signal in self.stall.check(now):
             changes += self.engine.on_signal(signal)
         self._emit(changes)
-        if self._watchdog_sink and (
-            self._watchdog_sent is None or now - self._watchdog_sent >= self.settings.resend_interval
-        ):
+        due = self._watchdog_sent is None or now - self._watchdog_sent >= self.settings.resend_interval
+        if self._watchdog_sink and due and (self._watchdog is None or self._watchdog.done()):
+            # In the background: an unreachable Alertmanager retrying must not stall the loop.
             self._watchdog_sent = now
-            self._watchdog_sink.send([watchdog_change(self._started_at, now)])
+            self._watchdog = self._pool.submit(self._watchdog_sink.send, [watchdog_change(self._started_at, now)])
         return changes
 
     def _emit(self, changes: list[AlertChange]) -> list[Delivery]:
