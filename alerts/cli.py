@@ -43,7 +43,9 @@ def alert(config_path: str | None, max_seconds: float | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stage.stop.set())
     if max_seconds:
-        threading.Timer(max_seconds, stage.stop.set).start()
+        timer = threading.Timer(max_seconds, stage.stop.set)
+        timer.daemon = True  # a SIGTERM before it fires must not wait for it
+        timer.start()
     try:
         stage.run()
     finally:
@@ -107,12 +109,14 @@ class AlertHandler:
         return starts
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            if tp.topic == self.topics.findings and self.findings.pop(tp.partition, None) is not None:
-                log.warning(
-                    "findings partition taken away: give every paywatch alert its own consumer group",
-                    partition=tp.partition,
-                )
+        taken = [tp.partition for tp in partitions if tp.topic == self.topics.findings]
+        for partition in taken:
+            self.findings.pop(partition, None)
+        if taken and self.findings:  # some left: another member joined our group (all go on shutdown)
+            log.warning(
+                "findings partitions taken by another member: give every paywatch alert its own consumer group",
+                partitions=taken,
+            )
 
     def on_eof(self, topic: str, partition: int) -> None:
         if topic != self.topics.findings or not self.runner.catching_up:
