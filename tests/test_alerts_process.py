@@ -15,6 +15,7 @@ import pytest
 import yaml
 from alerts_support import Receiver, am_config, posts, rules, stuck
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from paywatch.alerts.cli import build_stage
 from paywatch.config import Config
@@ -70,8 +71,20 @@ def read_all(bootstrap: str, topic: str) -> list[dict]:
     return sorted(docs, key=lambda d: d["@timestamp"])
 
 
-def test_findings_topic_to_one_page_and_documents_surviving_a_restart(kafka_bootstrap, alertmanager_factory, tmp_path):
+@pytest.fixture
+def run_id(kafka_bootstrap):
+    """A prefix for this test's own topics, deleted afterwards from the shared broker."""
     run_id = uuid.uuid4().hex[:8]
+    yield run_id
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"t-{run_id}-")]
+    for future in admin.delete_topics(ours).values() if ours else ():
+        future.result(30)
+
+
+def test_findings_topic_to_one_page_and_documents_surviving_a_restart(
+    kafka_bootstrap, alertmanager_factory, tmp_path, run_id
+):
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(yaml.safe_dump(rules(page_at=3).model_dump(mode="json")))
     with Receiver() as receiver:
