@@ -608,7 +608,7 @@ class Simulation:
                 outcome = ("timeout", None, None)
             else:
                 outcome = ("fail", code, "channel")
-            self._after(latency, self._respond, (attempt, outcome, min(latency, GATEWAY_TIMEOUT_MS), True))
+            self._after(latency, self._respond, (attempt, outcome, int(min(latency, GATEWAY_TIMEOUT_MS)), True))
             return
         if latency > GATEWAY_TIMEOUT_MS:
             outcome: tuple = ("timeout", None, None)
