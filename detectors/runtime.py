@@ -32,11 +32,13 @@ import os
 import signal
 import socket
 import threading
+import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import TypeVar
 
-from confluent_kafka import OFFSET_END, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from paywatch.clock import SystemClock
 from paywatch.config import Config
@@ -63,6 +65,13 @@ from paywatch.stage import Output, Stage
 log = logging.getLogger("paywatch.detect")
 
 SERVICE = "paywatch-detect"
+_TRANSIENT = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TIMED_OUT,
+}
+T = TypeVar("T")
 TICK_MS = 1000
 
 
@@ -77,14 +86,34 @@ def partials_partition(channel: str, partitions: int) -> int:
     return key_partition(channel.split("/", 1)[0], partitions)
 
 
+def _retrying(call: Callable[[], T], attempts: int = 20) -> T:
+    """Run a metadata call, retrying the transient errors of a freshly created or moving partition
+    (no leader yet, leader moved) instead of crashing the worker."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            transient = isinstance(err, KafkaError) and (err.retriable() or err.code() in _TRANSIENT)
+            if not transient or attempt == attempts - 1:
+                raise
+            log.info("retrying after %s", err)
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 def read_emitted(config: Config, since_ms: int, group_id: str) -> set[str]:
     """Ids of the findings already published since `since_ms` (read back from the findings topic)."""
     topic = config.kafka.topics.findings
     consumer = Consumer(consumer_config(config.kafka, group_id + "-readback", **{"enable.partition.eof": True}))
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        starts = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in meta.partitions], timeout=10)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
+        starts = _retrying(
+            lambda: consumer.offsets_for_times(
+                [TopicPartition(topic, p, since_ms) for p in meta.partitions], timeout=10
+            )
+        )
+        ends = {p: _high(consumer, topic, p) for p in meta.partitions}
         todo = {tp.partition for tp in starts if tp.offset >= 0 and tp.offset < ends[tp.partition]}
         consumer.assign([tp for tp in starts if tp.partition in todo])
         ids: set[str] = set()
@@ -101,9 +130,15 @@ def read_emitted(config: Config, since_ms: int, group_id: str) -> set[str]:
         consumer.close()
 
 
+def _high(consumer: Consumer, topic: str, partition: int) -> int:
+    """The partition's end offset (where a reader is caught up)."""
+    return _retrying(lambda: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10))[1]
+
+
 def start_offsets(consumer: Consumer, partitions: list[TopicPartition], since_ms: int) -> list[TopicPartition]:
     """Offsets of the first message at or after `since_ms` (end of partition if none)."""
-    found = consumer.offsets_for_times([TopicPartition(p.topic, p.partition, since_ms) for p in partitions], timeout=10)
+    wanted = [TopicPartition(p.topic, p.partition, since_ms) for p in partitions]
+    found = _retrying(lambda: consumer.offsets_for_times(wanted, timeout=10))
     return [TopicPartition(p.topic, p.partition, p.offset if p.offset >= 0 else OFFSET_END) for p in found]
 
 
@@ -157,25 +192,39 @@ class _Heartbeats(_Clocked):
 
 
 class _Emitter:
-    """Publishes findings once: ids read back at (re)assignment and ids sent since are skipped."""
+    """Publishes findings once: ids read back at (re)assignment and ids sent since are skipped.
 
-    def __init__(self, config: Config, group_id: str) -> None:
+    An id is remembered for twice the rebuild horizon (wall clock): re-derivation after a rebuild
+    only reproduces findings from within the horizon, so older ids can be forgotten."""
+
+    def __init__(self, config: Config, group_id: str, horizon_ms: int) -> None:
         self.config = config
         self.group_id = group_id
         self.topic = config.kafka.topics.findings
-        self.emitted: set[str] = set()
+        self.keep_ms = 2 * horizon_ms
+        self.emitted: dict[str, int] = {}  # finding event.id -> wall ms it became known
+        self._forget_at = to_ms(SystemClock().now())  # wall ms of the latest tick
 
     def refresh(self, since_ms: int) -> None:
-        self.emitted |= read_emitted(self.config, since_ms, self.group_id)
+        now = to_ms(SystemClock().now())
+        for finding_id in read_emitted(self.config, since_ms, self.group_id):
+            self.emitted.setdefault(finding_id, now)
 
     def outputs(self, findings: Iterable[Finding]) -> list[Output]:
         out = []
         for f in findings:
             if f.event.id in self.emitted:
                 continue
-            self.emitted.add(f.event.id)
+            self.emitted[f.event.id] = self._forget_at
             out.append(Output(self.topic, f.finding.fingerprint.encode(), encode_finding(f)))
         return out
+
+    def forget(self, wall_ms: int) -> None:
+        """Drop ids older than the retention; called on the wall-clock tick."""
+        self._forget_at = wall_ms
+        cutoff = wall_ms - self.keep_ms
+        if self.emitted and next(iter(self.emitted.values())) < cutoff:
+            self.emitted = {k: t for k, t in self.emitted.items() if t >= cutoff}
 
 
 class PartitionWorker:
@@ -193,7 +242,7 @@ class PartitionWorker:
         self.horizon_ms = int(self.settings.rebuild_horizon_s * 1000)
         self.payments: dict[int, _Payments] = {}
         self.heartbeats: dict[int, _Heartbeats] = {}
-        self.emitter = _Emitter(config, group_id)
+        self.emitter = _Emitter(config, group_id, self.horizon_ms)
         self.rejected = 0
         self._beat_seq = 0
         self._next_beat = 0
@@ -206,8 +255,7 @@ class PartitionWorker:
         self.emitter.refresh(since)
         starts = start_offsets(consumer, partitions, since)
         for tp in starts:
-            _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
-            live_from = high if tp.offset != OFFSET_END else 0
+            live_from = _high(consumer, tp.topic, tp.partition) if tp.offset != OFFSET_END else 0
             if tp.topic == self.topics.payments:
                 self.payments[tp.partition] = _Payments(self, tp.partition, live_from)
             else:
@@ -277,6 +325,7 @@ class PartitionWorker:
 
     def tick(self, now: datetime) -> list[Output]:
         wall = to_ms(now)
+        self.emitter.forget(wall)
         out: list[Output] = []
         for state in self.payments.values():
             out += self._advance(state, wall)
@@ -322,7 +371,7 @@ class ChannelAggregator:
         self.sources = sources  # partition count of the payments topic
         self.horizon_ms = int(self.settings.judge_horizon_s * 1000)
         self.owned: dict[int, _Judged] = {}
-        self.emitter = _Emitter(config, group_id)
+        self.emitter = _Emitter(config, group_id, self.horizon_ms)
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
         if not partitions:
@@ -363,6 +412,7 @@ class ChannelAggregator:
         return self.emitter.outputs(owned.judge.on_window(index, window))
 
     def tick(self, now: datetime) -> list[Output]:
+        self.emitter.forget(to_ms(now))
         return []
 
 

@@ -206,6 +206,7 @@ def test_three_workers_with_a_kill_find_each_incident_once_and_match_one_worker(
     runs = {run: _read(kafka_bootstrap, f"findings-{suffix}-{run}") for run in ("one", "three")}
 
     for run, findings in runs.items():
+        assert findings, f"{run}: no findings at all\n{logs}"
         ids = Counter(f.event.id for f in findings)
         assert max(ids.values()) == 1, f"{run}: findings published twice: {ids.most_common(3)}\n{logs}"
         opened = Counter(f.finding.fingerprint for f in findings if f.finding.state == "open" and is_incident(f))

@@ -122,3 +122,20 @@ def test_a_required_service_is_awaited_by_the_partition_its_heartbeats_go_to():
     start = int(T0.timestamp() * 1000)
     down = {p: [f.service.name for f in t.tick(start) + t.tick(start + 10_000)] for p, t in tables.items()}
     assert down == {p: (["compensation-job"] if p == owner else []) for p in range(6)}
+
+
+def test_emitter_publishes_each_finding_once_and_forgets_after_twice_the_horizon():
+    from paywatch.detectors.runtime import _Emitter
+    from paywatch.finding import make_finding
+
+    emitter = _Emitter(Config(), "g", horizon_ms=1000)
+    f = make_finding(
+        at=T0, kind="service_down", state="open", fingerprint="service_down:x", severity="critical", summary="x"
+    )
+    emitter.forget(10_000)
+    assert len(emitter.outputs([f, f])) == 1
+    assert emitter.outputs([f]) == []
+    emitter.forget(11_999)
+    assert emitter.outputs([f]) == []  # still within 2 × horizon
+    emitter.forget(12_001)
+    assert len(emitter.outputs([f])) == 1
