@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
+
 from paywatch.compensation.channels import (
     HttpAdapter,
     Outcome,

@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 from paywatch.compensation.channels import QueryResult
-
 from paywatch.pan import mask_tree
 
 ACTION: Final = "paywatch.action"

@@ -24,7 +24,6 @@ from paywatch.compensation.audit import action_doc, stable_id
 from paywatch.compensation.channels import Purpose, QueryRequest, QueryResult
 from paywatch.compensation.schedule import next_query, retry_after_error
 from paywatch.compensation.settings import CompensationSettings
-
 from paywatch.contract import PAYMENT, Event, EventMeta, Payment, Service, ServiceInstance
 from paywatch.finding import Evidence, Finding, FindingPayment, make_finding
 

@@ -12,18 +12,20 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
 import structlog
+
 from paywatch.alerts.delivery import Retry
 from paywatch.alerts.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from paywatch.compensation.audit import ORDER_SYSTEM_ACTIONS
 from paywatch.compensation.budget import ChannelBudget
 from paywatch.compensation.channels import ChannelAdapter, QueryRequest, QueryResult
+from paywatch.compensation.engine import Compensator, Effects
 from paywatch.compensation.settings import CompensationSettings, OrderWebhookSettings
-
 from paywatch.config import read_secret
 
 log = structlog.get_logger("paywatch.compensation")
@@ -39,7 +41,8 @@ class _Lane:
 
 
 class Executor:
-    """`submit` queries, `await result()` for each answer (in completion order)."""
+    """`submit` queries, `await result()` for each answer (in completion order). The clock and
+    sleep are injectable so a test can run a 10,000-query burst in virtual time."""
 
     def __init__(
         self,
@@ -47,8 +50,10 @@ class Executor:
         settings: CompensationSettings,
         client: httpx.AsyncClient | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._now = monotonic
+        self._sleep = sleep
         self._client = client or httpx.AsyncClient()
         self._owns_client = client is None
         self._lanes = {
@@ -100,7 +105,7 @@ class Executor:
                     lane.released.clear()
                     await lane.released.wait()
                 else:
-                    await asyncio.sleep(wait)
+                    await self._sleep(wait)
             lane.budget.start(self._now())
             task = asyncio.create_task(self._run(channel, lane, request))
             self._running.add(task)
@@ -120,6 +125,17 @@ class Executor:
             log.info("channel_throttled", channel=channel, retry_after_s=result.retry_after_s)
         lane.released.set()
         self._results.put_nowait(result)
+
+
+async def run_due(compensator: Compensator, executor: Executor, now: datetime) -> Effects:
+    """Send every query due at `now` and wait for all their answers (a tick of the embedded
+    backend or a test; the streaming CLI interleaves instead)."""
+    for request in compensator.due(now):
+        executor.submit(request)
+    effects = Effects()
+    while executor.outstanding:
+        effects += compensator.on_result(await executor.result(), now)
+    return effects
 
 
 class OrderWebhook:

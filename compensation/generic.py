@@ -7,9 +7,9 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
 from paywatch.compensation.channels import HttpAdapter, QueryRequest, QueryResult
 from paywatch.compensation.settings import GenericSettings
-
 from paywatch.config import read_secret
 
 

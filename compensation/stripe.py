@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
 from paywatch.compensation.channels import HttpAdapter, Outcome, QueryRequest, QueryResult, require_secret
 from paywatch.compensation.settings import StripeSettings
 

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
 from paywatch.compensation.channels import (
     HttpAdapter,
     Outcome,

@@ -28,6 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import httpx
+
 from paywatch.compensation.alipay import signing_content
 from paywatch.compensation.wechatpay import AUTH_SCHEME, signature_message
 from paywatch.simulator.truth import ChannelRecord
@@ -53,7 +55,7 @@ STRIPE_STATES |= {"failed": "requires_payment_method", "closed": "canceled"}
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    at: float  # time.monotonic() when the request arrived
+    at: float  # the server's clock (time.monotonic() unless given) when the request arrived
     attempt_id: str | None
     status: int
 
@@ -89,8 +91,10 @@ class ChannelApiServer:
         secret_key: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.provider = provider
+        self.clock = clock
         self.truth = truth
         self.lag_s = lag_s
         self.not_found_first = not_found_first
@@ -131,6 +135,19 @@ class ChannelApiServer:
         with self._lock:
             self._errors.extend([(kind, retry_after_s)] * n)
 
+    def transport(self) -> httpx.MockTransport:
+        """The same API in-process, without sockets: for bursts too large to push through
+        loopback quickly (answers are identical; `lag_s` must be 0 here, it would block)."""
+
+        def serve(request: httpx.Request) -> httpx.Response:
+            target = request.url.raw_path.decode()
+            status, extra, payload = self.handle(request.method, target, request.headers, request.content)
+            if isinstance(payload, str):
+                return httpx.Response(status, headers=extra, text=payload)
+            return httpx.Response(status, headers=extra, json=payload)
+
+        return httpx.MockTransport(serve)
+
     def max_in_window(self, window_s: float = 1.0) -> int:
         """The most requests that arrived inside any window of `window_s` seconds."""
         times = sorted(r.at for r in self.requests)
@@ -146,7 +163,7 @@ class ChannelApiServer:
 
     # -- protocol --------------------------------------------------------------------------
     def handle(self, method: str, target: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], Any]:
-        arrived = time.monotonic()
+        arrived = self.clock()
         attempt_id, params = self._parse(method, target, body)
         status, extra, payload = self._answer(method, target, headers, attempt_id, params)
         with self._lock:
@@ -369,6 +386,10 @@ class ChannelApiServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # One segment per answer, sent at once: headers and body written separately would
+            # meet Nagle and delayed ACK and cost ~40 ms a request on loopback.
+            wbufsize = -1
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

@@ -6,12 +6,12 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from paywatch.compensation.budget import ChannelBudget, CircuitBreaker, TokenBucket
 from paywatch.compensation.channels import QueryRequest, QueryResult
 from paywatch.compensation.engine import Compensator
 from paywatch.compensation.schedule import next_query, query_times
 from paywatch.compensation.settings import BudgetSettings, ChannelSettings, CompensationSettings, ScheduleSettings
-
 from paywatch.contract import PAYMENT, Event, EventMeta, Payment, Service, ServiceInstance
 from paywatch.finding import AttemptEvidence, Evidence, FindingPayment, make_finding
 
