@@ -59,7 +59,7 @@ def incident_store(path) -> SqliteStore:
                 "event": {
                     "id": f"q{i}",
                     "dataset": "paywatch.action",
-                    "action": "compensating_query",
+                    "action": "query",
                     "outcome": "success",
                 },
                 "payment": {"order_id": f"o{i}", "channel": "alipay"},

@@ -179,7 +179,7 @@ def _heartbeats(beats: pd.DataFrame, findings: pd.DataFrame, marks: _Marks) -> s
 
 def _queries(actions: pd.DataFrame, marks: _Marks) -> str:
     fig, ax = _figure("Compensating queries per minute, by mapped outcome")
-    queries = actions[actions.action == "compensating_query"]
+    queries = actions[actions.action == "query"]
     if not queries.empty:
         per_minute = queries.groupby([pd.Grouper(key="ts", freq="1min"), "outcome"]).size().unstack(fill_value=0)
         _lines(ax, per_minute, steps=True)
@@ -255,7 +255,7 @@ def render(report: ReportInput, out: Path) -> Path:
     alert_rows = [
         (r.ts.strftime("%H:%M:%S"), r.name, r.status, r.summary) for r in alerts.sort_values("ts").itertuples()
     ]
-    repairs = actions[actions.action.isin(["repair_order", "refund_candidate"])]
+    repairs = actions[actions.action.isin(["repair", "refund_candidate"])]
     repair_rows = [(r.ts.strftime("%H:%M:%S"), r.action, r.order, r.channel) for r in repairs.itertuples()]
     notes = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in report.notes.items())
     figures = "".join(
