@@ -19,6 +19,7 @@ from confluent_kafka import Producer
 
 from paywatch.config import Config
 from paywatch.contract import APP, HEARTBEAT, PAYMENT, Event, encode
+from paywatch.devstack import free_port
 from paywatch.kafka import ensure_topics, producer_config
 
 PAYWATCH = str(Path(sys.executable).with_name("paywatch"))
@@ -38,7 +39,8 @@ def stack_config(tmp: Path, kafka_bootstrap: str, es_url: str, **sections: Any) 
             "topics": topics,
         },
         "elasticsearch": {"url": es_url, "namespace": f"t{tag}"},
-        "collector": {"group_id": f"collect-{tag}"},
+        # its own metrics port: other collectors (tests, sessions) may hold the default one
+        "collector": {"group_id": f"collect-{tag}", "metrics_port": free_port()},
         **sections,
     }
     config = Config.model_validate(raw)
