@@ -15,7 +15,7 @@ from alerts_support import Receiver, am_config, posts, rules, stuck
 
 from paywatch.alerts.alertmanager import AlertmanagerSink
 from paywatch.alerts.delivery import Retry
-from paywatch.alerts.engine import AlertEngine
+from paywatch.alerts.engine import AlertEngine, Links
 from paywatch.alerts.watchdog import watchdog_change
 
 pytestmark = pytest.mark.alertmanager
@@ -32,7 +32,8 @@ def stack(alertmanager_factory):
 
 def test_paid_but_pending_incident_pages_once_then_resolves_once(stack):
     receiver, _, sink = stack
-    engine = AlertEngine(rules(), resend_interval=timedelta(seconds=1))
+    links = Links(runbook_base_url="https://docs.example/alerts.md", kibana_url="http://kibana.example:5601")
+    engine = AlertEngine(rules(), resend_interval=timedelta(seconds=1), links=links)
     now = datetime.now(UTC)
     changes = [c for i in range(6) for c in engine.on_finding(stuck(f"o{i}", now + timedelta(milliseconds=i)))]
     assert sum(c.page for c in changes) == 1
@@ -50,6 +51,9 @@ def test_paid_but_pending_incident_pages_once_then_resolves_once(stack):
     [alert] = firing["alerts"]
     assert alert["labels"] == {"alertname": "PaidButPending", "severity": "critical", "channel": "alipay"}
     assert alert["annotations"]["summary"] == "3 orders paid at alipay but still pending in the business"
+    assert alert["annotations"]["runbook_url"] == "https://docs.example/alerts.md#paid-but-pending"
+    assert alert["generatorURL"] == alert["annotations"]["kibana_url"]  # Alertmanager's "source" link
+    assert alert["generatorURL"].startswith("http://kibana.example:5601/app/discover#/?_g=(time:(from:'")
 
     resolved_at = datetime.now(UTC)
     resolved = [c for i in range(6) for c in engine.on_finding(stuck(f"o{i}", resolved_at, "resolved"))]
