@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from paywatch.finding import Kind, Level
 
@@ -80,27 +80,20 @@ class Rules(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rules: list[Rule]
 
+    _index: dict[tuple[str, str | None], Rule] = PrivateAttr(default_factory=dict)
+
     @model_validator(mode="after")
-    def _one_alert_per_rule(self) -> Rules:
-        seen = set()
+    def _one_rule_per_kind_and_level(self) -> Rules:
         for rule in self.rules:
             key = (rule.kind, rule.level)
-            if key in seen:
+            if key in self._index:
                 raise ValueError(f"two rules match kind={rule.kind} level={rule.level}; the second never runs")
-            seen.add(key)
+            self._index[key] = rule
         return self
 
     def match(self, kind: str, level: str | None) -> Rule | None:
         """The rule for a finding: a level-specific rule wins over a rule for the whole kind."""
-        exact = generic = None
-        for rule in self.rules:
-            if rule.kind != kind:
-                continue
-            if rule.level is None:
-                generic = generic or rule
-            elif rule.level == level:
-                exact = exact or rule
-        return exact or generic
+        return self._index.get((kind, level)) or self._index.get((kind, None))
 
 
 def load_rules(path: str | Path | None = None) -> Rules:

@@ -203,6 +203,10 @@ def test_rules_file_errors_are_clear(tmp_path):
         load_rules(bad)
     with pytest.raises(RulesError, match="cannot read"):
         load_rules(tmp_path / "missing.yaml")
+    rule = "  - kind: service_down\n    alertname: X\n    severity: critical\n"
+    bad.write_text("rules:\n" + rule + rule)
+    with pytest.raises(RulesError, match="two rules match kind=service_down"):
+        load_rules(bad)
 
 
 def test_stall_monitor_fires_and_resolves_through_the_engine(engine):
