@@ -1,0 +1,185 @@
+"""The compensator on Kafka: the shared stage loop (`paywatch.stage.Stage`) feeds it
+findings (paywatch.findings) and payment events (payments.events); every tick it sends the
+due queries to the async executor, which runs on its own event-loop thread so the Kafka
+loop never waits on a channel, and publishes what the answers produced:
+`channel_query_result` events to payments.events, audit/repair/refund documents to
+paywatch.actions, give-up and unavailable findings to paywatch.findings, and its own
+heartbeat to paywatch.heartbeats. Repair and refund actions also go to the order system's
+webhook when one is configured (never in dry-run).
+
+The pending queries live in memory: a restarted compensator rebuilds them from findings
+that are still open when the detectors re-emit them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import socket
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+
+import structlog
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from paywatch.compensation.channels import QueryResult, build_adapters
+from paywatch.compensation.engine import Compensator, Effects
+from paywatch.compensation.executor import Executor, OrderWebhook
+from paywatch.config import Config
+from paywatch.contract import HEARTBEAT, ContractError, Event, EventMeta, Heartbeat, decode, encode
+from paywatch.finding import decode_finding, encode_finding
+from paywatch.stage import Output, Stage
+
+log = structlog.get_logger("paywatch.compensation")
+
+
+class AsyncSide:
+    """The executor and webhook on a private event loop thread; thread-safe submit/collect."""
+
+    def __init__(self, config: Config) -> None:
+        settings = config.compensation
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="compensation-io", daemon=True)
+        self._thread.start()
+        self._done: queue.Queue[QueryResult] = queue.Queue()
+        adapters = build_adapters(settings)
+
+        async def start() -> tuple[Executor, OrderWebhook | None]:
+            executor = Executor(adapters, settings)
+            webhook = OrderWebhook(settings.order_webhook) if settings.order_webhook.url else None
+            return executor, webhook
+
+        self.executor, self.webhook = asyncio.run_coroutine_threadsafe(start(), self.loop).result()
+        self._pump = asyncio.run_coroutine_threadsafe(self._collect(), self.loop)
+
+    async def _collect(self) -> None:
+        while True:
+            self._done.put(await self.executor.result())
+
+    def submit(self, requests: Iterable) -> None:
+        for request in requests:
+            self.loop.call_soon_threadsafe(self.executor.submit, request)
+
+    def ready(self) -> list[QueryResult]:
+        out = []
+        while True:
+            try:
+                out.append(self._done.get_nowait())
+            except queue.Empty:
+                return out
+
+    def deliver(self, actions: list[dict]) -> None:
+        if self.webhook is not None:
+            for action in actions:
+                asyncio.run_coroutine_threadsafe(self.webhook.deliver(action), self.loop)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self._pump.cancel()
+            await self.executor.aclose()
+            if self.webhook is not None:
+                await self.webhook.aclose()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+class CompensationHandler:
+    """The stage handler: Kafka messages in, outputs of the pure compensator out."""
+
+    def __init__(self, config: Config, io: AsyncSide, instance_id: str) -> None:
+        self.config = config
+        self.topics = config.kafka.topics
+        self.compensator = Compensator(config.compensation, instance_id)
+        self.io = io
+        self._seq = 0
+        self._next_beat = 0.0
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return partitions
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        pass
+
+    def on_eof(self, topic: str, partition: int) -> None:
+        pass
+
+    def handle(self, message: Message) -> Iterable[Output]:
+        raw = message.value() or b""
+        try:
+            if message.topic() == self.topics.findings:
+                effects = self.compensator.on_finding(decode_finding(raw))
+            else:
+                effects = self.compensator.on_event(decode(raw))
+        except ContractError as exc:  # the collector dead-letters bad input; here it is just skipped
+            log.warning("skipped_bad_message", topic=message.topic(), offset=message.offset(), reason=str(exc))
+            return []
+        return self._outputs(effects)
+
+    def tick(self, now: datetime) -> Iterable[Output]:
+        self.io.submit(self.compensator.due(now))
+        effects = Effects()
+        for result in self.io.ready():
+            effects += self.compensator.on_result(result, now)
+        outputs = self._outputs(effects)
+        if now.timestamp() >= self._next_beat:
+            self._next_beat = now.timestamp() + self.config.compensation.heartbeat_interval_s
+            outputs.append(self._heartbeat(now))
+        return outputs
+
+    def _outputs(self, effects: Effects) -> list[Output]:
+        t = self.topics
+        out = [Output(t.payments, e.key.encode(), encode(e)) for e in effects.events]
+        out += [Output(t.actions, a["payment"]["order_id"].encode(), json.dumps(a).encode()) for a in effects.actions]
+        out += [
+            Output(t.findings, (f.payment.order_id if f.payment else f.finding.fingerprint).encode(), encode_finding(f))
+            for f in effects.findings
+        ]
+        self.io.deliver(effects.actions)
+        return out
+
+    def _heartbeat(self, now: datetime) -> Output:
+        self._seq += 1
+        service = self.compensator.service
+        beat = Event(
+            timestamp=now,
+            event=EventMeta(id=f"{service.name}-{service.instance.id}-{self._seq}", dataset=HEARTBEAT),
+            service=service,
+            heartbeat=Heartbeat(
+                interval_s=self.config.compensation.heartbeat_interval_s,
+                seq=self._seq,
+                status="up",
+                checks={
+                    f"circuit:{ch}": "ok" if self.io.executor.circuit(ch) == "closed" else "fail"
+                    for ch in self.config.compensation.channels
+                    if self.config.compensation.queryable(ch)
+                },
+            ),
+        )
+        return Output(self.topics.heartbeats, service.name.encode(), encode(beat))
+
+
+def run(config: Config, instance: str | None = None) -> None:
+    instance_id = instance or f"{socket.gethostname()}-{os.getpid()}"
+    io = AsyncSide(config)
+    handler = CompensationHandler(config, io, instance_id)
+    stage = Stage(
+        config.kafka,
+        config.compensation.consumer_group,
+        [config.kafka.topics.findings, config.kafka.topics.payments],
+        handler,
+        tick_s=1.0,
+    )
+    log.info(
+        "compensator_started",
+        instance=instance_id,
+        dry_run=config.compensation.dry_run,
+        channels=sorted(config.compensation.channels),
+    )
+    try:
+        stage.run()
+    finally:
+        io.close()

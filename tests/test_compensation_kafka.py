@@ -1,0 +1,138 @@
+"""The compensator on the real servers: the Kafka stage turns a paid-but-pending finding into
+a signed query at a fake Alipay, a channel_query_result event and a repair action; the audit
+trail lands in Elasticsearch with the shipped mapping and is searchable by order id."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from test_compensation_channels import Truth, keypair, secrets_env  # noqa: F401  (fixtures)
+
+from paywatch.compensation.runtime import AsyncSide, CompensationHandler
+from paywatch.compensation.settings import ChannelSettings, CompensationSettings
+from paywatch.config import Config, KafkaSettings, Topics
+from paywatch.contract import decode
+from paywatch.finding import AttemptEvidence, Evidence, FindingPayment, encode_finding, make_finding
+from paywatch.kafka import consumer_config, ensure_topics, producer_config
+from paywatch.simulator.channel_api import ChannelApiServer
+from paywatch.stage import Stage
+
+
+def stuck_finding(order: str, attempt: str):
+    return make_finding(
+        at=datetime.now(UTC),
+        kind="paid_but_pending",
+        state="open",
+        fingerprint=f"paid_but_pending:{order}",
+        severity="warning",
+        summary="charged but not recorded as paid",
+        evidence=Evidence(attempts=[AttemptEvidence(attempt_id=attempt, channel="alipay", event_id="cb-1")]),
+        payment=FindingPayment(order_id=order, attempt_id=attempt, channel="alipay"),
+    )
+
+
+def config_for(bootstrap: str, alipay_url: str) -> Config:
+    suffix = uuid.uuid4().hex[:8]
+    topics = Topics(**{name: f"{value}.{suffix}" for name, value in Topics().model_dump().items()})
+    comp = CompensationSettings(
+        channels={"alipay": ChannelSettings(adapter="alipay", base_url=alipay_url, alipay={"app_id": "2014"})},
+        consumer_group=f"paywatch-compensator-{suffix}",
+    )
+    return Config(kafka=KafkaSettings(bootstrap_servers=bootstrap, topics=topics), compensation=comp)
+
+
+def collect(bootstrap: str, topics: list[str], want, timeout_s: float = 60) -> list[tuple[str, bytes]]:
+    consumer = Consumer(consumer_config(KafkaSettings(bootstrap_servers=bootstrap), f"t-{uuid.uuid4().hex}"))
+    consumer.subscribe(topics)
+    got: list[tuple[str, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not want(got):
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                got.append((msg.topic(), msg.value()))
+    finally:
+        consumer.close()
+    return got
+
+
+def test_stage_repairs_a_confirmed_stuck_order_over_kafka(kafka_bootstrap, secrets_env):  # noqa: F811
+    truth = Truth()
+    truth.add("ali-1", "paid", channel="alipay", order_id="order-k1")
+    server = ChannelApiServer("alipay", truth.get, public_key=secrets_env[1]).start()
+    config = config_for(kafka_bootstrap, server.url)
+    t = config.kafka.topics
+    ensure_topics(config.kafka, [t.findings, t.payments, t.actions, t.heartbeats], partitions=1)
+    io = AsyncSide(config)
+    stage = Stage(
+        config.kafka, config.compensation.consumer_group, [t.findings, t.payments],
+        CompensationHandler(config, io, "test-1"), tick_s=0.2,
+    )  # fmt: skip
+    runner = threading.Thread(target=stage.run, daemon=True)
+    runner.start()
+    try:
+        producer = Producer(producer_config(config.kafka))
+        producer.produce(t.findings, encode_finding(stuck_finding("order-k1", "ali-1")), b"order-k1")
+        producer.flush(10)
+
+        def done(got):
+            return any(topic == t.actions and b'"repair"' in value for topic, value in got) and any(
+                topic == t.heartbeats for topic, _ in got
+            )
+
+        got = collect(kafka_bootstrap, [t.actions, t.payments, t.heartbeats], done)
+    finally:
+        stage.stop.set()
+        runner.join(30)
+        io.close()
+        server.stop()
+    actions = [json.loads(v) for topic, v in got if topic == t.actions]
+    assert [a["action"]["type"] for a in actions] == ["query", "repair"]
+    assert actions[1]["payment"]["order_id"] == "order-k1"
+    (result,) = [decode(v) for topic, v in got if topic == t.payments]
+    assert result.event.action == "channel_query_result" and result.event.outcome == "success"
+    assert result.payment.status == "TRADE_SUCCESS"
+    beat = next(decode(v) for topic, v in got if topic == t.heartbeats)
+    assert beat.service.name == "paywatch-compensator" and beat.heartbeat.checks == {"circuit:alipay": "ok"}
+    assert server.count("ali-1") == 1
+
+
+@pytest.mark.elasticsearch
+def test_audit_trail_is_stored_with_the_shipped_mapping_and_searchable_by_order(es, secrets_env):  # noqa: F811
+    import asyncio
+
+    from test_compensation_channels import comp_settings, fake, finding, run
+
+    from paywatch.collectors.templates import install_templates
+    from paywatch.elastic import data_stream
+
+    truth = Truth()
+    truth.add("wx-9", "paid")
+    server = fake("wechatpay", truth, secrets_env, not_found_first=1)
+    settings = comp_settings({"wechatpay": server})
+    stuck = finding("paid_but_pending", "order-es-1", "wx-9", "wechatpay", [("wechatpay", "wx-9")])
+    from datetime import timedelta
+
+    from test_compensation_channels import T0
+
+    effects, _ = asyncio.run(run(settings, [stuck], times=(T0, T0 + timedelta(minutes=10))))
+    server.stop()
+    install_templates(es)
+    stream = data_stream("paywatch.action", f"t{uuid.uuid4().hex[:8]}")
+    for doc in effects.actions:
+        es.index(index=stream, id=doc["event"]["id"], document=doc, op_type="create")
+    es.indices.refresh(index=stream)
+    hits = es.search(index=stream, query={"term": {"payment.order_id": "order-es-1"}}, sort=[{"@timestamp": "asc"}])
+    types = sorted(h["_source"]["action"]["type"] for h in hits["hits"]["hits"])
+    assert types == ["query", "query", "repair"]
+    mapping = next(iter(es.indices.get_mapping(index=stream).values()))["mappings"]["properties"]
+    assert mapping["query"]["properties"]["response_body"]["index"] is False
+    agg = es.search(index=stream, size=0, aggs={"t": {"terms": {"field": "action.type"}}})
+    assert {b["key"]: b["doc_count"] for b in agg["aggregations"]["t"]["buckets"]} == {"query": 2, "repair": 1}
+    es.indices.delete_data_stream(name=stream)
