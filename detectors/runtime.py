@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TypeVar
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from paywatch.clock import SystemClock
 from paywatch.config import Config
@@ -136,10 +136,14 @@ def _high(consumer: Consumer, topic: str, partition: int) -> int:
 
 
 def start_offsets(consumer: Consumer, partitions: list[TopicPartition], since_ms: int) -> list[TopicPartition]:
-    """Offsets of the first message at or after `since_ms` (end of partition if none)."""
+    """Offsets of the first message at or after `since_ms`; if none, the end offset as of now (not
+    OFFSET_END: that resolves only when fetching starts, skipping what was produced meanwhile)."""
     wanted = [TopicPartition(p.topic, p.partition, since_ms) for p in partitions]
     found = _retrying(lambda: consumer.offsets_for_times(wanted, timeout=10))
-    return [TopicPartition(p.topic, p.partition, p.offset if p.offset >= 0 else OFFSET_END) for p in found]
+    return [
+        TopicPartition(p.topic, p.partition, p.offset if p.offset >= 0 else _high(consumer, p.topic, p.partition))
+        for p in found
+    ]
 
 
 class _Clocked:
@@ -255,7 +259,8 @@ class PartitionWorker:
         self.emitter.refresh(since)
         starts = start_offsets(consumer, partitions, since)
         for tp in starts:
-            live_from = _high(consumer, tp.topic, tp.partition) if tp.offset != OFFSET_END else 0
+            high = _high(consumer, tp.topic, tp.partition)
+            live_from = high if tp.offset < high else 0
             if tp.topic == self.topics.payments:
                 self.payments[tp.partition] = _Payments(self, tp.partition, live_from)
             else:
