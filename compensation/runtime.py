@@ -7,8 +7,8 @@ paywatch.actions, give-up and unavailable findings to paywatch.findings, and its
 heartbeat to paywatch.heartbeats. Repair and refund actions also go to the order system's
 webhook when one is configured (never in dry-run).
 
-The pending queries live in memory: a restarted compensator rebuilds them from findings
-that are still open when the detectors re-emit them.
+Pending queries live in memory: a restart resumes after the committed offsets and loses them
+(docs/compensation.md says how to rebuild them with a fresh consumer group).
 """
 
 from __future__ import annotations

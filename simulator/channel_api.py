@@ -77,6 +77,20 @@ def _verify_rsa(public_key_pem: str, message: bytes, signature_b64: str) -> bool
     return True
 
 
+def merchant_keypair() -> tuple[str, str]:
+    """A fresh RSA-2048 merchant keypair (private PKCS#8 PEM, public PEM): the client signs
+    with the private key, a fake server given the public key checks every signature."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public.decode()
+
+
 class ChannelApiServer:
     """One provider's query API on 127.0.0.1 (a thread; `with` starts and stops it)."""
 
@@ -120,7 +134,9 @@ class ChannelApiServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread is not None:  # shutdown() of a server that never served would wait forever
+            self._server.shutdown()
+            self._thread = None
         self._server.server_close()
 
     def __enter__(self) -> ChannelApiServer:

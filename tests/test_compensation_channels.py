@@ -13,8 +13,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 import structlog
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from paywatch.alerts.webhook import verify
 from paywatch.compensation.channels import QueryRequest, build_adapters
@@ -31,7 +29,7 @@ from paywatch.compensation.settings import (
 )
 from paywatch.contract import encode
 from paywatch.finding import AttemptEvidence, Evidence, FindingPayment, encode_finding, make_finding
-from paywatch.simulator.channel_api import ChannelApiServer
+from paywatch.simulator.channel_api import ChannelApiServer, merchant_keypair
 from paywatch.simulator.truth import ChannelRecord
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -41,16 +39,7 @@ PROVIDERS = ("wechatpay", "alipay", "stripe")
 
 @pytest.fixture(scope="module")
 def keypair() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
+    return merchant_keypair()
 
 
 @pytest.fixture
@@ -162,11 +151,7 @@ def test_stuck_orders_are_resolved_by_signed_queries(provider, secrets_env):
 
 
 def test_bad_signature_is_rejected_by_the_fake_and_counts_as_api_failure(secrets_env, monkeypatch):
-    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = other.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    monkeypatch.setenv("PAYWATCH_WECHATPAY_PRIVATE_KEY", pem)
+    monkeypatch.setenv("PAYWATCH_WECHATPAY_PRIVATE_KEY", merchant_keypair()[0])  # not the key the fake knows
     truth = Truth()
     truth.add("paid-1", "paid")
     server = fake("wechatpay", truth, secrets_env)

@@ -71,9 +71,12 @@ def test_stage_repairs_a_confirmed_stuck_order_over_kafka(kafka_bootstrap, secre
     ensure_topics(config.kafka, [t.findings, t.payments, t.actions, t.heartbeats], partitions=1)
     io = AsyncSide(config)
     stage = Stage(
-        config.kafka, config.compensation.consumer_group, [t.findings, t.payments],
-        CompensationHandler(config, io, "test-1"), tick_s=0.2,
-    )  # fmt: skip
+        config.kafka,
+        config.compensation.consumer_group,
+        [t.findings, t.payments],
+        CompensationHandler(config, io, "test-1"),
+        tick_s=0.2,
+    )
     runner = threading.Thread(target=stage.run, daemon=True)
     runner.start()
     try:
@@ -82,9 +85,9 @@ def test_stage_repairs_a_confirmed_stuck_order_over_kafka(kafka_bootstrap, secre
         producer.flush(10)
 
         def done(got):
-            return any(topic == t.actions and b'"repair"' in value for topic, value in got) and any(
-                topic == t.heartbeats for topic, _ in got
-            )
+            topics = {topic for topic, _ in got}
+            repaired = any(topic == t.actions and b'"repair"' in value for topic, value in got)
+            return repaired and {t.payments, t.heartbeats} <= topics
 
         got = collect(kafka_bootstrap, [t.actions, t.payments, t.heartbeats], done)
     finally:
