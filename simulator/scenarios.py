@@ -62,6 +62,7 @@ class Scenario(Observer):
     def __post_init__(self) -> None:
         self.detected_ms: int | None = None
         self._duplicates = 0
+        self._charged_here: set[str] = set()
 
     @property
     def start_ms(self) -> int:
@@ -103,11 +104,18 @@ class Scenario(Observer):
         if self.detected_ms is None or t < self.detected_ms:
             self.detected_ms = t
 
-    def _count_duplicate(self, t: int) -> None:
-        """Detection of a duplicate-charge spike becomes possible at the second duplicate."""
-        self._duplicates += 1
-        if self._duplicates == 2:
-            self._first(t)
+    def _charged_on(self, channel: str, t: int, attempt: Attempt) -> None:
+        """Remember orders of this incident charged on its channel (only those can be its duplicates)."""
+        if attempt.channel == channel and t >= self.start_ms and attempt.order.created_ms < self.end_ms:
+            self._charged_here.add(attempt.order.order_id)
+
+    def _count_duplicate(self, t: int, order: Order) -> None:
+        """Detection of a duplicate-charge spike becomes possible at the incident's second duplicate
+        (ordinary duplicates elsewhere at the same time do not count)."""
+        if order.order_id in self._charged_here:
+            self._duplicates += 1
+            if self._duplicates == 2:
+                self._first(t)
 
     def _check_channel(self, channel: str) -> None:
         if channel not in CHANNELS:
@@ -135,7 +143,7 @@ class CallbackOutage(Scenario):
     at all on the channel); the channel re-sends them with back-off, and the compensation
     job's queries find the payments after ~90 s and the business applies them at once, so no
     order is visibly paid-but-pending: what pages is the customers' second payments
-    (duplicate_charge_incident, any channel, from the second duplicate)."""
+    (duplicate_charge_incident, any channel, within 30 s of the second duplicate)."""
 
     name: ClassVar[str] = "callback_outage"
     channel: str = "alipay"
@@ -155,6 +163,8 @@ class CallbackOutage(Scenario):
     def success_seen(self, t: int, attempt: Attempt) -> None:
         if attempt.channel == self.channel and self.inside(t) and not attempt.order.paid:
             self._seen.setdefault(attempt.order.order_id, t)
+        if self.mode == "lost":
+            self._charged_on(self.channel, t, attempt)
 
     def order_paid(self, t: int, order: Order) -> None:
         seen = self._seen.pop(order.order_id, None)
@@ -162,8 +172,8 @@ class CallbackOutage(Scenario):
             self._first(seen + int(PAID_GRACE_S * 1000))
 
     def duplicate_seen(self, t: int, order: Order) -> None:
-        if self.mode == "lost" and self.start_ms <= t and order.created_ms < self.end_ms:
-            self._count_duplicate(t)
+        if self.mode == "lost":
+            self._count_duplicate(t, order)
 
     def finish(self, sim: Simulation) -> None:
         if self.mode != "unprocessed":
@@ -177,7 +187,9 @@ class CallbackOutage(Scenario):
             return [ExpectItem("paid_but_pending_incident", CALLBACK_OUTAGE_WITHIN_S, channel=self.channel)]
         if self.detected_ms is None:
             return []  # too few customers paid twice to be told apart from normal traffic
-        return [ExpectItem("duplicate_charge_incident", DUPLICATE_WITHIN_S)]
+        # A callback outage is due a page within 30 s; here it can only come from the customers'
+        # second payments, which trickle in as their patience runs out (not a 10 s burst).
+        return [ExpectItem("duplicate_charge_incident", CALLBACK_OUTAGE_WITHIN_S)]
 
 
 @dataclass
@@ -197,9 +209,11 @@ class DuplicateBurst(Scenario):
     def install(self, faults: Faults) -> None:
         faults.double_submit.append((self.channel, self.start_ms, self.end_ms, self.rate))
 
+    def success_seen(self, t: int, attempt: Attempt) -> None:
+        self._charged_on(self.channel, t, attempt)
+
     def duplicate_seen(self, t: int, order: Order) -> None:
-        if self.start_ms <= t and order.created_ms < self.end_ms:
-            self._count_duplicate(t)
+        self._count_duplicate(t, order)
 
     def expect(self, sim: Simulation) -> list[ExpectItem]:
         return [ExpectItem("duplicate_charge_incident", DUPLICATE_WITHIN_S, channel=self.channel)]
