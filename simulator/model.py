@@ -233,6 +233,7 @@ class Attempt:
         "channel",
         "charged_ms",
         "close_ms",
+        "double_submitted",
         "error_code",
         "failed_ms",
         "order",
@@ -252,6 +253,7 @@ class Attempt:
         self.close_ms: int | None = None
         self.error_code: str | None = None
         self.refunded_ms: int | None = None
+        self.double_submitted = False  # a duplicate_burst twin: the channel charges both
         self.business_final = False
         self.success_seen = False
 
@@ -581,8 +583,9 @@ class Simulation:
         if double and self.rng.random() < double:
             # The gateway re-sends the request under a new serial (a retry bug); the channel charges both.
             twin = self._new_attempt(order, channel)
-            self._request(twin, force_success=True)
-            self._request(attempt, force_success=True)
+            twin.double_submitted = attempt.double_submitted = True
+            self._request(twin)
+            self._request(attempt)
         else:
             self._request(attempt)
 
@@ -595,12 +598,13 @@ class Simulation:
         return attempt
 
     # ------------------------------------------------------------------ the channel
-    def _request(self, attempt: Attempt, force_success: bool = False) -> None:
+    def _request(self, attempt: Attempt) -> None:
         """The gateway sends the attempt; the channel decides what really happens."""
         profile = CHANNELS[attempt.channel]
         rng = self.rng
         latency = self._lognormal_ms(profile.latency_median_ms, profile.latency_sigma)
         failing = self.faults.failing(attempt.channel, self.now)
+        force_success = attempt.double_submitted
         if failing and not force_success and rng.random() < failing:
             code = OUTAGE_CODES[rng.random() < 0.3]
             if rng.random() < 0.2:
@@ -676,7 +680,7 @@ class Simulation:
             self._pay_event(GATEWAY, "payment_requested", "unknown", order, "confirming", attempt, latency_ms=latency)
             attempt.close_ms = attempt.requested_ms + 900_000  # wallets close unpaid orders silently
             self._schedule_queries(attempt)
-            if attempt.charged_ms is None and (rng.random() >= profile.abandon or self._forced(attempt)):
+            if attempt.charged_ms is None and (attempt.double_submitted or rng.random() >= profile.abandon):
                 attempt.charged_ms = self.now + int(self._lognormal_ms(11000, 0.6))
                 self._at(attempt.charged_ms, self._charged, attempt)
             elif attempt.charged_ms is None and rng.random() < 0.35:
@@ -700,10 +704,6 @@ class Simulation:
         self._after(
             self._lognormal_ms(profile.callback_median_s * 1000, profile.callback_sigma), self._callback, (attempt, 0)
         )
-
-    def _forced(self, attempt: Attempt) -> bool:
-        """Twins of a double submit are both charged: that is the bug being simulated."""
-        return self.faults.double(attempt.channel, attempt.requested_ms) > 0
 
     def _charged(self, attempt: Attempt) -> None:
         """The money moved at the channel: it will notify, and the customer waits for the shop."""
