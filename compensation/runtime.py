@@ -25,6 +25,7 @@ from datetime import datetime
 import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from paywatch.compensation.audit import stable_id
 from paywatch.compensation.channels import QueryResult, build_adapters
 from paywatch.compensation.engine import Compensator, Effects
 from paywatch.compensation.executor import Executor, OrderWebhook
@@ -146,7 +147,9 @@ class CompensationHandler:
         service = self.compensator.service
         beat = Event(
             timestamp=now,
-            event=EventMeta(id=f"{service.name}-{service.instance.id}-{self._seq}", dataset=HEARTBEAT),
+            event=EventMeta(
+                id=stable_id("heartbeat", service.name, service.instance.id, now.isoformat()), dataset=HEARTBEAT
+            ),
             service=service,
             heartbeat=Heartbeat(
                 interval_s=self.config.compensation.heartbeat_interval_s,
