@@ -295,3 +295,29 @@ def test_query_audit_masks_card_numbers_in_raw_answers():
     fx = comp.on_result(answer(req, "success", "SUCCESS", raw={"note": "card 4111 1111 1111 1111"}), T0)
     body = fx.actions[0]["query"]["response_body"]
     assert "4111 1111 1111 1111" not in body and "411111******1111" in body
+
+
+def test_give_up_raises_an_alert_through_the_shipped_rules():
+    from paywatch.alerts.engine import AlertEngine
+    from paywatch.alerts.rules import load_rules
+
+    comp = Compensator(settings(schedule=ScheduleSettings(offsets_s=[60], horizon_s=60, jitter=0)))
+    comp.on_finding(finding("paid_but_pending", attempts=[("alipay", "a1")], channel="alipay"))
+    (req,) = comp.due(T0)
+    fx = comp.on_result(answer(req, "unknown", "WAIT_BUYER_PAY"), T0 + timedelta(seconds=61))
+    (gave_up,) = fx.findings
+    assert gave_up.finding.severity == "critical"  # money at stake: a claimed charge nobody could confirm
+    alerts = AlertEngine(load_rules())
+    changes = alerts.on_finding(gave_up) + alerts.tick(T0 + timedelta(minutes=5))
+    assert any(c.alert.name == "CompensationGaveUp" and c.page for c in changes)
+
+
+def test_channel_settings_are_validated_and_overrides_apply():
+    with pytest.raises(ValueError, match="base_url"):
+        ChannelSettings(adapter="stripe")
+    with pytest.raises(ValueError, match="increasing"):
+        ScheduleSettings(offsets_s=[300, 120])
+    fast = BudgetSettings(qps=50)
+    s = CompensationSettings(channels={"alipay": ChannelSettings(adapter="alipay", base_url="http://a", budget=fast)})
+    assert s.budget_for("alipay").qps == 50 and s.budget_for("wechatpay").qps == BudgetSettings().qps
+    assert s.queryable("alipay") and not s.queryable("wechatpay")
