@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import queue
+import signal
 import socket
 import threading
 from collections.abc import Iterable
@@ -32,6 +33,7 @@ from paywatch.compensation.executor import Executor, OrderWebhook
 from paywatch.config import Config
 from paywatch.contract import HEARTBEAT, ContractError, Event, EventMeta, Heartbeat, decode, encode
 from paywatch.finding import decode_finding, encode_finding
+from paywatch.kafka import ensure_topics
 from paywatch.stage import Output, Stage
 
 log = structlog.get_logger("paywatch.compensation")
@@ -166,7 +168,10 @@ class CompensationHandler:
 
 
 def run(config: Config, instance: str | None = None) -> None:
+    """Run until SIGINT/SIGTERM; the last outputs are flushed and committed before exit."""
     instance_id = instance or f"{socket.gethostname()}-{os.getpid()}"
+    t = config.kafka.topics
+    ensure_topics(config.kafka, [t.findings, t.payments, t.actions, t.heartbeats])
     io = AsyncSide(config)
     handler = CompensationHandler(config, io, instance_id)
     stage = Stage(
@@ -182,7 +187,10 @@ def run(config: Config, instance: str | None = None) -> None:
         dry_run=config.compensation.dry_run,
         channels=sorted(config.compensation.channels),
     )
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stage.stop.set())
     try:
         stage.run()
     finally:
         io.close()
+    log.info("compensator_stopped", instance=instance_id)
