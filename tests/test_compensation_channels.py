@@ -404,3 +404,24 @@ def test_generic_adapter_maps_configured_fields():
     found, missing = asyncio.run(go())
     assert (found.outcome, found.channel_status) == ("success", "PAID")
     assert missing.not_found and missing.outcome == "unknown" and not missing.api_failed
+
+
+def test_a_crashing_adapter_is_a_failed_query_not_a_dead_executor():
+    class Broken:
+        async def query(self, client, request):
+            raise RuntimeError("adapter bug")
+
+    settings = CompensationSettings(budget=BudgetSettings(breaker_failures=2, breaker_open_s=60))
+
+    async def go():
+        executor = Executor({"bank_a": Broken()}, settings)
+        try:
+            for i in range(2):
+                executor.submit(QueryRequest("bank_a", f"o{i}", f"a{i}", 1, ("status",), T0))
+            return [await executor.result() for _ in range(2)], executor.circuit("bank_a")
+        finally:
+            await executor.aclose()
+
+    results, circuit = asyncio.run(go())
+    assert all(r.api_failed and "adapter bug" in (r.error or "") for r in results)
+    assert circuit == "open"
