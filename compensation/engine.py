@@ -114,8 +114,9 @@ class Compensator:
         purpose = PURPOSE_OF_KIND.get(meta.kind)
         if purpose is None or p is None or p.order_id is None:
             return Effects()
-        if meta.state == "resolved":
-            self._drop_purpose(p.order_id, purpose, None)
+        if meta.state == "resolved":  # unknown_attempt is per attempt; the others are per order
+            only = (p.channel, p.attempt_id) if purpose == "status" and p.channel and p.attempt_id else None
+            self._drop_purpose(p.order_id, purpose, only)
             if purpose == "confirm_duplicate":
                 self.cases.pop(p.order_id, None)
             return Effects()

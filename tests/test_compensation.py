@@ -321,3 +321,11 @@ def test_channel_settings_are_validated_and_overrides_apply():
     s = CompensationSettings(channels={"alipay": ChannelSettings(adapter="alipay", base_url="http://a", budget=fast)})
     assert s.budget_for("alipay").qps == 50 and s.budget_for("wechatpay").qps == BudgetSettings().qps
     assert s.queryable("alipay") and not s.queryable("wechatpay")
+
+
+def test_resolving_one_unknown_attempt_keeps_querying_the_other_attempts_of_the_order():
+    comp = Compensator(settings())
+    comp.on_finding(finding("unknown_attempt", attempt="a1"))
+    comp.on_finding(finding("unknown_attempt", attempt="a2"))
+    comp.on_finding(finding("unknown_attempt", attempt="a1", state="resolved"))
+    assert [r.attempt_id for r in comp.due(T0)] == ["a2"]
