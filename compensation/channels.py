@@ -11,6 +11,7 @@ the compensator knows.
 from __future__ import annotations
 
 import base64
+import functools
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -81,12 +82,20 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+@functools.lru_cache(maxsize=8)
+def _private_key(private_key_pem: str) -> Any:
+    """Parsing and checking a PEM key costs tens of milliseconds: once per key, not per query."""
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+
+
 def rsa_sha256_sign(private_key_pem: str, message: bytes) -> str:
     """SHA256withRSA (PKCS#1 v1.5), base64: the scheme WeChat Pay v3 and Alipay RSA2 both use."""
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
 
-    key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+    key = _private_key(private_key_pem)
     return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
 
 
