@@ -30,6 +30,7 @@ from paywatch.compensation.audit import stable_id
 from paywatch.compensation.channels import QueryResult, build_adapters
 from paywatch.compensation.engine import Compensator, Effects
 from paywatch.compensation.executor import Executor, OrderWebhook
+from paywatch.compensation.settings import CompensationSettings
 from paywatch.config import Config
 from paywatch.contract import HEARTBEAT, ContractError, Event, EventMeta, Heartbeat, decode, encode
 from paywatch.finding import decode_finding, encode_finding
@@ -40,10 +41,11 @@ log = structlog.get_logger("paywatch.compensation")
 
 
 class AsyncSide:
-    """The executor and webhook on a private event loop thread; thread-safe submit/collect."""
+    """The executor and webhook on a private event-loop thread; thread-safe `submit` of due
+    queries and `ready()` collection of answers, so a synchronous loop (this Kafka stage, the
+    embedded backend's tick) never waits on a channel, however long the queue."""
 
-    def __init__(self, config: Config) -> None:
-        settings = config.compensation
+    def __init__(self, settings: CompensationSettings) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="compensation-io", daemon=True)
         self._thread.start()
@@ -172,7 +174,7 @@ def run(config: Config, instance: str | None = None) -> None:
     instance_id = instance or f"{socket.gethostname()}-{os.getpid()}"
     t = config.kafka.topics
     ensure_topics(config.kafka, [t.findings, t.payments, t.actions, t.heartbeats])
-    io = AsyncSide(config)
+    io = AsyncSide(config.compensation)
     handler = CompensationHandler(config, io, instance_id)
     stage = Stage(
         config.kafka,

@@ -69,7 +69,7 @@ def test_stage_repairs_a_confirmed_stuck_order_over_kafka(kafka_bootstrap, secre
     config = config_for(kafka_bootstrap, server.url)
     t = config.kafka.topics
     ensure_topics(config.kafka, [t.findings, t.payments, t.actions, t.heartbeats], partitions=1)
-    io = AsyncSide(config)
+    io = AsyncSide(config.compensation)
     stage = Stage(
         config.kafka,
         config.compensation.consumer_group,
