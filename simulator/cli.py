@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
@@ -124,7 +124,7 @@ def _stream(
 @click.option("--duration", default="30m", show_default=True, help="Simulated time to cover (90s, 20m, 6h).")
 @click.option(
     "--start",
-    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%SZ"]),
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z"]),  # %z takes Z and +08:00
     default=DEFAULT_START.strftime("%Y-%m-%dT%H:%M:%SZ"),
     show_default=True,
     help="Simulated start (UTC).",
@@ -172,8 +172,7 @@ def simulate(
     settings: SimulatorSettings = config.simulator
     if rate is not None:
         settings = settings.model_copy(update={"peak_orders_per_s": rate})
-    if start.tzinfo is None:
-        raise click.BadParameter("give the start with a UTC offset or Z", param_hint="--start")
+    start = start.astimezone(UTC)
     try:
         run = run_simulation(
             scenarios,
