@@ -407,3 +407,15 @@ def test_cli_rejects_bad_scenarios_clearly():
     result = CliRunner().invoke(simulate_command, ["-s", "callback_outage:chanel=alipay", "--duration", "1m"])
     assert result.exit_code == 2
     assert "bad parameter 'chanel=alipay'" in result.output
+
+
+def test_cli_start_takes_an_offset_and_means_the_same_instant(tmp_path):
+    outs = []
+    for start in ("2026-01-15T02:00:00Z", "2026-01-15T10:00:00+08:00"):
+        out = tmp_path / f"{len(outs)}.jsonl"
+        args = ["--start", start, "--duration", "20s", "--telemetry", "direct", "-o", str(out)]
+        assert CliRunner().invoke(simulate_command, args).exit_code == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] and outs[0]
+    bad = CliRunner().invoke(simulate_command, ["--start", "2026-01-15T10:00:00", "--duration", "1s"])
+    assert bad.exit_code == 2 and "--start" in bad.output
