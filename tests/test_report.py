@@ -69,8 +69,42 @@ def incident_store(path) -> SqliteStore:
     return store
 
 
-def test_report_renders_every_plot_in_headless_chromium(tmp_path):
+def assert_renders_in_chromium(report, tmp_path, plots: int = 6) -> None:
+    """Every plot of `report` decodes in headless Chromium; a screenshot is saved under tmp_path."""
     assert CHROMIUM, "Debian's chromium is required (.ci/run installs it)"
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            *FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert f'data-plots="ok:{plots}"' in dom, dom[:500]
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            CHROMIUM,
+            *FLAGS,
+            f"--user-data-dir={tmp_path / 'profile2'}",
+            f"--screenshot={shot}",
+            "--window-size=1280,2400",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.stat().st_size > 10_000
+
+
+def test_report_renders_every_plot_in_headless_chromium(tmp_path):
     store = incident_store(tmp_path / "pw.sqlite")
     truth = [
         CaughtIncident(
@@ -87,33 +121,4 @@ def test_report_renders_every_plot_in_headless_chromium(tmp_path):
     page = out.read_text()
     assert page.count('class="plot"') == 6
     assert "12.5 s" in page and "callback_outage" in page
-    dom = subprocess.run(
-        [
-            CHROMIUM,
-            *FLAGS,
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-            out.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    assert 'data-plots="ok:6"' in dom, dom[:500]
-    shot = tmp_path / "report.png"
-    subprocess.run(
-        [
-            CHROMIUM,
-            *FLAGS,
-            f"--user-data-dir={tmp_path / 'profile2'}",
-            f"--screenshot={shot}",
-            "--window-size=1280,2400",
-            out.as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    assert shot.stat().st_size > 10_000
+    assert_renders_in_chromium(out, tmp_path)

@@ -22,8 +22,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -39,7 +37,7 @@ from paywatch.embedded.pipeline import Pipeline
 from paywatch.embedded.report import CaughtIncident, ReportInput, render
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.finding import Finding, is_incident
-from paywatch.simulator.channel_api import ChannelApiServer
+from paywatch.simulator.channel_api import ChannelApiServer, merchant_keypair
 from paywatch.simulator.settings import SimulatorSettings
 
 STORY = (
@@ -72,19 +70,6 @@ class DemoResult:
     @property
     def ok(self) -> bool:
         return not self.score.missed and not self.score.false_incidents
-
-
-def _keypair() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
 
 
 def demo_config(out_dir: Path, channel_urls: dict[str, str]) -> Config:
@@ -173,7 +158,7 @@ def run_demo(
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     run = simulate(STORY, seed=seed, duration=duration, settings=SimulatorSettings(peak_orders_per_s=peak_orders_per_s))
     clock = ManualClock(run.sim.start)
-    private, public = _keypair()
+    private, public = merchant_keypair()
     os.environ.update(PAYWATCH_WECHATPAY_PRIVATE_KEY=private, PAYWATCH_ALIPAY_PRIVATE_KEY=private)
     os.environ["PAYWATCH_STRIPE_SECRET_KEY"] = STRIPE_KEY
     token = secrets.token_urlsafe(24)
