@@ -26,10 +26,14 @@ def _meter_provider() -> MeterProvider:
     global _provider
     with _lock:
         if _provider is None:
+            from opentelemetry import metrics as otel_metrics
             from opentelemetry.exporter.prometheus import PrometheusMetricReader
             from opentelemetry.sdk.metrics import MeterProvider
 
             _provider = MeterProvider(metric_readers=[PrometheusMetricReader()])
+            # Global too, so instruments of libraries in this process (the SDK's own counters, which
+            # use the OTel API as a library should) appear on paywatch's /metrics page.
+            otel_metrics.set_meter_provider(_provider)
         return _provider
 
 
