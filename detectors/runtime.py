@@ -52,7 +52,7 @@ from paywatch.contract import (
     decode,
     encode,
 )
-from paywatch.detectors.channel_health import ChannelJudge
+from paywatch.detectors.channel_health import OVERALL, ChannelJudge
 from paywatch.detectors.engine import window_counter
 from paywatch.detectors.heartbeats import HeartbeatTable
 from paywatch.detectors.orders import OrderTracker
@@ -316,8 +316,13 @@ class PartitionWorker:
 
     def _partials(self, source: int, index: int, window: Window) -> list[Output]:
         by_target: list[dict[str, list]] = [{} for _ in range(self.partials)]
+        overall = Tally()
         for key, tally in window.items():
             by_target[partials_partition(key, self.partials)][key] = tally.to_wire()
+            if "/" not in key:
+                overall.duplicates += tally.duplicates
+        if overall.duplicates:  # the all-channel duplicate count goes to the one aggregator that judges it
+            by_target[partials_partition(OVERALL, self.partials)][OVERALL] = overall.to_wire()
         return [
             Output(
                 self.topics.channel_partials,
@@ -370,10 +375,11 @@ class _Judged:
 class ChannelAggregator:
     """Handler of the aggregator group: sums partials of all sources, judges complete windows."""
 
-    def __init__(self, config: Config, group_id: str, sources: int) -> None:
+    def __init__(self, config: Config, group_id: str, sources: int, partials: int) -> None:
         self.config = config
         self.settings = config.detectors
         self.sources = sources  # partition count of the payments topic
+        self.overall_partition = partials_partition(OVERALL, partials)
         self.horizon_ms = int(self.settings.judge_horizon_s * 1000)
         self.owned: dict[int, _Judged] = {}
         self.emitter = _Emitter(config, group_id, self.horizon_ms)
@@ -384,7 +390,8 @@ class ChannelAggregator:
         since = to_ms(SystemClock().now()) - self.horizon_ms
         self.emitter.refresh(since)
         for tp in partitions:
-            self.owned[tp.partition] = _Judged(ChannelJudge(self.settings))
+            judge = ChannelJudge(self.settings, overall=tp.partition == self.overall_partition)
+            self.owned[tp.partition] = _Judged(judge)
         return start_offsets(consumer, partitions, since)
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
@@ -436,7 +443,10 @@ def run(config: Config, group_id: str, instance: str | None = None, stop: thread
     worker = PartitionWorker(config, group_id, partials, instance, heartbeat_partitions)
     workers = Stage(config.kafka, group_id, [topics.payments, topics.heartbeats], worker)
     aggregator = Stage(
-        config.kafka, group_id + "-channels", [topics.channel_partials], ChannelAggregator(config, group_id, sources)
+        config.kafka,
+        group_id + "-channels",
+        [topics.channel_partials],
+        ChannelAggregator(config, group_id, sources, partials),
     )
     workers.stop = aggregator.stop = stop
     if threading.current_thread() is threading.main_thread():

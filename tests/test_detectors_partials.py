@@ -62,6 +62,12 @@ def _stream():
                 events.append(pay(t, "payment_requested", oid, "a", channel=ch, outcome="success"))
                 if not (ch == "alipay" and 400 <= s < 430):
                     events.append(pay(t + 0.3, "order_paid", oid))
+    for ch in ("alipay", "wechatpay"):  # 4 orders charged twice, on channels that different aggregators own
+        for i in range(2):
+            oid = f"dup-{ch}-{i}"
+            events.append(pay(500 + i, "payment_requested", oid, "a", channel=ch, outcome="success"))
+            events.append(pay(500.3 + i, "order_paid", oid))
+            events.append(pay(501 + i, "payment_requested", oid, "b", channel=ch, outcome="success"))
     return sorted(events, key=lambda e: e.timestamp)
 
 
@@ -81,14 +87,17 @@ def test_partials_of_three_partitions_judge_like_one_engine():
     assert {fp for _, fp, state, _ in single if state == "open"} == {
         "channel_health:bank_b",
         "paid_but_pending_incident:alipay",
+        "duplicate_charge_incident:all",
     }
 
     config = Config(detectors=settings)
     worker = PartitionWorker(config, "g", TARGETS, "w")
     for p in range(SOURCES):
         worker.payments[p] = _Payments(worker, p, live_from=0)
-    aggregator = ChannelAggregator(config, "g", SOURCES)
-    aggregator.owned = {q: _Judged(ChannelJudge(settings)) for q in range(TARGETS)}
+    aggregator = ChannelAggregator(config, "g", SOURCES, TARGETS)
+    aggregator.owned = {
+        q: _Judged(ChannelJudge(settings, overall=q == aggregator.overall_partition)) for q in range(TARGETS)
+    }
     partials = []
     offsets = [0] * SOURCES
     for e in events:
