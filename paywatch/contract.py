@@ -41,12 +41,15 @@ Outcome = Literal["success", "failure", "unknown"]
 ErrorCategory = Literal["user", "channel", "system", "limit"]
 HeartbeatStatus = Literal["up", "degraded", "stopping"]
 
+# Structs below are `gc=False`: events never form reference cycles, and a replay or a
+# collector batch holds hundreds of thousands of them, which the cycle collector would
+# otherwise rescan again and again.
 Id = Annotated[str, Meta(min_length=1, max_length=256)]
 Timestamp = Annotated[datetime, Meta(tz=True)]
 NonNegative = Annotated[int, Meta(ge=0)]
 
 
-class EventMeta(Struct, omit_defaults=True, forbid_unknown_fields=True):
+class EventMeta(Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
     id: Id
     dataset: Dataset
     action: str | None = None
@@ -54,21 +57,21 @@ class EventMeta(Struct, omit_defaults=True, forbid_unknown_fields=True):
     ingested: Timestamp | None = None
 
 
-class ServiceInstance(Struct, omit_defaults=True, forbid_unknown_fields=True):
+class ServiceInstance(Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
     id: Id
 
 
-class Service(Struct, omit_defaults=True, forbid_unknown_fields=True):
+class Service(Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
     name: Id
     instance: ServiceInstance
     version: str | None = None
 
 
-class TraceId(Struct, omit_defaults=True, forbid_unknown_fields=True):
+class TraceId(Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
     id: Id
 
 
-class Payment(Struct, omit_defaults=True, forbid_unknown_fields=True):
+class Payment(Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
     order_id: Id
     attempt_id: Id | None = None
     channel: str | None = None
@@ -82,23 +85,23 @@ class Payment(Struct, omit_defaults=True, forbid_unknown_fields=True):
     latency_ms: NonNegative | None = None
 
 
-class Heartbeat(Struct, omit_defaults=True, forbid_unknown_fields=True):
+class Heartbeat(Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
     interval_s: Annotated[float, Meta(gt=0)]
     seq: NonNegative
     status: HeartbeatStatus
     checks: dict[str, Literal["ok", "fail"]] | None = None
 
 
-class Log(Struct, omit_defaults=True, forbid_unknown_fields=True):
+class Log(Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
     level: Literal["trace", "debug", "info", "warn", "warning", "error", "critical", "fatal"]
 
 
-class Error(Struct, omit_defaults=True, forbid_unknown_fields=True):
+class Error(Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
     type: str | None = None
     message: str | None = None
 
 
-class Event(Struct, omit_defaults=True, forbid_unknown_fields=True, rename={"timestamp": "@timestamp"}):
+class Event(Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False, rename={"timestamp": "@timestamp"}):
     """Any event on the wire. Which sections are required depends on `event.dataset`."""
 
     timestamp: Timestamp
