@@ -30,9 +30,11 @@ from stack_support import PAYWATCH, Stages, stack_config, wait_for
 from paywatch.collectors.sdk import open_logger
 from paywatch.config import Config
 from paywatch.elastic import ElasticHistory
-from paywatch.embedded.demo import _keypair  # an RSA pair: Alipay requests are signed and verified
 from paywatch.kafka import consumer_config
-from paywatch.simulator.channel_api import ChannelApiServer
+from paywatch.simulator.channel_api import (
+    ChannelApiServer,
+    merchant_keypair,  # Alipay requests are signed and verified
+)
 from paywatch.simulator.truth import ChannelRecord
 
 pytestmark = [pytest.mark.kafka, pytest.mark.elasticsearch, pytest.mark.alertmanager, pytest.mark.slow]
@@ -144,7 +146,7 @@ def test_callback_outage_pages_once_is_repaired_by_queries_and_resolves(
     kafka_bootstrap, es_url, es, alertmanager_factory, tmp_path
 ):
     began = time.monotonic()
-    private, public = _keypair()
+    private, public = merchant_keypair()
     truth: dict[str, ChannelRecord] = {}
     with Receiver() as receiver, ChannelApiServer("alipay", truth.get, public_key=public) as alipay:
         am = alertmanager_factory(am_config(receiver.url))
