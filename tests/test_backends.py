@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from elasticsearch import NotFoundError
 from stack_support import Stages, produce, stack_config, wait_for
 
 from paywatch.clock import ManualClock
@@ -143,7 +144,7 @@ def test_embedded_and_kafka_elasticsearch_backends_produce_the_same_incidents(ka
             """Past the cut-off on the wall clock, and no new finding stored for 15 s."""
             try:
                 seen.append(len(_stored_findings(es, namespace, cutoff)))
-            except Exception:  # the data stream appears with the first finding
+            except NotFoundError:  # the data stream appears with the first finding
                 seen.append(-1)
             lateness = timedelta(seconds=config.detectors.allowed_lateness_s)
             past = datetime.now(UTC) > cutoff + lateness + timedelta(seconds=5)
