@@ -51,10 +51,11 @@ class Attempt:
 
 
 class Order:
-    __slots__ = ("attempts", "business", "charged", "due", "flags", "last")
+    __slots__ = ("attempts", "business", "charged", "due", "flags", "last", "merchant")
 
     def __init__(self) -> None:
         self.attempts: list[Attempt] = []
+        self.merchant: str | None = None  # interned: findings name it, so SREs can slice by merchant
         self.business = OPEN
         self.charged = 0  # ms of the first charge the business has not recorded as paid (0: none)
         self.flags = 0
@@ -113,6 +114,8 @@ class OrderTracker:
             self._sooner(order_id, order, at + self._ttl_ms)
         elif at > order.last:
             order.last = at  # a later eviction is found when the earlier due time fires
+        if order.merchant is None and p.merchant_id is not None:
+            order.merchant = sys.intern(p.merchant_id)
         found: list[Finding] = []
         if action in ATTEMPT_ACTIONS:
             self._on_attempt(event, order_id, order, at, found)
@@ -289,7 +292,13 @@ class OrderTracker:
                 figures={"paid_grace_s": grace / 1000},
                 attempts=_attempts(charges),
             ),
-            payment=FindingPayment(order_id=order_id, attempt_id=first.id, channel=first.channel, method=first.method),
+            payment=FindingPayment(
+                order_id=order_id,
+                attempt_id=first.id,
+                channel=first.channel,
+                method=first.method,
+                merchant_id=order.merchant,
+            ),
         )
 
     def _duplicate_finding(self, order_id: str, order: Order, at: int, state: str) -> Finding:
@@ -311,7 +320,9 @@ class OrderTracker:
                 figures={"charges": len(live), "refunded": len(charges) - len(live)},
                 attempts=_attempts(charges),
             ),
-            payment=FindingPayment(order_id=order_id, attempt_id=newest.id, channel=first.channel),
+            payment=FindingPayment(
+                order_id=order_id, attempt_id=newest.id, channel=first.channel, merchant_id=order.merchant
+            ),
         )
 
     def _unknown_finding(self, order_id: str, a: Attempt, at: int, state: str) -> Finding:

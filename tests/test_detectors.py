@@ -594,3 +594,20 @@ def test_window_edges_and_lateness():
     # a long silence closes at most one empty window per call instead of thousands
     closed = list(w.close_until(10_000_000))
     assert [i for i, _ in closed] == [2, 4998] and all(not win for _, win in closed)
+
+
+def test_order_findings_name_the_merchant_for_slicing():
+    run = Run()
+    run.play(
+        [
+            pay(0, "order_created", "o-m", channel=None, merchant_id="m-42"),
+            pay(1, "payment_requested", "o-m", "a1"),
+            pay(2, "channel_callback", "o-m", "a1", outcome="success"),
+            pay(3, "payment_requested", "o-m", "a2", channel="wechatpay"),
+            pay(4, "channel_callback", "o-m", "a2", channel="wechatpay", outcome="success"),
+        ]
+    )
+    run.until(120)
+    [pending] = run.of("paid_but_pending", "open")
+    [duplicate] = run.of("duplicate_charge", "open")
+    assert pending.payment.merchant_id == duplicate.payment.merchant_id == "m-42"
