@@ -29,7 +29,7 @@ from stack_support import PAYWATCH, Stages, stack_config, wait_for
 
 from paywatch.collectors.sdk import open_logger
 from paywatch.config import Config
-from paywatch.elastic import ElasticHistory
+from paywatch.elastic import ElasticHistory, data_stream
 from paywatch.kafka import consumer_config
 from paywatch.simulator.channel_api import (
     ChannelApiServer,
@@ -221,8 +221,20 @@ def test_callback_outage_pages_once_is_repaired_by_queries_and_resolves(
     assert answered == {f"{o}-a1" for o in stuck}, alipay.requests
     assert sorted({r["payment"]["order_id"] for r in order_system.repairs}) == sorted(stuck)
 
-    # the whole trail of a stuck order, from Elasticsearch, through the operator's command
-    order = stuck[0]
+    # the whole trail of a stuck order named by the page, from Elasticsearch, through the operator's command
+    def paged_orders() -> list[str]:
+        hits = es.search(
+            index=data_stream("paywatch.alert", namespace),
+            query={"term": {"alert.status": "firing"}},
+            sort=[{"@timestamp": "asc"}],
+            size=1,
+            ignore_unavailable=True,
+        )["hits"]["hits"]
+        return hits[0]["_source"].get("payment", {}).get("order_id", []) if hits else []
+
+    paged = wait_for(paged_orders, 120, "the firing alert document (naming its orders) in Elasticsearch", every=2)
+    assert set(paged) <= set(stuck)
+    order = paged[0]
 
     def trail() -> list[dict]:
         out = subprocess.run(
