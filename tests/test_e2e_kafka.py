@@ -246,25 +246,31 @@ def test_callback_outage_pages_once_is_repaired_by_queries_and_resolves(
         assert out.returncode == 0, out.stderr
         return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
+    missing: set[str] = set()
+
     def complete() -> list[dict] | None:
         docs = trail()
-        have = {_what(d) for d in docs}
-        want = {
-            "payment:order_created",
-            "payment:payment_requested",
-            "payment:channel_callback",
-            "payment:channel_query_result",
-            "payment:order_paid",
-            "finding:paid_but_pending:open",
-            "finding:paid_but_pending:resolved",
-            "action:query",
-            "action:repair",
-            "alert:firing",
-            "alert:resolved",
-        }
-        return docs if want <= have else None
+        missing.clear()
+        missing.update(want - {_what(d) for d in docs})
+        return None if missing else docs
 
-    docs = wait_for(complete, 180, f"the whole trail of {order} in Elasticsearch (orders show --json)", every=3)
+    want = {
+        "payment:order_created",
+        "payment:payment_requested",
+        "payment:channel_callback",
+        "payment:channel_query_result",
+        "payment:order_paid",
+        "finding:paid_but_pending:open",
+        "finding:paid_but_pending:resolved",
+        "action:query",
+        "action:repair",
+        "alert:firing",
+        "alert:resolved",
+    }
+    try:
+        docs = wait_for(complete, 180, f"the whole trail of {order} in Elasticsearch (orders show --json)", every=3)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nmissing from the trail: {sorted(missing)}") from None
     assert [d["event"]["id"] for d in docs] == [
         d["event"]["id"] for d in ElasticHistory(es, namespace).order_timeline(order)
     ]
