@@ -49,9 +49,12 @@ def incident_store(path) -> SqliteStore:
     for i, (level, sec) in enumerate([("degraded", 400), ("healthy", 800)]):
         finding = {"kind": "channel_health", "state": "open", "level": level, "fingerprint": "ch:alipay"}
         docs.append(doc(10 + i, "paywatch.finding", sec, finding=finding, payment={"channel": "alipay"}))
-    for i, (status, sec) in enumerate([("firing", 310), ("resolved", 730)]):
+    for i, (status, sec) in enumerate([("pending", 300), ("firing", 310), ("resolved", 730)]):
         alert = {"fingerprint": "a1", "status": status, "labels": {"alertname": "PaidButPending"}}
         docs.append(doc(i, "paywatch.alert", sec, alert=alert))
+    for i, status in enumerate(["pending", "resolved"]):  # recorded, never paged: not in the report's pages
+        alert = {"fingerprint": "a2", "status": status, "labels": {"alertname": "QueryUnavailable"}}
+        docs.append(doc(10 + i, "paywatch.alert", 400 + i, alert=alert))
     for i in range(5):
         docs.append(
             {
@@ -121,4 +124,7 @@ def test_report_renders_every_plot_in_headless_chromium(tmp_path):
     page = out.read_text()
     assert page.count('class="plot"') == 6
     assert "12.5 s" in page and "callback_outage" in page
+    pages = page.split("<h2>Pages</h2>")[1].split("</table>")[0]
+    assert pages.count("PaidButPending") == 2 and "pending" not in pages.replace("PaidButPending", "")
+    assert "QueryUnavailable" not in pages
     assert_renders_in_chromium(out, tmp_path)

@@ -216,8 +216,16 @@ def render(report: ReportInput, out: Path) -> Path:
     findings["instance"] = findings.service.fillna("") + "/" + findings.instance.fillna("")
     alert_docs = store.documents("paywatch.alert")
     alerts = _frame(
-        alert_docs, status="alert.status", name="alert.labels.alertname", summary="alert.annotations.summary"
+        alert_docs,
+        status="alert.status",
+        name="alert.labels.alertname",
+        summary="alert.annotations.summary",
+        fingerprint="alert.fingerprint",
     )
+    # Pages only: `pending` alerts are recorded and never sent to anyone, and an alert that
+    # never fired has no resolve worth marking; both would drown the pages.
+    fired = set(alerts.fingerprint[alerts.status == "firing"])
+    alerts = alerts[alerts.fingerprint.isin(fired) & alerts.status.isin(["firing", "resolved"])].sort_values("ts")
     actions = _frame(
         store.documents("paywatch.action"),
         action="event.action",
@@ -252,11 +260,12 @@ def render(report: ReportInput, out: Path) -> Path:
         )
         for i in report.incidents
     ]
-    alert_rows = [
-        (r.ts.strftime("%H:%M:%S"), r.name, r.status, r.summary) for r in alerts.sort_values("ts").itertuples()
-    ]
+    alert_rows = [(r.ts.strftime("%H:%M:%S"), r.name, r.status, r.summary) for r in alerts.itertuples()]
     repairs = actions[actions.action.isin(["repair", "refund_candidate"])]
-    repair_rows = [(r.ts.strftime("%H:%M:%S"), r.action, r.order, r.channel) for r in repairs.itertuples()]
+    repair_rows = [
+        (action, channel, len(rows), rows.ts.min().strftime("%H:%M:%S"), rows.ts.max().strftime("%H:%M:%S"))
+        for (action, channel), rows in repairs.groupby(["action", "channel"])
+    ]
     notes = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in report.notes.items())
     figures = "".join(
         f'<figure><img class="plot" alt="{html.escape(t)}" src="data:image/png;base64,{png}">'
@@ -280,9 +289,13 @@ img.plot {{ max-width: 100%; }}
 <p class="legend">Grey bands: injected incidents (ground truth). Red dashed lines: alerts firing;
 green dotted lines: alerts resolved. Times are event time, UTC.</p>
 <h2>Incidents</h2>{_table(["incident", "scenario", "started", "caught", "detection delay", "how"], incident_rows)}
-<h2>Alerts</h2>{_table(["time", "alert", "status", "summary"], alert_rows)}
-<h2>Repairs and refund candidates</h2>{_table(["time", "action", "order", "channel"], repair_rows)}
+<h2>Pages</h2>{_table(["time", "alert", "status", "summary"], alert_rows)}
 <h2>Timelines</h2>{figures}
+<h2>Repairs and refund candidates</h2>
+<p class="legend">Repairs tell the order system to mark a confirmed-paid order paid; refund candidates are
+re-confirmed duplicate charges (nothing is refunded automatically). Every one is in the audit trail:
+<code>paywatch orders show ORDER_ID</code>.</p>
+{_table(["action", "channel", "orders", "first", "last"], repair_rows)}
 <script>
 // Lets a headless browser check that every plot decoded and rendered.
 window.addEventListener("load", () => {{
