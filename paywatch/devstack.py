@@ -375,8 +375,8 @@ class KafkaServer(Server):
                     self._classpath(),
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    cluster_id,
+                    # one token: a base64url id may start with "-", which argparse would read as an option
+                    f"--cluster-id={cluster_id}",
                     "-c",
                     str(self.workdir / "server.properties"),
                     "--ignore-formatted",
