@@ -52,12 +52,12 @@ from paywatch.contract import (
     decode,
     encode,
 )
-from paywatch.detectors.channel_health import OVERALL, ChannelJudge
+from paywatch.detectors.channel_health import ChannelJudge
 from paywatch.detectors.engine import window_counter
 from paywatch.detectors.heartbeats import HeartbeatTable
 from paywatch.detectors.orders import OrderTracker
 from paywatch.detectors.timebase import to_ms
-from paywatch.detectors.windows import Tally, Window
+from paywatch.detectors.windows import OVERALL, Tally, Window, overall
 from paywatch.finding import Finding, decode_finding, encode_finding
 from paywatch.kafka import consumer_config, ensure_topics
 from paywatch.stage import Output, Stage
@@ -316,13 +316,11 @@ class PartitionWorker:
 
     def _partials(self, source: int, index: int, window: Window) -> list[Output]:
         by_target: list[dict[str, list]] = [{} for _ in range(self.partials)]
-        overall = Tally()
         for key, tally in window.items():
             by_target[partials_partition(key, self.partials)][key] = tally.to_wire()
-            if "/" not in key:
-                overall.duplicates += tally.duplicates
-        if overall.duplicates:  # the all-channel duplicate count goes to the one aggregator that judges it
-            by_target[partials_partition(OVERALL, self.partials)][OVERALL] = overall.to_wire()
+        total = overall(window)
+        if total.pending or total.duplicates:  # the all-channel counts go to the one aggregator that judges them
+            by_target[partials_partition(OVERALL, self.partials)][OVERALL] = total.to_wire()
         return [
             Output(
                 self.topics.channel_partials,
