@@ -101,7 +101,7 @@ class StripeAdapter(HttpAdapter):
             if len(found) > 1:
                 ids = ", ".join(str(pi.get("id")) for pi in found[:5])
                 return QueryResult(request, "unknown", untrusted=f"{len(found)} PaymentIntents match: {ids}")
-            return self._intent(request, found[0], found[0]["metadata"].get(self.metadata_key))
+            return self._intent(request, found[0], str(found[0]["metadata"].get(self.metadata_key, "")))
         if body.get("object") != "payment_intent":
             return QueryResult(request, "unknown", api_failed=True, error=f"not a PaymentIntent: {body.get('object')}")
         return self._intent(request, body, body["id"])
