@@ -6,10 +6,10 @@ documentation's example merchant key, timestamp 1554208460 and nonce
 593BEC0C930BF1AFEB40B4A08C8FB242, for `POST /v3/pay/transactions/jsapi` with the example
 body, give the documented signature; the same page's GET example gives the documented
 signing string. The response vector is a WeChat Pay answer with its platform public key
-("验证签名", https://pay.weixin.qq.com/doc/v3/merchant/4012365342), as reproduced in public
+("签名验证", https://pay.weixin.qq.com/wiki/doc/apiv3/wechatpay/wechatpay4_1.shtml), as reproduced in public
 SDK test suites.
 
-Alipay, "自行实现签名" (https://opendocs.alipay.com/common/02mse7): the documented example
+Alipay, "自行实现签名" (https://docs.open.alipay.com/291/106118): the documented example
 parameters and the signing string they give.
 """
 
