@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -200,6 +201,18 @@ class HttpAdapter:
 
     async def query(self, client: httpx.AsyncClient, request: QueryRequest) -> QueryResult:
         http_request, summary = self.build(request)
+        return await self.exchange(client, request, http_request, summary, self.parse)
+
+    async def exchange(
+        self,
+        client: httpx.AsyncClient,
+        request: QueryRequest,
+        http_request: httpx.Request,
+        summary: dict[str, Any],
+        parse: Callable[[QueryRequest, int, Any], QueryResult],
+    ) -> QueryResult:
+        """One HTTP call of a query: send, time, classify transport failure and throttling,
+        parse with `parse`, verify."""
         sent_at = datetime.now(UTC)
         started = time.perf_counter()
         try:
@@ -231,7 +244,7 @@ class HttpAdapter:
             )
         else:
             try:
-                result = self.parse(request, response.status_code, body)
+                result = parse(request, response.status_code, body)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 result = QueryResult(request, "unknown", api_failed=True, error=f"unreadable answer: {exc!r}"[:300])
             if result.answered:

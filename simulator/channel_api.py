@@ -286,6 +286,8 @@ class ChannelApiServer:
             self._seen[attempt_id] += 1
             early = self._seen[attempt_id] <= self.not_found_first
         record = None if early else self.truth(attempt_id)
+        if self.provider == "alipay" and params.get("method") == "alipay.trade.fastpay.refund.query":
+            return self._alipay_refund(record, params)
         if record is None:
             return self._not_found(attempt_id, target)
         if self.forge == "other_attempt":
@@ -410,6 +412,21 @@ class ChannelApiServer:
         if paid:
             answer["send_pay_date"] = (r.paid_at or r.created_at).astimezone(CST).strftime("%Y-%m-%d %H:%M:%S")
         return 200, {}, {"alipay_trade_query_response": answer}
+
+    def _alipay_refund(self, r: ChannelRecord | None, params: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        """`alipay.trade.fastpay.refund.query`: the refunds the fake knows are made under the
+        default request number (the out_trade_no); any other number has no refund."""
+        biz = json.loads(params.get("biz_content") or "{}")
+        key = "alipay_trade_fastpay_refund_query_response"
+        if r is None:
+            answer = {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST"}
+            return 200, {}, {key: answer}
+        answer = {"code": "10000", "msg": "Success", "out_trade_no": r.attempt_id}
+        answer |= {"out_request_no": biz.get("out_request_no", ""), "total_amount": f"{r.amount_minor / 100:.2f}"}
+        refunded = r.amount_minor if r.status == "refunded" else self.refunded_minor.get(r.attempt_id, 0)
+        if refunded and biz.get("out_request_no") == r.attempt_id:
+            answer |= {"refund_amount": f"{refunded / 100:.2f}", "refund_status": "REFUND_SUCCESS"}
+        return 200, {}, {key: answer}
 
     def _wechat_transaction(self, r: ChannelRecord, status: str, paid: bool, refunded: int, target: str) -> dict:
         state = "REFUND" if paid and refunded else WECHAT_STATES.get(status, "NOTPAY")

@@ -564,6 +564,7 @@ def test_forged_answers_never_repair_or_refund_and_raise_untrusted(keys_env, pro
         ("stripe", AMOUNT, ("refund_declined", None)),  # fully refunded: never again
         ("wechatpay", 100, ("refund_declined", None)),  # REFUND names no amount: a person decides
         ("alipay", AMOUNT, ("refund_declined", None)),  # TRADE_CLOSED after payment
+        ("alipay", 3000, ("refund", AMOUNT - 3000)),  # TRADE_SUCCESS: the refund query shows the part
     ],
 )
 def test_refunded_payments_are_never_refunded_again(keys_env, provider, refunded, expected):
@@ -587,10 +588,11 @@ def test_refunded_payments_are_never_refunded_again(keys_env, provider, refunded
         assert decision["payment"]["attempt_id"] == "dup-1"
 
 
-def test_a_refund_made_after_the_candidate_declines_the_automatic_refund(keys_env):
+@pytest.mark.parametrize("provider", ["stripe", "alipay"])
+def test_a_refund_made_after_the_candidate_declines_the_automatic_refund(keys_env, provider):
     truth = truth_of(record("keep-1"), record("dup-1"))
-    server = fake("stripe", truth)
-    dup = finding("duplicate_charge", "o1", [("stripe", "keep-1"), ("stripe", "dup-1")])
+    server = fake(provider, truth)
+    dup = finding("duplicate_charge", "o1", [(provider, "keep-1"), (provider, "dup-1")])
 
     def meanwhile(i: int) -> None:
         if i == 1:  # somebody refunds part of it by hand between the candidate and the pre-refund query
@@ -599,7 +601,7 @@ def test_a_refund_made_after_the_candidate_declines_the_automatic_refund(keys_en
     try:
         effects, _, _ = asyncio.run(
             drive(
-                settings_for({"stripe": server}, auto_refund=True),
+                settings_for({provider: server}, auto_refund=True),
                 [dup],
                 times=(T0, T0 + timedelta(seconds=5)),
                 between=meanwhile,
@@ -753,3 +755,25 @@ def test_repairs_can_be_dry_run_per_channel(keys_env):
         a["payment"]["channel"]: a["action"]["dry_run"] for a in effects.actions if a["action"]["type"] == "repair"
     }
     assert repairs == {"wechatpay": False, "alipay": True}
+
+
+def test_alipay_refund_query_is_verified_and_a_failed_one_leaves_the_refund_unknown(scripted):
+    def refund_answer(obj: dict, key: str = PLATFORM[0]) -> tuple:
+        text = json.dumps(obj, ensure_ascii=False)
+        sdk = AliPay(APP_ID, app_private_key_string=key, alipay_public_key_string=PLATFORM[1])
+        raw = '{"alipay_trade_fastpay_refund_query_response":' + text + ',"sign":"' + sdk._sign(text) + '"}'
+        return 200, {}, raw.encode()
+
+    refund = {"code": "10000", "out_trade_no": "att-1", "out_request_no": "att-1", "total_amount": "88.88"}
+    refund |= {"refund_amount": "30.00", "refund_status": "REFUND_SUCCESS"}
+    adapter = alipay_adapter(scripted.url)
+    for answer in (refund_answer(refund), refund_answer(refund, key=OTHER[0])):
+        scripted.answers.extend([alipay_answer(alipay_trade()), answer])
+    partly, forged = (ask(adapter, request("alipay", purposes=("pre_refund",))) for _ in range(2))
+    assert (partly.outcome, partly.refunded, partly.refunded_minor) == ("success", True, 3000)
+    assert (forged.outcome, forged.refunded_minor) == ("success", None)  # unknown: nobody refunds on it
+    method = parse_qs(scripted.requests[1][3].decode())["method"][0]
+    assert method == "alipay.trade.fastpay.refund.query"
+    scripted.answers.append(alipay_answer(alipay_trade()))
+    plain = ask(adapter, request("alipay", purposes=("status",)))  # no refund decision: one call only
+    assert plain.refunded_minor == 0 and len(scripted.requests) == 5
