@@ -49,7 +49,6 @@ from paywatch.contract import (
     Heartbeat,
     Service,
     ServiceInstance,
-    decode,
     encode,
 )
 from paywatch.detectors.channel_health import OVERALL, ChannelJudge
@@ -59,6 +58,7 @@ from paywatch.detectors.orders import OrderTracker
 from paywatch.detectors.timebase import to_ms
 from paywatch.detectors.windows import Tally, Window
 from paywatch.finding import Finding, decode_finding, encode_finding
+from paywatch.intake import Intake
 from paywatch.kafka import consumer_config, ensure_topics
 from paywatch.stage import Output, Stage
 
@@ -247,6 +247,7 @@ class PartitionWorker:
         self.payments: dict[int, _Payments] = {}
         self.heartbeats: dict[int, _Heartbeats] = {}
         self.emitter = _Emitter(config, group_id, self.horizon_ms)
+        self.intake = Intake(config.intake)  # services' ECS log lines are judged like SDK events
         self.rejected = 0
         self._beat_seq = 0
         self._next_beat = 0
@@ -281,7 +282,7 @@ class PartitionWorker:
 
     def handle(self, message: Message) -> list[Output]:
         try:
-            event = decode(message.value())
+            event = self.intake.decode(message.value())
         except ContractError as exc:
             self.rejected += 1  # the collector dead-letters bad events; here they are only skipped
             log.warning("skipping %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), exc)

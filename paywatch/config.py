@@ -21,6 +21,7 @@ from paywatch.compensation.settings import CompensationSettings
 from paywatch.dashboards.settings import DashboardSettings
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.embedded.settings import EmbeddedSettings
+from paywatch.intake import IntakeSettings
 from paywatch.simulator.settings import SimulatorSettings
 
 CONFIG_ENV = "PAYWATCH_CONFIG"
@@ -82,6 +83,7 @@ class Config(Section):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
     sdk: SdkSettings = Field(default_factory=SdkSettings)
+    intake: IntakeSettings = Field(default_factory=IntakeSettings)
     collector: CollectorSettings = Field(default_factory=CollectorSettings)
     detectors: DetectorSettings = Field(default_factory=DetectorSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)

@@ -14,22 +14,24 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from paywatch.contract import ContractError, Event, decode
+from paywatch.contract import ContractError, Event
 from paywatch.embedded.sqlite_store import SqliteStore
+from paywatch.intake import Intake
 from paywatch.pan import mask_bytes, mask_event, mask_text
 
 EventSink = Callable[[list[Event]], None]
 
 
-def judge_lines(body: bytes) -> tuple[list[Event], list[tuple[int, str, bytes]]]:
-    """Split an NDJSON body into valid, PAN-masked events and (line number, reason, raw line) rejects."""
+def judge_lines(body: bytes, intake: Intake) -> tuple[list[Event], list[tuple[int, str, bytes]]]:
+    """Split an NDJSON body (contract events or ECS log lines) into valid, PAN-masked events and
+    (line number, reason, raw line) rejects."""
     accepted: list[Event] = []
     rejected: list[tuple[int, str, bytes]] = []
     for number, line in enumerate(body.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
-            accepted.append(mask_event(decode(line)))
+            accepted.append(mask_event(intake.decode(line)))
         except ContractError as exc:
             rejected.append((number, str(exc), line))
     return accepted, rejected
@@ -39,11 +41,19 @@ class IngestServer:
     """A threaded HTTP server in front of an event sink; `start()` runs it in the background."""
 
     def __init__(
-        self, sink: EventSink, store: SqliteStore, token: str, host: str, port: int, max_body_bytes: int
+        self,
+        sink: EventSink,
+        store: SqliteStore,
+        token: str,
+        host: str,
+        port: int,
+        max_body_bytes: int,
+        intake: Intake | None = None,
     ) -> None:
         if not token:
             raise ValueError("the ingest endpoint needs a bearer token (set it in the environment or a file)")
         self._sink = sink
+        self._intake = intake or Intake()
         self._store = store
         self._token = token.encode()
         self._max_body = max_body_bytes
@@ -76,7 +86,7 @@ class IngestServer:
             return 401, {"error": "missing or wrong bearer token"}
         if length > self._max_body:
             return 413, {"error": f"body of {length} bytes is over the {self._max_body}-byte limit"}
-        accepted, rejected = judge_lines(body or b"")
+        accepted, rejected = judge_lines(body or b"", self._intake)
         for number, reason, raw in rejected:
             self._store.dead_letter("http:/v1/events", f"line {number}: {mask_text(reason)}", mask_bytes(raw))
         if accepted:
