@@ -49,6 +49,11 @@ class Topics(Section):
         "paywatch.channel-partials",
         description="Per-window partial counts that detector workers send to the channel aggregator.",
     )
+    channel_health: str = Field(
+        "paywatch.channel-health",
+        description="Current health of each channel for payment routers (compacted, key: channel or "
+        "channel/method; docs/channels.md).",
+    )
 
 
 class KafkaSettings(Section):

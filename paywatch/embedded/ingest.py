@@ -1,4 +1,5 @@
-"""HTTP ingest for the embedded backend: `POST /v1/events`, NDJSON in the event contract.
+"""HTTP ingest for the embedded backend: `POST /v1/events`, NDJSON in the event contract (or ECS
+log lines); authenticated reads on GET (`paywatch/embedded/queries.py`).
 
 The same contract as the Kafka topics, so a service moves between backends by changing
 only where its SDK points. Each line is judged on its own: valid events go on, invalid
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from paywatch.contract import ContractError, Event
+from paywatch.embedded.queries import Queries
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.intake import Intake
 from paywatch.pan import mask_bytes, mask_event, mask_text
@@ -49,11 +51,13 @@ class IngestServer:
         port: int,
         max_body_bytes: int,
         intake: Intake | None = None,
+        queries: Queries | None = None,
     ) -> None:
         if not token:
             raise ValueError("the ingest endpoint needs a bearer token (set it in the environment or a file)")
         self._sink = sink
         self._intake = intake or Intake()
+        self._queries = queries
         self._store = store
         self._token = token.encode()
         self._max_body = max_body_bytes
@@ -97,6 +101,15 @@ class IngestServer:
         }
         return (422 if rejected else 200), reply
 
+    def handle_get(self, path: str, auth: str | None) -> tuple[int, dict[str, Any]]:
+        if path == "/healthz":
+            return 200, {"status": "ok"}
+        if not self._authorised(auth):
+            return 401, {"error": "missing or wrong bearer token"}
+        if self._queries is None:
+            return 404, {"error": "not found"}
+        return self._queries.get(path)
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
@@ -108,10 +121,7 @@ class IngestServer:
                 self._reply(status, reply)
 
             def do_GET(self) -> None:
-                if self.path == "/healthz":
-                    self._reply(200, {"status": "ok"})
-                else:
-                    self._reply(404, {"error": "not found"})
+                self._reply(*server.handle_get(self.path, self.headers.get("Authorization")))
 
             def _reply(self, status: int, reply: dict[str, Any]) -> None:
                 data = json.dumps(reply).encode()

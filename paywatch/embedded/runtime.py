@@ -17,6 +17,7 @@ from paywatch.clock import SystemClock
 from paywatch.config import Config, read_secret
 from paywatch.embedded.ingest import IngestServer
 from paywatch.embedded.pipeline import Pipeline
+from paywatch.embedded.queries import Queries
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.intake import Intake
 from paywatch.logs import configure_logging
@@ -48,6 +49,7 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
         settings.listen_port,
         settings.max_body_bytes,
         Intake(config.intake),
+        Queries(pipeline.channels, store),
     )
     stop = stop or threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
