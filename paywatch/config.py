@@ -49,6 +49,11 @@ class Topics(Section):
         "paywatch.channel-partials",
         description="Per-window partial counts that detector workers send to the channel aggregator.",
     )
+    otlp_logs: str = Field(
+        "paywatch.otlp-logs",
+        description="OpenTelemetry logs as OTLP/JSON (the OpenTelemetry Collector's Kafka exporter); "
+        "`paywatch relay-otlp` puts their records on the contract topics.",
+    )
     channel_health: str = Field(
         "paywatch.channel-health",
         description="Current health of each channel for payment routers (compacted, key: channel or "

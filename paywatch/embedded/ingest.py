@@ -1,5 +1,6 @@
 """HTTP ingest for the embedded backend: `POST /v1/events`, NDJSON in the event contract (or ECS
-log lines); authenticated reads on GET (`paywatch/embedded/queries.py`).
+log lines); `POST /v1/logs`, OpenTelemetry logs over OTLP/HTTP (`paywatch/otlp.py`);
+authenticated reads on GET (`paywatch/embedded/queries.py`).
 
 The same contract as the Kafka topics, so a service moves between backends by changing
 only where its SDK points. Each line is judged on its own: valid events go on, invalid
@@ -19,9 +20,11 @@ from paywatch.contract import ContractError, Event
 from paywatch.embedded.queries import Queries
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.intake import Intake
+from paywatch.otlp import export_logs
 from paywatch.pan import mask_bytes, mask_event, mask_text
 
 EventSink = Callable[[list[Event]], None]
+JSON = "application/json"
 
 
 def judge_lines(body: bytes, intake: Intake) -> tuple[list[Event], list[tuple[int, str, bytes]]]:
@@ -85,7 +88,7 @@ class IngestServer:
 
     def handle(self, path: str, auth: str | None, body: bytes | None, length: int) -> tuple[int, dict[str, Any]]:
         if path != "/v1/events":
-            return 404, {"error": f"no such endpoint {path}; events go to POST /v1/events"}
+            return 404, {"error": f"no such endpoint {path}; events go to POST /v1/events, OTLP logs to /v1/logs"}
         if not self._authorised(auth):
             return 401, {"error": "missing or wrong bearer token"}
         if length > self._max_body:
@@ -100,6 +103,25 @@ class IngestServer:
             "rejected": [{"line": n, "reason": mask_text(r)} for n, r, _ in rejected],
         }
         return (422 if rejected else 200), reply
+
+    def handle_logs(
+        self, auth: str | None, body: bytes | None, length: int, content_type: str, encoding: str | None
+    ) -> tuple[int, dict[str, Any] | bytes, str]:
+        """OTLP/HTTP logs: the records that break the contract are dead-lettered and counted in the
+        response's partial_success, as the OTLP specification asks; the others go on."""
+        if not self._authorised(auth):
+            return 401, {"error": "missing or wrong bearer token"}, JSON
+        if length > self._max_body:
+            return 413, {"error": f"body of {length} bytes is over the {self._max_body}-byte limit"}, JSON
+        try:
+            export = export_logs(body or b"", content_type, encoding, self._intake)
+        except ContractError as exc:
+            return 400, {"error": mask_text(str(exc))}, JSON
+        for number, reason, raw in export.rejected:
+            self._store.dead_letter("http:/v1/logs", f"record {number}: {mask_text(reason)}", mask_bytes(raw))
+        if export.events:
+            self._sink([mask_event(e) for e in export.events])
+        return 200, export.reply, export.reply_type
 
     def handle_get(self, path: str, auth: str | None) -> tuple[int, dict[str, Any]]:
         if path == "/healthz":
@@ -117,16 +139,23 @@ class IngestServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if 0 < length <= server._max_body else None
-                status, reply = server.handle(self.path, self.headers.get("Authorization"), body, length)
+                auth = self.headers.get("Authorization")
+                if self.path == "/v1/logs":
+                    content_type = self.headers.get("Content-Type") or JSON
+                    self._reply(
+                        *server.handle_logs(auth, body, length, content_type, self.headers.get("Content-Encoding"))
+                    )
+                    return
+                status, reply = server.handle(self.path, auth, body, length)
                 self._reply(status, reply)
 
             def do_GET(self) -> None:
                 self._reply(*server.handle_get(self.path, self.headers.get("Authorization")))
 
-            def _reply(self, status: int, reply: dict[str, Any]) -> None:
-                data = json.dumps(reply).encode()
+            def _reply(self, status: int, reply: dict[str, Any] | bytes, content_type: str = JSON) -> None:
+                data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
