@@ -7,6 +7,7 @@ protobuf's JSON mapping (ids in hex, as OTLP/JSON says)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,8 @@ import pytest
 import requests
 from confluent_kafka import Consumer, Producer
 from google.protobuf.json_format import MessageToDict
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest, ExportLogsServiceResponse
 from opentelemetry.sdk._logs import LoggerProvider
@@ -24,14 +27,15 @@ from opentelemetry.sdk.resources import Resource
 from stack_support import Stages, stack_config, wait_for
 
 from paywatch.collectors.dlq import headers_of
-from paywatch.contract import Event, decode
+from paywatch.contract import ContractError, Event, decode
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.detectors.replay import replay_events
 from paywatch.embedded.ingest import IngestServer
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.finding import encode_finding
-from paywatch.intake import Intake
+from paywatch.intake import READ, Intake
 from paywatch.kafka import consumer_config
+from paywatch.otlp import export_logs
 from paywatch.simulator.scenarios import simulate
 from paywatch.simulator.settings import SimulatorSettings
 
@@ -277,3 +281,61 @@ def test_otlp_json_on_kafka_is_relayed_to_the_contract_topics(server, kafka_boot
     [dead] = got[topics.dead_letter]
     reason = headers_of(dead)["paywatch.reason"]
     assert reason.startswith("record 1: event.action 'teleported'") and b"teleported" in dead.value()
+
+
+_any_value = st.recursive(
+    st.builds(lambda v: {"stringValue": v}, st.text(max_size=8))
+    | st.builds(lambda v: {"intValue": v}, st.integers() | st.text(max_size=4))
+    | st.builds(lambda v: {"doubleValue": v}, st.floats(allow_nan=False, allow_infinity=False))
+    | st.builds(lambda v: {"boolValue": v}, st.booleans())
+    | st.just({}),
+    lambda inner: (
+        st.builds(lambda vs: {"arrayValue": {"values": vs}}, st.lists(inner, max_size=3))
+        | st.builds(
+            lambda kvs: {"kvlistValue": {"values": [{"key": k, "value": v} for k, v in kvs]}},
+            st.lists(st.tuples(st.text(max_size=8), inner), max_size=3),
+        )
+    ),
+    max_leaves=8,
+)
+_keys = st.sampled_from(sorted(READ)) | st.text(max_size=10)
+_attrs = st.lists(st.builds(lambda k, v: {"key": k, "value": v}, _keys, _any_value), max_size=6)
+_records = st.fixed_dictionaries(
+    {},
+    optional={
+        "timeUnixNano": st.integers(0, 2**64) | st.text(max_size=20),
+        "severityNumber": st.integers(-3, 30),
+        "severityText": st.text(max_size=6),
+        "body": _any_value,
+        "attributes": _attrs,
+        "traceId": st.text(max_size=32),
+        "spanId": st.text(max_size=16),
+    },
+)
+_requests = st.builds(
+    lambda resource, records: {
+        "resourceLogs": [{"resource": {"attributes": resource}, "scopeLogs": [{"logRecords": records}]}]
+    },
+    _attrs,
+    st.lists(_records, max_size=4),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_requests)
+def test_fuzz_any_otlp_json_request_gives_events_or_reasons(request):
+    export = export_logs(json.dumps(request).encode(), "application/json", None, Intake())
+    n = sum(len(s["logRecords"]) for r in request["resourceLogs"] for s in r["scopeLogs"])
+    assert len(export.events) + len(export.rejected) == n
+    reply = json.loads(export.reply)
+    if export.rejected:
+        assert reply["partialSuccess"]["rejectedLogRecords"] == str(len(export.rejected))
+    else:
+        assert reply == {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(["application/x-protobuf", "application/json"]))
+def test_fuzz_any_body_is_an_export_or_a_contract_error(body, content_type):
+    with contextlib.suppress(ContractError):
+        export_logs(body, content_type, None, Intake())
