@@ -120,8 +120,8 @@ class Intake:
                 tree = _decode_json(raw)
             except msgspec.DecodeError:
                 raise strict from None
-        if not isinstance(tree, dict):
-            raise ContractError(f"not a JSON object but {type(tree).__name__}")
+            if not isinstance(tree, dict):
+                raise strict from None  # "Expected `object`, got `array`"
         return self.event(tree)
 
     def event(self, tree: dict[str, Any]) -> Event:
