@@ -209,6 +209,12 @@ class DetectorSettings(_Section):
         description="An aggregator that gains a partials partition re-reads this much of it to rebuild the "
         "channel baselines and levels.",
     )
+    channel_feed_interval_s: float = Field(
+        60.0,
+        gt=0,
+        description="Besides on every level change, the channel aggregator re-publishes each channel's current "
+        "health to the channel-health topic this often (routers read it; see docs/channels.md).",
+    )
 
     @cached_property
     def _resolved(self) -> dict[str, ChannelSettings]:
