@@ -29,7 +29,7 @@ from paywatch.contract import APP, HEARTBEAT, PAYMENT, ContractError, Id, Timest
 from paywatch.elastic import data_stream
 from paywatch.finding import FINDING, decode_finding
 from paywatch.metrics import meter
-from paywatch.pan import mask_event, mask_tree, may_contain_pan
+from paywatch.pan import DEFAULT, PanSettings, mask_event, mask_tree, may_contain_pan
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message, TopicPartition
@@ -52,15 +52,17 @@ _encode_json = msgspec.json.Encoder().encode
 _decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 
 
-def prepare_event(dataset: str, max_bytes: int) -> Prepare:
-    """Contract events (payments, heartbeats, application logs): decode, mask, stamp, re-encode."""
+def prepare_event(dataset: str, max_bytes: int, pan: PanSettings = DEFAULT) -> Prepare:
+    """Contract events (payments, heartbeats, application logs): decode, mask, stamp, re-encode.
+
+    The card-number policy may reject the event (ContractError): it is then dead-lettered."""
 
     def prepare(raw: bytes, now: datetime) -> tuple[str, bytes]:
         event = decode(raw, max_bytes=max_bytes)
         if event.event.dataset != dataset:
             raise ContractError(f"event.dataset {event.event.dataset!r} on a topic that carries {dataset!r}")
         if may_contain_pan(raw):
-            mask_event(event)
+            mask_event(event, pan)
         event.event.ingested = now
         return event.event.id, encode(event)
 
@@ -118,12 +120,12 @@ class Route(Struct, frozen=True):
     action: bytes  # bulk action line up to the `_id` value
 
 
-def routes(topics: Topics, namespace: str, max_event_bytes: int) -> dict[str, Route]:
+def routes(topics: Topics, namespace: str, max_event_bytes: int, pan: PanSettings = DEFAULT) -> dict[str, Route]:
     """Topic → route, for every topic the collector consumes."""
     table: dict[str, tuple[str, Prepare]] = {
-        topics.payments: (PAYMENT, prepare_event(PAYMENT, max_event_bytes)),
-        topics.heartbeats: (HEARTBEAT, prepare_event(HEARTBEAT, max_event_bytes)),
-        topics.logs: (APP, prepare_event(APP, max_event_bytes)),
+        topics.payments: (PAYMENT, prepare_event(PAYMENT, max_event_bytes, pan)),
+        topics.heartbeats: (HEARTBEAT, prepare_event(HEARTBEAT, max_event_bytes, pan)),
+        topics.logs: (APP, prepare_event(APP, max_event_bytes, pan)),
         topics.findings: (FINDING, prepare_finding),
         topics.alerts: ("paywatch.alert", prepare_document("paywatch.alert")),
         topics.actions: ("paywatch.action", prepare_document("paywatch.action")),
@@ -432,7 +434,7 @@ def connect(config: Config, should_stop: Callable[[], bool] = lambda: False) -> 
     from paywatch.kafka import consumer_config, ensure_topics, producer_config
 
     settings, kafka = config.collector, config.kafka
-    table = routes(kafka.topics, config.elasticsearch.namespace, settings.max_event_bytes)
+    table = routes(kafka.topics, config.elasticsearch.namespace, settings.max_event_bytes, config.pan)
     es = client(config.elasticsearch)
     steps = [lambda: ensure_topics(kafka, [*table, kafka.topics.dead_letter])]
     if settings.install_templates:

@@ -21,6 +21,7 @@ from paywatch.compensation.settings import CompensationSettings
 from paywatch.dashboards.settings import DashboardSettings
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.embedded.settings import EmbeddedSettings
+from paywatch.pan import PanSettings
 from paywatch.simulator.settings import SimulatorSettings
 
 CONFIG_ENV = "PAYWATCH_CONFIG"
@@ -81,6 +82,7 @@ class Config(Section):
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
+    pan: PanSettings = Field(default_factory=PanSettings)
     sdk: SdkSettings = Field(default_factory=SdkSettings)
     collector: CollectorSettings = Field(default_factory=CollectorSettings)
     detectors: DetectorSettings = Field(default_factory=DetectorSettings)

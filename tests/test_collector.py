@@ -167,7 +167,7 @@ def test_pans_are_masked_in_every_dataset_before_storage():
     batch = build_batch(messages, TABLE, NOW, 4096)
     body = b"".join(batch.lines)
     assert PAN.encode() not in body and spaced.encode() not in body
-    assert body.count(b"411111******1111") == 4
+    assert body.count(b"411111******1111") == 3 and body.count(b"4111 11** **** 1111") == 1
 
 
 def test_pan_written_with_json_unicode_escapes_is_still_masked():
@@ -253,12 +253,23 @@ def test_health_metrics_are_served_for_prometheus():
 
 
 def test_decoded_ids_survive_masking_untouched():
-    order = "4111111111111111"  # a numeric order id that passes Luhn stays an id
+    order = "2026112600000003"  # a numeric order id that passes Luhn stays an id
     batch = build_batch(
-        [msg(payment(payment={"order_id": order, "attempt_id": "a", "channel": "c"}))], TABLE, NOW, 4096
+        [msg(payment(payment={"order_id": order, "attempt_id": "a", "channel": "c"}, message=f"order {order}"))],
+        TABLE,
+        NOW,
+        4096,
     )
     [(_, source)] = bulk_pairs(batch)
-    assert msgspec.json.decode(json.dumps(source))["payment"]["order_id"] == order
+    stored = msgspec.json.decode(json.dumps(source))
+    assert stored["payment"]["order_id"] == order and stored["message"] == f"order {order}"
+
+
+def test_an_order_id_that_is_a_card_number_is_dead_lettered_with_the_reason():
+    batch = build_batch([msg(payment(payment={"order_id": PAN, "attempt_id": "a", "channel": "c"}))], TABLE, NOW, 4096)
+    assert not batch.lines
+    [(_, reason)] = batch.dead
+    assert reason.endswith("payment.order_id is a Visa card number: card numbers must not be sent to paywatch")
 
 
 def test_an_ordinary_event_takes_the_fast_path_without_field_masking():

@@ -178,7 +178,7 @@ def run_demo(
         findings: list[Finding] = []
         view = LiveView(pipeline)
         pipeline.listeners += [findings.append, view.on_finding]
-        ingest = IngestServer(pipeline.ingest, store, token, "127.0.0.1", 0, config.embedded.max_body_bytes)
+        ingest = IngestServer(pipeline.ingest, store, token, "127.0.0.1", 0, config.embedded.max_body_bytes, config.pan)
         ingest.start()
         stack.callback(ingest.stop)
         http = stack.enter_context(httpx.Client(base_url=ingest.url, headers={"Authorization": f"Bearer {token}"}))

@@ -16,20 +16,21 @@ from typing import Any
 
 from paywatch.contract import ContractError, Event, decode
 from paywatch.embedded.sqlite_store import SqliteStore
-from paywatch.pan import mask_bytes, mask_event, mask_text
+from paywatch.pan import DEFAULT, PanSettings, mask_bytes, mask_event, mask_text
 
 EventSink = Callable[[list[Event]], None]
 
 
-def judge_lines(body: bytes) -> tuple[list[Event], list[tuple[int, str, bytes]]]:
-    """Split an NDJSON body into valid, PAN-masked events and (line number, reason, raw line) rejects."""
+def judge_lines(body: bytes, pan: PanSettings = DEFAULT) -> tuple[list[Event], list[tuple[int, str, bytes]]]:
+    """Split an NDJSON body into valid, PAN-masked events and (line number, reason, raw line) rejects;
+    an event the card-number policy rejects is one of the rejects."""
     accepted: list[Event] = []
     rejected: list[tuple[int, str, bytes]] = []
     for number, line in enumerate(body.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
-            accepted.append(mask_event(decode(line)))
+            accepted.append(mask_event(decode(line), pan))
         except ContractError as exc:
             rejected.append((number, str(exc), line))
     return accepted, rejected
@@ -39,7 +40,14 @@ class IngestServer:
     """A threaded HTTP server in front of an event sink; `start()` runs it in the background."""
 
     def __init__(
-        self, sink: EventSink, store: SqliteStore, token: str, host: str, port: int, max_body_bytes: int
+        self,
+        sink: EventSink,
+        store: SqliteStore,
+        token: str,
+        host: str,
+        port: int,
+        max_body_bytes: int,
+        pan: PanSettings = DEFAULT,
     ) -> None:
         if not token:
             raise ValueError("the ingest endpoint needs a bearer token (set it in the environment or a file)")
@@ -47,6 +55,7 @@ class IngestServer:
         self._store = store
         self._token = token.encode()
         self._max_body = max_body_bytes
+        self._pan = pan
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -76,9 +85,10 @@ class IngestServer:
             return 401, {"error": "missing or wrong bearer token"}
         if length > self._max_body:
             return 413, {"error": f"body of {length} bytes is over the {self._max_body}-byte limit"}
-        accepted, rejected = judge_lines(body or b"")
+        accepted, rejected = judge_lines(body or b"", self._pan)
         for number, reason, raw in rejected:
-            self._store.dead_letter("http:/v1/events", f"line {number}: {mask_text(reason)}", mask_bytes(raw))
+            masked = mask_bytes(raw, self._pan)
+            self._store.dead_letter("http:/v1/events", f"line {number}: {mask_text(reason)}", masked)
         if accepted:
             self._sink(accepted)
         reply = {

@@ -40,7 +40,7 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
 
         pipeline.compensation = CompensationStage(config.compensation)
     ingest = IngestServer(
-        pipeline.ingest, store, token, settings.listen_host, settings.listen_port, settings.max_body_bytes
+        pipeline.ingest, store, token, settings.listen_host, settings.listen_port, settings.max_body_bytes, config.pan
     )
     stop = stop or threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
