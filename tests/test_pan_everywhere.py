@@ -16,8 +16,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -25,7 +24,17 @@ import httpx
 import pytest
 import structlog
 from alerts_support import Receiver
-from pan_corpus import INTACT_TEXT, ORDER_IDS, PANS, sample, survivors
+from pan_corpus import (
+    INTACT_TEXT,
+    NOW,
+    ORDER_IDS,
+    PANS,
+    broken_lines,
+    corpus_lines,
+    id_field_lines,
+    stuck_order_lines,
+    survivors,
+)
 
 from paywatch.config import Config
 from paywatch.embedded.ingest import IngestServer
@@ -35,142 +44,6 @@ from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.logs import configure_logging
 
 TOKEN = "t0ken-pan-everywhere"
-NOW = datetime.now(UTC).replace(microsecond=0)
-TS = NOW.isoformat().replace("+00:00", "Z")
-
-Setter = Callable[[dict, str], None]
-
-
-def _label_value(doc: dict, text: str) -> None:
-    doc.setdefault("labels", {})["note"] = text
-
-
-def _label_key(doc: dict, text: str) -> None:
-    doc.setdefault("labels", {})[text] = "v"
-
-
-def _error(key: str) -> Setter:
-    return lambda doc, text: doc.setdefault("error", {}).__setitem__(key, text)
-
-
-def _payment(key: str) -> Setter:
-    return lambda doc, text: doc["payment"].__setitem__(key, text)
-
-
-def _service(key: str) -> Setter:
-    return lambda doc, text: doc["service"].__setitem__(key, text)
-
-
-# Every string field of the contract that is free text, and a label key and value.
-FIELDS: dict[str, Setter] = {
-    "message": lambda doc, text: doc.__setitem__("message", text),
-    "labels.note": _label_value,
-    "label key": _label_key,
-    "error.type": _error("type"),
-    "error.message": _error("message"),
-    "payment.channel": _payment("channel"),
-    "payment.method": _payment("method"),
-    "payment.status": _payment("status"),
-    "payment.error_code": _payment("error_code"),
-    "service.name": _service("name"),
-    "service.version": _service("version"),
-    "service.instance.id": lambda doc, text: doc["service"].__setitem__("instance", {"id": text}),
-    "trace.id": lambda doc, text: doc.__setitem__("trace", {"id": text}),
-    "span.id": lambda doc, text: doc.__setitem__("span", {"id": text}),
-}
-
-
-def payment_doc(event_id: str, action: str, order_id: str, **payment: object) -> dict:
-    return {
-        "@timestamp": TS,
-        "event": {"id": event_id, "dataset": "paywatch.payment", "action": action},
-        "service": {"name": "gateway", "instance": {"id": "gw-1"}},
-        "payment": {"order_id": order_id, **payment},
-    }
-
-
-def corpus_lines() -> list[bytes]:
-    """300 corpus cases, each in one free-text field (cycled), on payment, app and heartbeat events."""
-    lines = []
-    names = list(FIELDS)
-    for i, (pan, _fmt, text) in enumerate(sample(300)):
-        doc = payment_doc(f"corpus-{i}", "payment_requested", f"c-{i}", attempt_id=f"c-{i}-a", channel="wechat")
-        FIELDS[names[i % len(names)]](doc, text)
-        raw = json.dumps(doc, ensure_ascii=i % 2 == 0)
-        if i % 7 == 0:  # digits JSON-escaped in the raw message itself
-            raw = raw.replace(pan, "".join(f"\\u{ord(c):04x}" for c in pan))
-        lines.append(raw.encode())
-    for i, pan in enumerate(PANS):
-        lines.append(
-            json.dumps(
-                {
-                    "@timestamp": TS,
-                    "event": {"id": f"app-{i}", "dataset": "paywatch.app", "action": f"charge {pan}"},
-                    "service": {"name": "checkout", "instance": {"id": "co-1"}},
-                    "log": {"level": "error"},
-                    "message": f"card {pan} declined",
-                }
-            ).encode()
-        )
-        lines.append(
-            json.dumps(
-                {
-                    "@timestamp": TS,
-                    "event": {"id": f"hb-{i}", "dataset": "paywatch.heartbeat"},
-                    "service": {"name": "checkout", "instance": {"id": "co-1"}},
-                    "heartbeat": {"interval_s": 3600, "seq": i, "status": "up", "checks": {f"db {pan}": "ok"}},
-                }
-            ).encode()
-        )
-    return lines
-
-
-def id_field_lines() -> list[bytes]:
-    """A card number as an id: rejected with a reason, never stored, never mangled into storage."""
-    docs = []
-    for i, pan in enumerate(PANS):
-        where = i % 4
-        doc = payment_doc(f"id-{i}", "payment_requested", pan if where == 0 else f"i-{i}", attempt_id=f"i-{i}-a")
-        doc["payment"]["channel"] = "wechat"
-        if where == 1:
-            doc["payment"]["attempt_id"] = pan
-        elif where == 2:
-            doc["payment"]["merchant_id"] = pan
-        elif where == 3:
-            doc["labels"] = {"refund_id": pan}
-        docs.append(json.dumps(doc).encode())
-    return docs
-
-
-def broken_lines() -> list[bytes]:
-    """Dead letters: not JSON, wrong contract, digits escaped and full-width."""
-    out = []
-    for i, pan in enumerate(PANS):
-        escaped = "".join(f"\\u{ord(c):04x}" for c in pan)
-        out.append(b'{"broken": "card %s' % pan.encode())
-        out.append(b'{"message": "%s", "order_id": "%s"}' % (escaped.encode(), ORDER_IDS[i % 6].encode()))
-        out.append(('{"x": "' + pan.translate(str.maketrans("0123456789", "０１２３４５６７８９")) + '"').encode())
-    return out
-
-
-def stuck_order_lines() -> list[bytes]:
-    """Six orders paid at alipay but never marked paid: enough to page (page_at: 5)."""
-    lines = []
-    for n, order in enumerate(ORDER_IDS[:6]):
-        pan = PANS[n]
-        note = {"note": f"customer typed {pan}", "refund_no": ORDER_IDS[6], "phone": INTACT_TEXT[-4]}
-        created = payment_doc(f"{order}-c", "order_created", order, amount_minor=1250, currency="CNY")
-        created["message"] = f"order {order} created {INTACT_TEXT[n % len(INTACT_TEXT)]}"
-        requested = payment_doc(f"{order}-r", "payment_requested", order, attempt_id=f"{order}01", channel="alipay")
-        requested["payment"].update(amount_minor=1250, currency="CNY")
-        callback = payment_doc(
-            f"{order}-s", "channel_callback", order, attempt_id=f"{order}01", channel="alipay", status="TRADE_SUCCESS"
-        )
-        callback["event"]["outcome"] = "success"
-        callback["labels"] = note
-        callback["message"] = f"callback for {order}: card {pan} charged 1250 CNY"
-        lines += [json.dumps(d).encode() for d in (created, requested, callback)]
-    return lines
 
 
 @pytest.fixture
