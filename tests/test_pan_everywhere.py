@@ -166,3 +166,25 @@ def test_no_card_number_survives_anywhere_and_paged_orders_can_be_looked_up(tmp_
     assert survivors(shown.stdout) == []
     created = next(d for d in timeline if d["event"].get("action") == "order_created")
     assert created["message"] == f"order {ORDER_IDS[0]} created {INTACT_TEXT[0]}"
+
+
+def test_the_report_masks_what_it_shows_even_if_storage_held_a_card_number(tmp_path: Path):
+    """Defence in depth: a document written around the ingest (another stage, an old database)."""
+    store = SqliteStore(tmp_path / "old.sqlite")
+    alert = {
+        "@timestamp": "2026-11-26T10:00:00.000Z",
+        "event": {"id": "al-1", "dataset": "paywatch.alert"},
+        "alert": {
+            "status": "firing",
+            "fingerprint": "f1",
+            "labels": {"alertname": "PaidButPending"},
+            "annotations": {"summary": f"order paid with {PANS[1]} ({PANS[2][:4]} {PANS[2][4:]})"},
+        },
+    }
+    try:
+        store.write([alert])
+        html = render(ReportInput("old", store, notes={"seen": PANS[3]}), tmp_path / "r.html").read_text()
+    finally:
+        store.close()
+    assert "PaidButPending" in html and "order paid with" in html
+    assert survivors(html) == []
