@@ -18,6 +18,7 @@ Luhn) is handled by the policy (`pan.id_policy`, default: reject the event with 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import re
 import unicodedata
@@ -40,6 +41,7 @@ _SEP: Final = (
     r"(?:[ \-.\u00a0\u2007\u2009\u202f\u3000\u2010-\u2013\uff0d\uff0e]"
     r"|\\u00(?:[aA]0|20|2[dDeE])|\\u20(?:0[79]|1[0-3]|2[fF])|\\u3000|\\u[fF]{2}0[dDeE])"
 )
+SEPARATORS: Final = " -.\u00a0\u2007\u2009\u202f\u3000\u2010\u2011\u2012\u2013\uff0d\uff0e"
 MAX_SEPARATORS: Final = 3
 _RUN: Final = re.compile(rf"{_DIGIT}(?:{_SEP}{{0,{MAX_SEPARATORS}}}{_DIGIT}){{{MIN_PAN - 1},}}")
 _DIGIT_TOKEN: Final = re.compile(_DIGIT)
@@ -110,13 +112,18 @@ SCHEMES: Final[tuple[tuple[str, tuple[tuple[str, str], ...], tuple[int, ...]], .
 )
 
 
+# The IIN ranges by first digit, so that most numbers are ruled out by one dict look-up.
+_RANGES: Final[dict[str, list[tuple[str, str, str, tuple[int, ...]]]]] = {}
+for _name, _prefixes, _lengths in SCHEMES:
+    for _lo, _hi in _prefixes:
+        _RANGES.setdefault(_lo[0], []).append((_lo, _hi, _name, _lengths))
+
+
 def scheme_of(digits: str) -> str | None:
     """The major scheme whose IIN prefix and length `digits` has, if it also passes Luhn."""
-    if not (MIN_PAN <= len(digits) <= MAX_PAN and luhn_ok(digits)):
-        return None
-    for name, prefixes, lengths in SCHEMES:
-        if len(digits) in lengths and any(lo <= digits[: len(lo)] <= hi for lo, hi in prefixes):
-            return name
+    for lo, hi, name, lengths in _RANGES.get(digits[:1], ()):
+        if len(digits) in lengths and lo <= digits[: len(lo)] <= hi:
+            return name if luhn_ok(digits) else None
     return None
 
 
@@ -130,17 +137,61 @@ def luhn_ok(digits: str) -> bool:
 # ---------------------------------------------------------------- finding and masking
 
 
-def _value(token: str) -> int:
-    if len(token) == 1:
-        return unicodedata.decimal(token)
-    return unicodedata.decimal(chr(int(token[2:], 16)))
+class _Flatten(dict[int, str | int | None]):
+    """str.translate table: any decimal digit → "0", any separator → `separator`, other characters
+    kept, so runs are found at C speed. Filled lazily (Unicode has ~700 decimal digits)."""
+
+    def __init__(self, separator: str | None) -> None:
+        super().__init__()
+        self._separator = separator
+
+    def __missing__(self, code: int) -> str | int | None:
+        ch = chr(code)
+        value = "0" if ch.isdecimal() else self._separator if ch in SEPARATORS else code
+        self[code] = value
+        return value
 
 
-def _runs(text: str) -> Iterable[tuple[re.Match[str], list[re.Match[str]], str]]:
-    """Every run of 13+ digits: the run, its digit tokens, its digits as an ASCII string."""
-    for run in _RUN.finditer(text):
-        tokens = list(_DIGIT_TOKEN.finditer(run.group()))
-        yield run, tokens, "".join(str(_value(t.group())) for t in tokens)
+_FLAT: Final = _Flatten("-")
+_FLAT_JOINED: Final = _Flatten(None)  # separators deleted: any run becomes 13+ zeros in a row
+_ZEROS: Final = "0" * MIN_PAN
+_FLAT_CHUNK: Final = re.compile(r"0[0-]*")
+_FLAT_RUN: Final = re.compile(rf"0(?:-{{0,{MAX_SEPARATORS}}}0){{{MIN_PAN - 1},}}")
+
+
+def _value(token: str) -> str:
+    if len(token) > 1:  # a JSON escape
+        token = chr(int(token[2:], 16))
+    return token if "0" <= token <= "9" else str(unicodedata.decimal(token))
+
+
+Run = tuple[list[tuple[int, int]], str]  # the spans of a run's digits in the text, and its digits in ASCII
+
+
+def _has_run(text: str) -> bool:
+    """False proves `text` holds no run of 13+ digits (so no card number): two C-speed passes."""
+    return len(text) >= MIN_PAN and ("\\u" in text or _ZEROS in text.translate(_FLAT_JOINED))
+
+
+def _runs(text: str) -> Iterable[Run]:
+    """Every run of 13+ digits, in a text that `_has_run`. Text without JSON escapes (nearly
+    all) is flattened by one str.translate and scanned by single-character regexes."""
+    if "\\u" in text:
+        for run in _RUN.finditer(text):
+            tokens = [
+                (run.start() + t.start(), run.start() + t.end(), t.group()) for t in _DIGIT_TOKEN.finditer(run.group())
+            ]
+            yield [(a, b) for a, b, _ in tokens], "".join(_value(t) for _, _, t in tokens)
+        return
+    flat = text.translate(_FLAT)
+    for chunk in _FLAT_CHUNK.finditer(flat):  # digits and separators: single-character steps
+        if chunk.group().count("0") < MIN_PAN:
+            continue
+        for run in _FLAT_RUN.finditer(flat, chunk.start(), chunk.end()):
+            start = run.start()
+            positions = [start + i for i, c in enumerate(run.group()) if c == "0"]
+            digits = "".join(text[p] for p in positions)
+            yield [(p, p + 1) for p in positions], digits if digits.isascii() else "".join(map(_value, digits))
 
 
 def _masked_digits(digits: str) -> list[bool]:
@@ -177,18 +228,18 @@ def mask_text(text: str, keep: Collection[str] = ()) -> str:
     `keep` holds the digits of ids known not to be card numbers (the event's own order id): a
     run whose digits are exactly one of them is left whole, so a message naming its order
     still names it."""
+    if not _has_run(text):
+        return text
     out: list[str] = []
     last = 0
-    for run, tokens, digits in _runs(text):
+    for spans, digits in _runs(text):
         if digits in keep:
             continue
-        masked = _masked_digits(digits)
-        for token, hide in zip(tokens, masked, strict=True):
+        for (start, end), hide in zip(spans, _masked_digits(digits), strict=True):
             if hide:
-                start = run.start() + token.start()
                 out.append(text[last:start])
                 out.append(MASK_CHAR)
-                last = run.start() + token.end()
+                last = end
     if not out:
         return text
     out.append(text[last:])
@@ -198,7 +249,9 @@ def mask_text(text: str, keep: Collection[str] = ()) -> str:
 def card_in_id(value: str, settings: PanSettings = DEFAULT) -> str | None:
     """Why an id is a card number by `settings.id_rule`, or None. Only whole digit runs count:
     an id is a key, and a 19-digit snowflake holds a Luhn-valid 13-digit window half the time."""
-    for _run, _tokens, digits in _runs(value):
+    if not _has_run(value):
+        return None
+    for _spans, digits in _runs(value):
         if settings.id_rule == "luhn":
             if len(digits) <= MAX_PAN and luhn_ok(digits):
                 return f"a {len(digits)}-digit Luhn-valid number"
@@ -209,7 +262,7 @@ def card_in_id(value: str, settings: PanSettings = DEFAULT) -> str | None:
 
 def id_digits(ids: Iterable[str | None]) -> frozenset[str]:
     """The digit runs of ids, for `mask_text(keep=...)`."""
-    return frozenset(digits for value in ids if value for _r, _t, digits in _runs(value))
+    return frozenset(digits for value in ids if value and _has_run(value) for _spans, digits in _runs(value))
 
 
 def may_contain_pan(raw: bytes) -> bool:
@@ -264,8 +317,36 @@ class _Judge:
         raise ContractError(f"{why}: card numbers must not be sent to paywatch{required_note}")
 
 
+@functools.lru_cache(maxsize=16)
+def _id_label_pattern(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns) or "(?!)")
+
+
 def is_id_label(key: str, settings: PanSettings = DEFAULT) -> bool:
-    return any(fnmatch.fnmatchcase(key, pattern) for pattern in settings.id_labels)
+    return _id_label_pattern(tuple(settings.id_labels)).match(key) is not None
+
+
+def _event_strings(event: Event, settings: PanSettings) -> tuple[str, list[str]]:
+    """An event's free text, one string per line (a line break is no separator, so no run spans
+    two), and its ids."""
+    e, p, s = event.event, event.payment, event.service
+    ids = [e.id]
+    text = [e.action, event.message, s.name, s.version, s.instance.id]
+    for key, value in event.labels.items():
+        text.append(key)
+        (ids if is_id_label(key, settings) else text).append(value)
+    if p is not None:
+        ids += (p.order_id, p.attempt_id, p.merchant_id)
+        text += (p.channel, p.method, p.status, p.error_code)
+    if event.error is not None:
+        text += (event.error.type, event.error.message)
+    if event.trace is not None:
+        text.append(event.trace.id)
+    if event.span is not None:
+        text.append(event.span.id)
+    if event.heartbeat is not None and event.heartbeat.checks:
+        text += event.heartbeat.checks
+    return "\n".join(filter(None, text)), [i for i in ids if i]
 
 
 def mask_event(event: Event, settings: PanSettings = DEFAULT) -> Event:
@@ -274,6 +355,9 @@ def mask_event(event: Event, settings: PanSettings = DEFAULT) -> Event:
     Ids are judged first, so that the ids that are not card numbers can be kept whole where
     free text names them. Raises ContractError (with a reason that holds no card number)
     when the policy rejects the event."""
+    text, ids = _event_strings(event, settings)
+    if not _has_run(text) and (not _has_run("\n".join(ids)) or all(card_in_id(i, settings) is None for i in ids)):
+        return event  # nearly every event: no digit run in its text, no card number as an id
     judge = _Judge(settings)
     e, p = event.event, event.payment
     e.id = judge.id(e.id, "event.id", required=True)  # type: ignore[assignment]
@@ -387,7 +471,7 @@ def mask_bytes(raw: bytes, settings: PanSettings = DEFAULT) -> bytes:
 
     UTF-8 with surrogateescape round-trips any byte string, and decodes full-width digits."""
     text = raw.decode("utf-8", "surrogateescape")
-    masked = mask_text(text, _ids_in(raw, settings) if _RUN.search(text) else ())
+    masked = mask_text(text, _ids_in(raw, settings) if _has_run(text) else ())
     return raw if masked is text else masked.encode("utf-8", "surrogateescape")
 
 
