@@ -281,10 +281,6 @@ def may_contain_pan(raw: bytes) -> bool:
 # ---------------------------------------------------------------- events
 
 
-# Fields of the contract that are ids: never masked, judged by `card_in_id`.
-ID_FIELDS: Final = ("event.id", "payment.order_id", "payment.attempt_id", "payment.merchant_id")
-
-
 class _Judge:
     """Applies the policy to one event's fields; raises ContractError when it says reject."""
 
@@ -365,21 +361,20 @@ def mask_event(event: Event, settings: PanSettings = DEFAULT) -> Event:
         p.order_id = judge.id(p.order_id, "payment.order_id", required=True)  # type: ignore[assignment]
         p.attempt_id = judge.id(p.attempt_id, "payment.attempt_id", required=e.action in ATTEMPT_ACTIONS)
         p.merchant_id = judge.id(p.merchant_id, "payment.merchant_id", required=False)
-    id_labels = {k for k in event.labels if is_id_label(k, settings)}
-    labels: dict[str, str] = {}
-    for key, value in event.labels.items():
-        if key in id_labels:
-            kept = judge.id(value, f"labels.{key}", required=False)
-            if kept is not None:
-                labels[key] = kept
-    ids = [e.id, *labels.values()] + ([p.order_id, p.attempt_id, p.merchant_id] if p is not None else [])
+    id_labels = {
+        k: judge.id(v, f"labels.{k}", required=False) for k, v in event.labels.items() if is_id_label(k, settings)
+    }
+    ids = [e.id, *id_labels.values()] + ([p.order_id, p.attempt_id, p.merchant_id] if p is not None else [])
     judge.keep = id_digits(ids)
-    for key, value in event.labels.items():
-        if key not in id_labels:
-            name = judge.text(key, "a label key")
-            text = judge.text(value, f"labels.{key}") if name is not None else None
-            if name is not None and text is not None:
-                labels[name] = text
+    labels: dict[str, str] = {}
+    for key, value in event.labels.items():  # in their order; a dropped key or value drops the label
+        if key in id_labels:
+            kept = id_labels[key]
+        else:
+            key = judge.text(key, "a label key")  # type: ignore[assignment]
+            kept = judge.text(value, f"labels.{key}") if key is not None else None
+        if key is not None and kept is not None:
+            labels[key] = kept
     event.labels = labels
     if p is not None:
         p.channel = judge.text(p.channel, "payment.channel", required=e.action in CHANNEL_ACTIONS)
