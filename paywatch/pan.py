@@ -420,44 +420,46 @@ def _is_id_path(path: tuple[str, ...], settings: PanSettings) -> bool:
     return path[-1] in ID_KEYS or (len(path) > 1 and path[-2] == "labels" and is_id_label(path[-1], settings))
 
 
-def mask_tree(value: Any, settings: PanSettings = DEFAULT, _path: tuple[str, ...] = ()) -> Any:
-    """Mask card numbers in every string of a JSON-like tree. Ids (by key) are kept unless they
-    are card numbers by `id_rule`, which a stored document cannot reject: those are masked.
-    Integers long enough to be a card number are checked as text."""
+def mask_tree(value: Any, settings: PanSettings = DEFAULT) -> Any:
+    """Mask card numbers in every string of a JSON-like tree (a stored document, a log line).
+    Ids (by key) are kept, and so are they where its text names them (an alert's description
+    lists its orders), unless they are card numbers by `id_rule`, which a stored document
+    cannot reject: those are masked. Integers long enough to be a card number are checked as text."""
+    return _mask_tree(value, settings, (), id_digits(_tree_ids(value, settings)))
+
+
+def _mask_tree(value: Any, settings: PanSettings, path: tuple[str, ...], keep: frozenset[str]) -> Any:
     if isinstance(value, str):
-        if _is_id_path(_path, settings):
+        if _is_id_path(path, settings):
             return mask_text(value) if card_in_id(value, settings) else value
-        return mask_text(value)
+        return mask_text(value, keep)
     if isinstance(value, dict):
-        return {mask_text(k): mask_tree(v, settings, (*_path, k)) for k, v in value.items()}
+        return {mask_text(k, keep): _mask_tree(v, settings, (*path, k), keep) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [mask_tree(v, settings, _path) for v in value]
+        return [_mask_tree(v, settings, path, keep) for v in value]
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** (MIN_PAN - 1):
         text = str(value)
-        masked = mask_tree(text, settings, _path)
+        masked = _mask_tree(text, settings, path, keep)
         return value if masked is text else masked
     return value
 
 
+def _tree_ids(node: Any, settings: PanSettings, path: tuple[str, ...] = ()) -> list[str]:
+    """The id strings of a tree that are not card numbers."""
+    if isinstance(node, dict):
+        return [i for k, v in node.items() for i in _tree_ids(v, settings, (*path, k))]
+    if isinstance(node, list | tuple):
+        return [i for v in node for i in _tree_ids(v, settings, path)]
+    if isinstance(node, str) and _is_id_path(path, settings) and card_in_id(node, settings) is None:
+        return [node]
+    return []
+
+
 def _ids_in(raw: bytes, settings: PanSettings) -> frozenset[str]:
     try:
-        tree = msgspec.json.decode(raw)
+        return id_digits(_tree_ids(msgspec.json.decode(raw), settings))
     except msgspec.DecodeError:
         return frozenset()
-    found: list[str] = []
-
-    def walk(node: Any, path: tuple[str, ...]) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, (*path, k))
-        elif isinstance(node, list):
-            for v in node:
-                walk(v, path)
-        elif isinstance(node, str) and _is_id_path(path, settings) and card_in_id(node, settings) is None:
-            found.append(node)
-
-    walk(tree, ())
-    return id_digits(found)
 
 
 def mask_bytes(raw: bytes, settings: PanSettings = DEFAULT) -> bytes:

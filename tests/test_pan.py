@@ -232,6 +232,9 @@ def test_document_trees_keep_ids_and_mask_the_rest():
     }
     out = mask_tree(doc)
     assert out["event"]["id"] == ORDER_IDS[1] and out["payment"]["order_id"][0] == ORDER_IDS[0]
+    alert = {"payment": {"order_id": ORDER_IDS[:2]}, "alert": {"description": f"Orders: {', '.join(ORDER_IDS[:3])}"}}
+    described = mask_tree(alert)["alert"]["description"]  # the ids the document names stay whole in its text
+    assert described.startswith(f"Orders: {ORDER_IDS[0]}, {ORDER_IDS[1]}, ") and ORDER_IDS[2] not in described
     assert out["labels"]["refund_no"] == ORDER_IDS[2]
     assert survivors(json.dumps(out), [CARD]) == []
 

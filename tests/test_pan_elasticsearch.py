@@ -30,7 +30,11 @@ def test_no_card_number_survives_in_elasticsearch_or_dead_letters(kafka_bootstra
     alert = {
         "@timestamp": "2026-11-26T10:00:01Z",
         "event": {"id": "pan-alert", "dataset": "paywatch.alert"},
-        "alert": {"summary": f"orders paid with {PANS[0]}", "fingerprint": ORDER_IDS[7]},
+        "alert": {
+            "summary": f"orders paid with {PANS[0]}",
+            "fingerprint": ORDER_IDS[7],
+            "annotations": {"description": f"Orders: {', '.join(ORDER_IDS[:6])}"},
+        },
         "payment": {"order_id": ORDER_IDS[:6]},
     }
     for topic, values in by_topic.items():
@@ -66,4 +70,5 @@ def test_no_card_number_survives_in_elasticsearch_or_dead_letters(kafka_bootstra
         assert found == 4, order  # created, requested, callback, and the alert naming it
     stored_alert = next(h["_source"] for h in hits if h["_source"]["event"]["id"] == "pan-alert")
     assert stored_alert["alert"]["fingerprint"] == ORDER_IDS[7]
+    assert stored_alert["alert"]["annotations"]["description"] == f"Orders: {', '.join(ORDER_IDS[:6])}"
     assert stored_alert["alert"]["summary"] == f"orders paid with {PANS[0][:6]}******{PANS[0][-4:]}"
