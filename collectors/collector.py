@@ -444,7 +444,7 @@ def connect(config: Config, should_stop: Callable[[], bool] = lambda: False) -> 
     consumer = Consumer(consumer_config(kafka, settings.group_id, **{"client.id": "paywatch-collector"}))
     # No delivery timeout: during a Kafka outage dead letters wait (and the batch with them).
     producer = Producer(producer_config(kafka, **{"message.timeout.ms": 0, "client.id": "paywatch-collector"}))
-    dead_letters = DeadLetters(producer, kafka.topics.dead_letter, STAGE)
+    dead_letters = DeadLetters(producer, kafka.topics.dead_letter, STAGE, config.pan)
     return Collector(settings, table, consumer, dead_letters, es, should_stop=should_stop)
 
 
