@@ -44,7 +44,8 @@ _SEP: Final = (
 SEPARATORS: Final = " -.\u00a0\u2007\u2009\u202f\u3000\u2010\u2011\u2012\u2013\uff0d\uff0e"
 MAX_SEPARATORS: Final = 3
 _RUN: Final = re.compile(rf"{_DIGIT}(?:{_SEP}{{0,{MAX_SEPARATORS}}}{_DIGIT}){{{MIN_PAN - 1},}}")
-_DIGIT_TOKEN: Final = re.compile(_DIGIT)
+# Within a run: a digit (group 1) or a whole separator, so the digits of `\u0020` are no digits.
+_TOKEN: Final = re.compile(rf"({_DIGIT})|{_SEP}")
 # Luhn: a doubled digit counts as the sum of the digits of its double.
 _DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 # may_contain_pan: every ASCII digit → "0", every other byte → "."; separators are deleted.
@@ -178,9 +179,8 @@ def _runs(text: str) -> Iterable[Run]:
     all) is flattened by one str.translate and scanned by single-character regexes."""
     if "\\u" in text:
         for run in _RUN.finditer(text):
-            tokens = [
-                (run.start() + t.start(), run.start() + t.end(), t.group()) for t in _DIGIT_TOKEN.finditer(run.group())
-            ]
+            at = run.start()
+            tokens = [(at + t.start(), at + t.end(), t.group()) for t in _TOKEN.finditer(run.group()) if t.group(1)]
             yield [(a, b) for a, b, _ in tokens], "".join(_value(t) for _, _, t in tokens)
         return
     flat = text.translate(_FLAT)

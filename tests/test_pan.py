@@ -103,6 +103,8 @@ def test_the_cases_of_the_issue():
 @example(scheme=("6011", 16), seed=5, fmt="nbsp", before="", after="")
 @example(scheme=("36", 14), seed=6, fmt="dot", before="1", after="9")
 @example(scheme=("4", 13), seed=7, fmt="double space", before="9 9 9 ", after=" 9 9 9")
+@example(scheme=("34", 15), seed=0, fmt="json-escaped grouped", before="", after="")  # found: \u0020's digits
+@example(scheme=("34", 15), seed=0, fmt="json-escaped grouped", before="", after="9")
 def test_a_card_number_anywhere_in_text_is_masked(scheme, seed, fmt, before, after):
     import random
 
