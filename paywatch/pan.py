@@ -35,11 +35,13 @@ MIN_PAN, MAX_PAN = 13, 19
 KEEP_FIRST, KEEP_LAST = 6, 4
 
 # A digit: any Unicode decimal digit (`\d` on str: ASCII, full-width, …) or a JSON escape of an
-# ASCII or full-width one. A separator: what people type between digit groups, or its escape.
-_DIGIT: Final = r"(?:\d|\\u003[0-9]|\\u[fF]{2}1[0-9])"
+# ASCII or full-width one, escaped once or more (JSON inside JSON). A separator: what people
+# type between digit groups, or its escape. An escape is matched from its first backslash only
+# (the look-behind), so a long row of backslashes costs one pass, not one per backslash.
+_DIGIT: Final = r"(?:\d|(?<!\\)\\+u003[0-9]|(?<!\\)\\+u[fF]{2}1[0-9])"
 _SEP: Final = (
     r"(?:[ \-.\u00a0\u2007\u2009\u202f\u3000\u2010-\u2013\uff0d\uff0e]"
-    r"|\\u00(?:[aA]0|20|2[dDeE])|\\u20(?:0[79]|1[0-3]|2[fF])|\\u3000|\\u[fF]{2}0[dDeE])"
+    r"|(?<!\\)\\+u(?:00(?:[aA]0|20|2[dDeE])|20(?:0[79]|1[0-3]|2[fF])|3000|[fF]{2}0[dDeE]))"
 )
 SEPARATORS: Final = " -.\u00a0\u2007\u2009\u202f\u3000\u2010\u2011\u2012\u2013\uff0d\uff0e"
 MAX_SEPARATORS: Final = 3
@@ -162,7 +164,7 @@ _FLAT_RUN: Final = re.compile(rf"0(?:-{{0,{MAX_SEPARATORS}}}0){{{MIN_PAN - 1},}}
 
 def _value(token: str) -> str:
     if len(token) > 1:  # a JSON escape
-        token = chr(int(token[2:], 16))
+        token = chr(int(token[-4:], 16))
     return token if "0" <= token <= "9" else str(unicodedata.decimal(token))
 
 

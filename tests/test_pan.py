@@ -283,3 +283,14 @@ def test_standard_library_log_records_are_masked_with_their_tracebacks():
     text = out.getvalue()
     assert "declined 555555******4444 for order" in text and "ValueError: bad card" in text
     assert survivors(text, [CARD]) == []
+
+
+@pytest.mark.parametrize("fmt", ["json-escaped", "json-escaped grouped", "full-width", "nbsp"])
+def test_card_numbers_escaped_twice_json_inside_json_are_found(fmt):
+    """A JSON document carried as a string of another (a callback body in a log line): in the
+    outer message's raw bytes the digits are escaped twice (`\\\\u0034`)."""
+    inner = json.dumps({"pan": FORMATS[fmt](CARD)})  # ensure_ascii: non-ASCII escaped once
+    raw = json.dumps({"message": inner, "payment": {"order_id": ORDER_IDS[0]}}).encode()
+    out = mask_bytes(raw)
+    assert survivors(out, [CARD]) == [] and ORDER_IDS[0].encode() in out
+    assert survivors(mask_text(inner), [CARD]) == []
