@@ -18,7 +18,7 @@ from paywatch.alerts.kibana import discover_url, evidence_query
 from paywatch.alerts.model import Alert, AlertChange, Status, fingerprint
 from paywatch.alerts.rules import Rule, Rules
 from paywatch.finding import Finding
-from paywatch.pan import mask_text
+from paywatch.pan import id_digits, mask_id, mask_text
 
 MAX_LISTED_ORDERS = 20
 
@@ -223,7 +223,7 @@ class AlertEngine:
             starts_at=state.starts_at,
             status=state.status,
             ends_at=ends_at,
-            order_ids=tuple(sorted({s.order_id for _, s in state.seen.values() if s.order_id})),
+            order_ids=tuple(sorted({mask_id(s.order_id) for _, s in state.seen.values() if s.order_id})),
         )
 
     def _annotations(self, state: _State, ends_at: datetime | None) -> dict[str, str]:
@@ -231,7 +231,7 @@ class AlertEngine:
         sources = [signal for _, signal in state.seen.values()]
         rule = state.pages() or next(iter(state.seen.values()))[0]
         latest = max(sources, key=lambda s: s.at)
-        orders = sorted({s.order_id for s in sources if s.order_id})
+        orders = sorted({mask_id(s.order_id) for s in sources if s.order_id})
         open_orders = {s.order_id for _, s in current.values() if s.order_id}
         fields = {
             "count": str(len(open_orders) or len(current)),
@@ -254,7 +254,7 @@ class AlertEngine:
             start = min((s.at for s in sources), default=state.starts_at) - self._links.kibana_lookback
             query = evidence_query(
                 orders,
-                [e for s in sources for e in s.event_ids],
+                [mask_id(e) for s in sources for e in s.event_ids],
                 {
                     f"payment.{k}" if k != "service" else "service.name": v
                     for k, v in state.labels.items()
@@ -264,8 +264,11 @@ class AlertEngine:
             annotations["kibana_url"] = discover_url(
                 self._links.kibana_url, self._links.kibana_data_view, query, start, ends_at
             )
-        # Summaries and ids come from payment data; a card number must not reach a pager or a chat.
-        return {key: mask_text(value) for key, value in annotations.items()}
+        # Summaries come from payment data: a card number must not reach a pager or a chat. Ids
+        # are not masked (a page must name orders that `paywatch orders show` finds); links are
+        # built from ids and masked labels only, since masking a URL-encoded query mangles ids.
+        keep = id_digits(orders)
+        return {k: v if k.endswith("_url") else mask_text(v, keep) for k, v in annotations.items()}
 
 
 def _labels(rule: Rule, signal: Signal) -> dict[str, str]:
@@ -273,5 +276,5 @@ def _labels(rule: Rule, signal: Signal) -> dict[str, str]:
     for name in rule.group_by:
         value = getattr(signal, name)
         if value:  # a merchant-wide incident names no channel: no `channel="unknown"` to route on
-            labels[name] = value
+            labels[name] = mask_id(value) if name == "merchant" else mask_text(value)
     return labels

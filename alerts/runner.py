@@ -107,7 +107,7 @@ class AlertRunner:
             finding = decode_finding(raw)
         except ContractError as exc:
             self.rejected += 1
-            log.error("finding rejected", reason=str(exc), raw=mask_text(raw[:200].decode(errors="replace")))
+            log.error("finding rejected", reason=str(exc), raw=mask_text(raw.decode(errors="replace"))[:200])
             return []
         changes = self.engine.on_finding(finding)
         self._emit(changes)

@@ -30,7 +30,7 @@ from paywatch.elastic import data_stream
 from paywatch.finding import FINDING, decode_finding
 from paywatch.intake import Intake
 from paywatch.metrics import meter
-from paywatch.pan import mask_event, mask_tree, may_contain_pan
+from paywatch.pan import DEFAULT, PanSettings, mask_event, mask_tree, may_contain_pan
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message, TopicPartition
@@ -53,16 +53,17 @@ _encode_json = msgspec.json.Encoder().encode
 _decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 
 
-def prepare_event(dataset: str, max_bytes: int, intake: Intake) -> Prepare:
+def prepare_event(dataset: str, max_bytes: int, intake: Intake, pan: PanSettings = DEFAULT) -> Prepare:
     """Contract events (payments, heartbeats, application logs), as the SDK or an ECS logger wrote
-    them: decode, mask, stamp, re-encode."""
+    them: decode, mask, stamp, re-encode. The card-number policy may reject the event
+    (ContractError): it is then dead-lettered."""
 
     def prepare(raw: bytes, now: datetime) -> tuple[str, bytes]:
         event = intake.decode(raw, max_bytes=max_bytes)
         if event.event.dataset != dataset:
             raise ContractError(f"event.dataset {event.event.dataset!r} on a topic that carries {dataset!r}")
         if may_contain_pan(raw):
-            mask_event(event)
+            mask_event(event, pan)
         event.event.ingested = now
         return event.event.id, encode(event)
 
@@ -120,13 +121,15 @@ class Route(Struct, frozen=True):
     action: bytes  # bulk action line up to the `_id` value
 
 
-def routes(topics: Topics, namespace: str, max_event_bytes: int, intake: Intake | None = None) -> dict[str, Route]:
+def routes(
+    topics: Topics, namespace: str, max_event_bytes: int, intake: Intake | None = None, pan: PanSettings = DEFAULT
+) -> dict[str, Route]:
     """Topic → route, for every topic the collector consumes."""
     intake = intake or Intake()
     table: dict[str, tuple[str, Prepare]] = {
-        topics.payments: (PAYMENT, prepare_event(PAYMENT, max_event_bytes, intake)),
-        topics.heartbeats: (HEARTBEAT, prepare_event(HEARTBEAT, max_event_bytes, intake)),
-        topics.logs: (APP, prepare_event(APP, max_event_bytes, intake)),
+        topics.payments: (PAYMENT, prepare_event(PAYMENT, max_event_bytes, intake, pan)),
+        topics.heartbeats: (HEARTBEAT, prepare_event(HEARTBEAT, max_event_bytes, intake, pan)),
+        topics.logs: (APP, prepare_event(APP, max_event_bytes, intake, pan)),
         topics.findings: (FINDING, prepare_finding),
         topics.alerts: ("paywatch.alert", prepare_document("paywatch.alert")),
         topics.actions: ("paywatch.action", prepare_document("paywatch.action")),
@@ -435,7 +438,9 @@ def connect(config: Config, should_stop: Callable[[], bool] = lambda: False) -> 
     from paywatch.kafka import consumer_config, ensure_topics, producer_config
 
     settings, kafka = config.collector, config.kafka
-    table = routes(kafka.topics, config.elasticsearch.namespace, settings.max_event_bytes, Intake(config.intake))
+    table = routes(
+        kafka.topics, config.elasticsearch.namespace, settings.max_event_bytes, Intake(config.intake), config.pan
+    )
     es = client(config.elasticsearch)
     steps = [lambda: ensure_topics(kafka, [*table, kafka.topics.dead_letter])]
     if settings.install_templates:
@@ -445,7 +450,7 @@ def connect(config: Config, should_stop: Callable[[], bool] = lambda: False) -> 
     consumer = Consumer(consumer_config(kafka, settings.group_id, **{"client.id": "paywatch-collector"}))
     # No delivery timeout: during a Kafka outage dead letters wait (and the batch with them).
     producer = Producer(producer_config(kafka, **{"message.timeout.ms": 0, "client.id": "paywatch-collector"}))
-    dead_letters = DeadLetters(producer, kafka.topics.dead_letter, STAGE)
+    dead_letters = DeadLetters(producer, kafka.topics.dead_letter, STAGE, config.pan)
     return Collector(settings, table, consumer, dead_letters, es, should_stop=should_stop)
 
 

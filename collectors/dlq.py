@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from paywatch.pan import mask_bytes, mask_text
+from paywatch.pan import DEFAULT, PanSettings, mask_bytes, mask_text
 
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message, Producer
@@ -33,8 +33,9 @@ REJECTED: Final = "rejected"
 class DeadLetters:
     """Sends refused messages to the dead-letter topic; `flush` says when all are durable."""
 
-    def __init__(self, producer: Producer, topic: str, stage: str) -> None:
+    def __init__(self, producer: Producer, topic: str, stage: str, pan: PanSettings = DEFAULT) -> None:
         self._producer = producer
+        self._pan = pan
         self._topic = topic
         self._stage = stage
         self._failed: list[tuple[Message, str, str]] = []
@@ -54,7 +55,7 @@ class DeadLetters:
             try:
                 self._producer.produce(
                     self._topic,
-                    mask_bytes(message.value() or b""),
+                    mask_bytes(message.value() or b"", self._pan),
                     message.key(),
                     headers=headers,
                     on_delivery=delivered,

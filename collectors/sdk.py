@@ -59,9 +59,11 @@ from paywatch.contract import (
     check,
     encode,
 )
-from paywatch.pan import mask_event
+from paywatch.pan import DEFAULT, MaskingFilter, PanSettings, mask_event, mask_text
 
 log = logging.getLogger("paywatch.sdk")
+# The SDK's diagnostics go to the payment service's own logging: no card number may reach it.
+log.addFilter(MaskingFilter())
 
 EventDict = dict[str, Any]
 PAYMENT_FIELDS: Final = frozenset(Payment.__struct_fields__)
@@ -184,9 +186,13 @@ def to_contract_event(_emitter: Emitter, _method: str, doc: EventDict) -> Event:
         raise InvalidEvent(str(exc), doc) from None
 
 
-def mask_pans(_emitter: Emitter, _method: str, event: Event) -> Event:
-    """Card numbers are masked before the event is buffered, spilled or sent."""
-    return mask_event(event)
+def mask_pans(emitter: Emitter, _method: str, event: Event) -> Event:
+    """Card numbers are masked before the event is buffered, spilled or sent (or the event is
+    refused, as the `pan` policy says)."""
+    try:
+        return mask_event(event, emitter.pan)
+    except ContractError as exc:
+        raise InvalidEvent(str(exc), msgspec.to_builtins(event)) from None
 
 
 def to_record(emitter: Emitter, _method: str, event: Event) -> tuple[tuple[Record], dict[str, Any]]:
@@ -343,12 +349,13 @@ class PaymentLogger(structlog.BoundLoggerBase):
 
 
 def _rejection(exc: InvalidEvent, first: str | None) -> dict[str, Any]:
-    """The invalid call, kept as text in the report so nothing it said is lost."""
+    """The invalid call, kept as text in the report so nothing it said is lost but card numbers
+    (masked here, whatever the policy: the report itself must not be refused)."""
     shown = {k: v for k, v in exc.fields.items() if k != "service"}
     return {
         "error_type": "ContractError",
-        "error_message": exc.reason,
-        "sdk_rejected_event": _as_json(shown or first)[:4000],
+        "error_message": mask_text(exc.reason),
+        "sdk_rejected_event": mask_text(_as_json(shown or first))[:4000],
     }
 
 
@@ -369,8 +376,10 @@ class Emitter:
         transport: Transport,
         topics: Topics,
         settings: SdkSettings,
+        pan: PanSettings = DEFAULT,
     ) -> None:
         self.service = service
+        self.pan = pan
         self.clock = clock
         self.topics = {PAYMENT: topics.payments, HEARTBEAT: topics.heartbeats, APP: topics.logs}
         self.min_app_level = APP_LEVELS.index(settings.app_log_level)
@@ -704,6 +713,7 @@ def open_logger(
         transport=_transport(transport, config),
         topics=config.kafka.topics,
         settings=settings,
+        pan=config.pan,
     )
     log = PaymentLogger(emitter, processors=PROCESSORS, context=context)
     emitter.heartbeat = HeartbeatSender(

@@ -22,6 +22,7 @@ from paywatch.dashboards.settings import DashboardSettings
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.embedded.settings import EmbeddedSettings
 from paywatch.intake import IntakeSettings
+from paywatch.pan import PanSettings
 from paywatch.simulator.settings import SimulatorSettings
 
 CONFIG_ENV = "PAYWATCH_CONFIG"
@@ -92,6 +93,7 @@ class Config(Section):
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
+    pan: PanSettings = Field(default_factory=PanSettings)
     sdk: SdkSettings = Field(default_factory=SdkSettings)
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
     collector: CollectorSettings = Field(default_factory=CollectorSettings)

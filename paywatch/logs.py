@@ -21,8 +21,13 @@ from paywatch.pan import mask_tree
 _CHATTY = ("elastic_transport", "httpx", "httpcore", "urllib3")
 
 
+_JSON_NATIVE = (str, int, float, bool, dict, list, tuple, type(None))
+
+
 def mask_card_numbers(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    return mask_tree(event_dict)
+    """Other objects (exceptions, paths, structs) are rendered as text by the renderer, after this
+    processor: they are turned to text here so that their card numbers are masked too."""
+    return mask_tree({k: v if isinstance(v, _JSON_NATIVE) else str(v) for k, v in event_dict.items()})
 
 
 class _PaywatchHandler(logging.StreamHandler):  # type: ignore[type-arg]

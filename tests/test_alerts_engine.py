@@ -348,3 +348,26 @@ def test_a_merchant_jam_pages_once_and_its_stuck_orders_join_that_page_on_every_
     assert [c for c in engine.on_finding(_merchant_incident("m-7", 100, "resolved")) if c.page] == []
     resolved = [c for i in range(12) for c in engine.on_finding(_stuck_of(f"o{i}", 200 + i, "x", "m-7", "resolved"))]
     assert [(c.reason, c.alert.labels.get("merchant")) for c in resolved if c.page] == [("resolved", "m-7")]
+
+
+def test_paged_order_ids_stay_whole_in_text_and_links_and_card_numbers_do_not():
+    """Luhn-valid numeric order ids are ids: the page and its Kibana link must name them as
+    stored. An 'order id' that is a card number (from a producer that bypassed ingest) and a
+    card number in a channel name are masked: a page cannot refuse them."""
+    from urllib.parse import unquote
+
+    links = Links(runbook_base_url="", kibana_url="http://kibana:5601/")
+    engine = AlertEngine(rules(), links=links)
+    orders = ["4111111111111111", "2026112600000003", "2026112600000011"]
+    for i, order in enumerate(orders):
+        engine.on_finding(stuck(order, i, channel="bank 5555 5555 5555 4444"))
+    [alert] = engine.active()
+    assert alert.labels["channel"] == "bank 5555 55** **** 4444"
+    assert alert.order_ids == ("2026112600000003", "2026112600000011", "411111******1111")
+    assert alert.annotations["description"] == (
+        "order 2026112600000011 paid at bank 5555 55** **** 4444 but pending\n"  # the latest order's summary
+        "Orders: 2026112600000003, 2026112600000011, 411111******1111"
+    )
+    link = unquote(alert.annotations["kibana_url"])
+    assert '"2026112600000003" or "2026112600000011" or "411111******1111"' in link
+    assert "4111111111111111" not in str(alert) and "5555 5555" not in str(alert)

@@ -168,7 +168,7 @@ def test_pans_are_masked_in_every_dataset_before_storage():
     batch = build_batch(messages, TABLE, NOW, 4096)
     body = b"".join(batch.lines)
     assert PAN.encode() not in body and spaced.encode() not in body
-    assert body.count(b"411111******1111") == 4
+    assert body.count(b"411111******1111") == 3 and body.count(b"4111 11** **** 1111") == 1
 
 
 def test_pan_written_with_json_unicode_escapes_is_still_masked():
@@ -226,18 +226,9 @@ def test_owner_mapping_is_absent_until_the_owner_ships_it(tmp_path, monkeypatch)
     assert owner_mapping("ownerpkg") == mapping
 
 
-def test_health_metrics_are_served_for_prometheus():
-    port = free_port()
-    server = start_metrics_server(port)
-    try:
-        health = CollectorHealth()
-        health.record_batch(indexed=5, duplicates=2, invalid=1, rejected=1, seconds=0.5)
-        health.bulk_latency(0.02)
-        health.paused(True)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    finally:
-        server.shutdown()
-    samples = {
+def _samples(port: int) -> dict[tuple, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {
         (
             sample.name,
             tuple(sorted((k, v) for k, v in sample.labels.items() if not k.startswith("otel_"))),
@@ -245,21 +236,51 @@ def test_health_metrics_are_served_for_prometheus():
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
-    assert samples[("paywatch_collector_events_total", (("result", "indexed"),))] == 5
-    assert samples[("paywatch_collector_events_total", (("result", "dead_lettered"),))] == 2
-    assert samples[("paywatch_collector_dead_letters_total", (("kind", "invalid"),))] == 1
-    assert samples[("paywatch_collector_events_per_second", ())] == 18
-    assert samples[("paywatch_collector_bulk_duration_seconds_count", ())] == 1
-    assert samples[("paywatch_collector_paused", ())] == 1
+
+
+def test_health_metrics_are_served_for_prometheus():
+    """Counters are process-wide (other tests' collectors count too): judge what this batch added."""
+    port = free_port()
+    server = start_metrics_server(port)
+    try:
+        before = _samples(port)
+        health = CollectorHealth()
+        health.record_batch(indexed=5, duplicates=2, invalid=1, rejected=1, seconds=0.5)
+        health.bulk_latency(0.02)
+        health.paused(True)
+        after = _samples(port)
+    finally:
+        server.shutdown()
+
+    def added(name: str, *labels: tuple[str, str]) -> float:
+        return after[(name, labels)] - before.get((name, labels), 0)
+
+    assert added("paywatch_collector_events_total", ("result", "indexed")) == 5
+    assert added("paywatch_collector_events_total", ("result", "dead_lettered")) == 2
+    assert added("paywatch_collector_dead_letters_total", ("kind", "invalid")) == 1
+    assert after[("paywatch_collector_events_per_second", ())] == 18
+    assert added("paywatch_collector_bulk_duration_seconds_count") == 1
+    assert after[("paywatch_collector_paused", ())] == 1
 
 
 def test_decoded_ids_survive_masking_untouched():
-    order = "4111111111111111"  # a numeric order id that passes Luhn stays an id
+    order = "2026112600000003"  # a numeric order id that passes Luhn stays an id
     batch = build_batch(
-        [msg(payment(payment={"order_id": order, "attempt_id": "a", "channel": "c"}))], TABLE, NOW, 4096
+        [msg(payment(payment={"order_id": order, "attempt_id": "a", "channel": "c"}, message=f"order {order}"))],
+        TABLE,
+        NOW,
+        4096,
     )
     [(_, source)] = bulk_pairs(batch)
-    assert msgspec.json.decode(json.dumps(source))["payment"]["order_id"] == order
+    stored = msgspec.json.decode(json.dumps(source))
+    assert stored["payment"]["order_id"] == order and stored["message"] == f"order {order}"
+
+
+def test_an_order_id_that_is_a_card_number_is_dead_lettered_with_the_reason():
+    batch = build_batch([msg(payment(payment={"order_id": PAN, "attempt_id": "a", "channel": "c"}))], TABLE, NOW, 4096)
+    assert not batch.lines
+    [(_, reason)] = batch.dead
+    assert reason.endswith("payment.order_id is a Visa card number: card numbers must not be sent to paywatch")
 
 
 def test_an_ordinary_event_takes_the_fast_path_without_field_masking():

@@ -72,13 +72,14 @@ def test_published_schemas_match_the_code():
 
 
 def test_pan_is_masked_in_free_text_but_ids_are_kept():
-    assert mask_text("card 4111 1111 1111 1111 declined") == "card 411111******1111 declined"
-    assert mask_text("4111111111111112") == "4111111111111112"  # fails Luhn: not a card
+    assert mask_text("card 4111 1111 1111 1111 declined") == "card 4111 11** **** 1111 declined"
+    assert mask_text("4111111111113") == "4111111111113"  # fails Luhn: not a card
     ev = decode(payment(message="x", labels={"note": "pan=5555555555554444"}))
     mask_event(ev)
     assert ev.labels["note"] == "pan=555555******4444"
-    tree = mask_tree({"order_id": "4111111111111111", "text": ["4111111111111111"]})
-    assert tree == {"order_id": "4111111111111111", "text": ["411111******1111"]}
+    # A Luhn-valid order id is kept; an "order id" that is a Visa card number is not.
+    tree = mask_tree({"order_id": "2026112600000003", "refund_id": "4111111111111111", "text": ["4111111111111111"]})
+    assert tree == {"order_id": "2026112600000003", "refund_id": "411111******1111", "text": ["411111******1111"]}
 
 
 def test_finding_ids_are_stable():
@@ -99,5 +100,5 @@ def test_dead_letter_bytes_are_masked_even_when_not_json_or_utf8():
     from paywatch.pan import mask_bytes
 
     raw = b"\xff\xfe{broken card=4111-1111-1111-1111 \xe4\xb8\xad"
-    assert mask_bytes(raw) == b"\xff\xfe{broken card=411111******1111 \xe4\xb8\xad"
+    assert mask_bytes(raw) == b"\xff\xfe{broken card=4111-11**-****-1111 \xe4\xb8\xad"
     assert mask_bytes(b"order 12345") == b"order 12345"

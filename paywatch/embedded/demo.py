@@ -37,6 +37,7 @@ from paywatch.embedded.pipeline import Pipeline
 from paywatch.embedded.report import CaughtIncident, ReportInput, render
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.finding import Finding, is_incident
+from paywatch.intake import Intake
 from paywatch.simulator.channel_api import ChannelApiServer, merchant_keypair
 from paywatch.simulator.settings import SimulatorSettings
 
@@ -180,7 +181,10 @@ def run_demo(
         findings: list[Finding] = []
         view = LiveView(pipeline)
         pipeline.listeners += [findings.append, view.on_finding]
-        ingest = IngestServer(pipeline.ingest, store, token, "127.0.0.1", 0, config.embedded.max_body_bytes)
+        limit = config.embedded.max_body_bytes
+        ingest = IngestServer(
+            pipeline.ingest, store, token, "127.0.0.1", 0, limit, Intake(config.intake), pan=config.pan
+        )
         ingest.start()
         stack.callback(ingest.stop)
         http = stack.enter_context(httpx.Client(base_url=ingest.url, headers={"Authorization": f"Bearer {token}"}))

@@ -21,22 +21,24 @@ from paywatch.embedded.queries import Queries
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.intake import Intake
 from paywatch.otlp import export_logs
-from paywatch.pan import mask_bytes, mask_event, mask_text
+from paywatch.pan import DEFAULT, PanSettings, mask_bytes, mask_event, mask_text
 
 EventSink = Callable[[list[Event]], None]
 JSON = "application/json"
 
 
-def judge_lines(body: bytes, intake: Intake) -> tuple[list[Event], list[tuple[int, str, bytes]]]:
+def judge_lines(
+    body: bytes, intake: Intake, pan: PanSettings = DEFAULT
+) -> tuple[list[Event], list[tuple[int, str, bytes]]]:
     """Split an NDJSON body (contract events or ECS log lines) into valid, PAN-masked events and
-    (line number, reason, raw line) rejects."""
+    (line number, reason, raw line) rejects; an event the card-number policy rejects is one of them."""
     accepted: list[Event] = []
     rejected: list[tuple[int, str, bytes]] = []
     for number, line in enumerate(body.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
-            accepted.append(mask_event(intake.decode(line)))
+            accepted.append(mask_event(intake.decode(line), pan))
         except ContractError as exc:
             rejected.append((number, str(exc), line))
     return accepted, rejected
@@ -55,6 +57,7 @@ class IngestServer:
         max_body_bytes: int,
         intake: Intake | None = None,
         queries: Queries | None = None,
+        pan: PanSettings = DEFAULT,
     ) -> None:
         if not token:
             raise ValueError("the ingest endpoint needs a bearer token (set it in the environment or a file)")
@@ -64,6 +67,7 @@ class IngestServer:
         self._store = store
         self._token = token.encode()
         self._max_body = max_body_bytes
+        self._pan = pan
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -93,9 +97,10 @@ class IngestServer:
             return 401, {"error": "missing or wrong bearer token"}
         if length > self._max_body:
             return 413, {"error": f"body of {length} bytes is over the {self._max_body}-byte limit"}
-        accepted, rejected = judge_lines(body or b"", self._intake)
+        accepted, rejected = judge_lines(body or b"", self._intake, self._pan)
         for number, reason, raw in rejected:
-            self._store.dead_letter("http:/v1/events", f"line {number}: {mask_text(reason)}", mask_bytes(raw))
+            masked = mask_bytes(raw, self._pan)
+            self._store.dead_letter("http:/v1/events", f"line {number}: {mask_text(reason)}", masked)
         if accepted:
             self._sink(accepted)
         reply = {

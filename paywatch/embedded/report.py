@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from paywatch.embedded.sqlite_store import SqliteStore
+from paywatch.pan import mask_text
 from paywatch.store import get
 
 LEVELS = {"healthy": 0, "degraded": 1, "down": 2}
@@ -187,11 +188,15 @@ def _queries(actions: pd.DataFrame, marks: _Marks) -> str:
     return _png(fig)
 
 
+def _text(value: Any) -> str:
+    """Report text, HTML-escaped. Stored data was masked on the way in; masked again here because
+    a report is handed around, and summaries reach it from every stage (the tables name no ids)."""
+    return html.escape(mask_text("" if value is None else str(value)))
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape('' if c is None else str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
+    body = "".join("<tr>" + "".join(f"<td>{_text(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -266,7 +271,7 @@ def render(report: ReportInput, out: Path) -> Path:
         (action, channel, len(rows), rows.ts.min().strftime("%H:%M:%S"), rows.ts.max().strftime("%H:%M:%S"))
         for (action, channel), rows in repairs.groupby(["action", "channel"])
     ]
-    notes = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in report.notes.items())
+    notes = "".join(f"<li><b>{_text(k)}</b>: {_text(v)}</li>" for k, v in report.notes.items())
     figures = "".join(
         f'<figure><img class="plot" alt="{html.escape(t)}" src="data:image/png;base64,{png}">'
         f"<figcaption>{html.escape(t)}</figcaption></figure>"

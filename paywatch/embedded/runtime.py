@@ -50,6 +50,7 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
         settings.max_body_bytes,
         Intake(config.intake),
         Queries(pipeline.channels, store),
+        config.pan,
     )
     stop = stop or threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
