@@ -31,7 +31,7 @@ log = structlog.get_logger("paywatch.alerts")
 SELF = "paywatch-alert"
 
 
-@click.command()
+@click.command(epilog="Example: paywatch alert --config paywatch.yaml")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="paywatch.yaml")
 @click.option("--max-seconds", type=float, default=None, help="Stop after this many seconds (demos, tests).")
 def alert(config_path: str | None, max_seconds: float | None) -> None:

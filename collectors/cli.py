@@ -12,7 +12,7 @@ from paywatch.config import load_config
 SELF = "paywatch-collect"
 
 
-@click.command()
+@click.command(epilog="Example: PAYWATCH_CONFIG=paywatch.yaml paywatch collect")
 @click.option(
     "--config",
     "config_path",
@@ -27,8 +27,10 @@ def collect(config_path: str | None) -> None:
     reason. Stops cleanly on SIGTERM/SIGINT (the batch in hand is finished or redone later)."""
     from paywatch.collectors.collector import Stopped, connect
     from paywatch.collectors.sdk import open_logger
+    from paywatch.logs import configure_logging
     from paywatch.metrics import start_metrics_server
 
+    configure_logging()  # on stderr, like every stage: stdout stays free
     config = load_config(config_path)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from paywatch.clock import iso_utc
 from paywatch.config import ConfigError, load_config
 
 
@@ -17,7 +18,7 @@ def _config(path: str | None):
         raise click.ClickException(str(exc)) from None
 
 
-@click.command()
+@click.command(epilog="Example: paywatch replay events.jsonl --out findings.jsonl --truth truth.jsonl")
 @click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--out",
@@ -75,12 +76,12 @@ def replay(
         f"false incidents {len(result.false_incidents)}"
     )
     for f in result.false_incidents:
-        click.echo(f"  false: {f.timestamp.isoformat()} {f.finding.fingerprint} {f.finding.summary}")
+        click.echo(f"  false: {iso_utc(f.timestamp)} {f.finding.fingerprint} {f.finding.summary}")
     if fail_on_miss and (result.missed or result.false_incidents):
         sys.exit(1)
 
 
-@click.command()
+@click.command(epilog="Example: paywatch detect --config paywatch.yaml --group paywatch-detect")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="paywatch.yaml")
 @click.option("--group", default="paywatch-detect", show_default=True, help="Kafka consumer group of the workers.")
 @click.option("--instance", help="This worker's instance id in its heartbeats (default: host-pid).")

@@ -109,7 +109,11 @@ def _stream(
     return counts
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n"
+    "  paywatch simulate --duration 20m -s callback_outage:channel=alipay,start=5m -o ev.jsonl --truth t.jsonl\n"
+    "  paywatch simulate --kafka --speed 60 -s channel_down:channel=bank_b"
+)
 @click.option(
     "-s",
     "--scenario",
@@ -174,10 +178,14 @@ def simulate(
         settings = settings.model_copy(update={"peak_orders_per_s": rate})
     start = start.astimezone(UTC)
     try:
+        seconds = parse_duration(duration)
+    except ScenarioError as exc:
+        raise click.BadParameter(str(exc), param_hint="--duration") from None
+    try:
         run = run_simulation(
             scenarios,
             seed=seed,
-            duration=parse_duration(duration),
+            duration=seconds,
             start=start,
             settings=settings,
             keep_records=False,

@@ -25,14 +25,14 @@ def stuck(order: str, seconds: float = 0, state: str = "open", channel: str = "a
     return stuck_at(order, at(seconds), state, channel)
 
 
-def health(level: str, seconds: float, channel: str = "bank_b", state: str = "open"):
+def health(level: str, seconds: float, channel: str = "bank_b", state: str = "open", summary: str = ""):
     return make_finding(
         at=at(seconds),
         kind="channel_health",
         state=state,
         fingerprint=f"channel_health|{channel}",
         severity="critical",
-        summary=f"{channel} failure rate high",
+        summary=summary or f"{channel} failure rate high",
         level=level,
         payment=FindingPayment(channel=channel),
     )
@@ -310,3 +310,15 @@ def test_duplicates_are_one_cross_channel_alert_paged_by_the_burst_not_by_single
         engine.on_finding(duplicate(f"d{i}", 2100, "x", "resolved"))
     [last] = engine.on_finding(duplicate_burst(2200, "resolved"))
     assert (last.reason, last.page) == ("resolved", True) and engine.active() == []
+
+
+def test_shipped_rules_summaries_read_as_sentences():
+    """The shipped rules, not a test rule set: "1 order", a channel named once, ids untouched."""
+    engine = AlertEngine(load_rules(None), resend_interval=timedelta(seconds=60))
+    (opened,) = engine.on_finding(stuck("o1"))
+    assert opened.alert.annotations["summary"] == "1 order paid at alipay but still pending in the business"
+    degraded = health("degraded", 0, summary="channel bank_b is degraded: 5 of 6 attempts failed")
+    (fired,) = [c for c in engine.on_finding(degraded) if c.page]
+    assert fired.alert.annotations["summary"] == "Channel bank_b is degraded: 5 of 6 attempts failed"
+    (fired,) = [c for c in engine.on_finding(health("down", 1, "alipay", summary="alipay answers nothing")) if c.page]
+    assert fired.alert.annotations["summary"] == "alipay answers nothing"  # an id is never capitalised
