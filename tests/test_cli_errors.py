@@ -111,7 +111,7 @@ def test_a_bad_flag_is_one_line_and_exit_2(path: tuple[str, ...], tmp_path: Path
         ["incidents"],  # no embedded database yet, and no demo's
         ["schema", "export", "/proc/no/such/dir"],
         ["dashboards", "docs", "no/such/dir/dashboards.md"],
-        ["config-docs", "no/such/dir/configuration.md"],
+        ["config-docs", "--out", "no/such/dir/configuration.md"],
     ],
     ids=lambda a: " ".join(a),
 )
@@ -191,3 +191,38 @@ def test_a_bad_value_blames_its_own_option(args: list[str], blamed: str, tmp_pat
     result = _run(args, tmp_path)
     assert result.returncode == 2
     _one_clear_line(result, blamed)
+
+
+def _examples(path: tuple[str, ...]) -> list[list[str]]:
+    """The `paywatch ...` lines of a command's help epilog, as argument lists."""
+    import shlex
+
+    command: click.Command = main
+    ctx = click.Context(main)
+    for name in path:
+        command = command.get_command(ctx, name)  # type: ignore[attr-defined]
+    out = []
+    for line in (command.epilog or "").splitlines():
+        for part in line.split("&&"):
+            words = shlex.split(part.split("#", 1)[0])
+            if "paywatch" in words:  # after any VAR=value prefix
+                out.append(words[words.index("paywatch") + 1 :])
+    return out
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "paywatch")
+def test_every_example_parses(path: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An example that the command itself would reject is worse than none (files it names exist)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("paywatch.yaml", "events.jsonl", "truth.jsonl"):
+        (tmp_path / name).write_text("")
+    examples = _examples(path)
+    assert examples, path
+    for args in examples:
+        command: click.Command = main
+        ctx = main.make_context("paywatch", list(args))
+        rest = [*ctx._protected_args, *ctx.args]
+        while isinstance(command, click.Group) and rest:
+            name, command, rest = command.resolve_command(ctx, rest)  # type: ignore[assignment]
+            ctx = command.make_context(name, rest, parent=ctx)  # type: ignore[arg-type, union-attr]
+            rest = [*getattr(ctx, "_protected_args", []), *ctx.args]
