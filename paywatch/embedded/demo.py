@@ -244,15 +244,27 @@ def _caught(result: Score, incidents: list) -> list[CaughtIncident]:
                 inc.start,
                 inc.end,
                 bool(outcomes) and all(o.caught for o in outcomes),
-                max(delays) if delays else None,
+                min(delays) if delays else None,  # the first finding: when paywatch knew
                 ", ".join(f"{o.kind} on {o.subject}" for o in outcomes),
+                detect_from=inc.detect_from,
+                kinds=tuple(dict.fromkeys(o.kind for o in outcomes)),
+                subjects=tuple(dict.fromkeys(o.subject for o in outcomes if o.subject != "*")),
             )
         )
     return rows
 
 
 def print_summary(result: DemoResult, console: Console) -> None:
-    table = Table("incident", "expected finding", "on", "caught", "detection delay", title="What paywatch caught")
+    table = Table(
+        "incident",
+        "expected finding",
+        "on",
+        "caught",
+        "delay",
+        title="What paywatch caught",
+        caption="delay: from when the events first made it detectable to the first finding "
+        "(recovery: from the incident's end); report.html has delays from its start and to the first page",
+    )
     for o in result.score.outcomes:
         delay = "—" if o.delay_s is None else f"{o.delay_s:.1f} s"
         label = f"{o.kind} (recovery)" if o.recovery else o.kind
