@@ -724,6 +724,12 @@ def _transport(given: Transport | Callable[[list[Event]], object] | None, config
     s = config.sdk
     if (s.transport or ("kafka" if config.backend == "kafka" else "http")) == "http":
         return HttpTransport(s.ingest_url, read_secret(s.ingest_token_env, s.ingest_token_file), s.send_timeout_s)
+    return kafka_transport(config)
+
+
+def kafka_transport(config: Config) -> Transport:
+    """The Kafka transport; paywatch's own Kafka stages (collect, alert) send their heartbeats
+    through it whatever `backend` says, since they only run on Kafka."""
     from paywatch.kafka import producer_config
 
-    return KafkaTransport(producer_config(config.kafka), s.delivery_timeout_s)
+    return KafkaTransport(producer_config(config.kafka), config.sdk.delivery_timeout_s)
