@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
+import msgspec
 import pytest
 
 from paywatch.cli import main
@@ -226,3 +227,34 @@ def test_every_example_parses(path: tuple[str, ...], tmp_path: Path, monkeypatch
             name, command, rest = command.resolve_command(ctx, rest)  # type: ignore[assignment]
             ctx = command.make_context(name, rest, parent=ctx)  # type: ignore[arg-type, union-attr]
             rest = [*getattr(ctx, "_protected_args", []), *ctx.args]
+
+
+def test_times_print_whole_as_iso_8601_utc_at_80_columns(tmp_path: Path) -> None:
+    """`incidents` on a narrow terminal: every time whole, in UTC, whatever zone it was stored in;
+    the demo's database is read when no embedded database exists yet."""
+    from datetime import UTC, datetime
+
+    from paywatch.clock import ManualClock
+    from paywatch.embedded.settings import DEMO_DATABASE
+    from paywatch.embedded.sqlite_store import SqliteStore
+    from paywatch.finding import FindingPayment, make_finding
+
+    database = tmp_path / DEMO_DATABASE
+    database.parent.mkdir(parents=True)
+    store = SqliteStore(database, clock=ManualClock(datetime(2026, 1, 15, tzinfo=UTC)))
+    opened = make_finding(
+        at=datetime.fromisoformat("2026-01-15T10:05:03.250+08:00"),
+        kind="channel_health",
+        state="open",
+        level="down",
+        fingerprint="channel_health:bank_b",
+        severity="critical",
+        summary="channel bank_b is down",
+        payment=FindingPayment(channel="bank_b"),
+    )
+    store.write([msgspec.to_builtins(opened)])
+    store.close()
+    result = _run(["incidents"], tmp_path, env={"COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    assert "2026-01-15T02:05:03Z" in result.stdout
+    assert f"reading the demo's database {DEMO_DATABASE}" in result.stderr

@@ -60,8 +60,12 @@ def history_reader(config: Config, database: Path | None = None) -> HistoryReade
 
 
 def _table(title: str, *headers: str, times: int = 1) -> Table:
-    """The first `times` columns hold times: ISO 8601 UTC, kept whole at any terminal width."""
-    columns = [Column(h, no_wrap=True, min_width=20) if i < times else Column(h) for i, h in enumerate(headers)]
+    """The first `times` columns hold times: ISO 8601 UTC, kept whole at any terminal width;
+    the others fold rather than cut, so an id is never shown shortened."""
+    columns = [
+        Column(h, no_wrap=True, min_width=20) if i < times else Column(h, overflow="fold")
+        for i, h in enumerate(headers)
+    ]
     return Table(*columns, title=title)
 
 
