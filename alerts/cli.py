@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Message, Top
 
 from paywatch.alerts.runner import AlertRunner, build_engine, build_sinks
 from paywatch.clock import Clock, SystemClock
-from paywatch.collectors.sdk import open_logger
+from paywatch.collectors.sdk import kafka_transport, open_logger
 from paywatch.config import Config, ConfigError, load_config
 from paywatch.contract import ContractError, decode
 from paywatch.kafka import ensure_topics
@@ -31,7 +31,7 @@ log = structlog.get_logger("paywatch.alerts")
 SELF = "paywatch-alert"
 
 
-@click.command()
+@click.command(epilog="Example: paywatch alert --config paywatch.yaml")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="paywatch.yaml")
 @click.option("--max-seconds", type=float, default=None, help="Stop after this many seconds (demos, tests).")
 def alert(config_path: str | None, max_seconds: float | None) -> None:
@@ -84,7 +84,10 @@ class AlertHandler:
         self._clock = clock
         # Our own heartbeats, through the SDK like any service: the detectors watch us too.
         self.sdk = open_logger(
-            SELF, config=config, checks=lambda: {"findings_lag": not self.runner.stall.is_stalled(SELF)}
+            SELF,
+            config=config,
+            transport=kafka_transport(config),
+            checks=lambda: {"findings_lag": not self.runner.stall.is_stalled(SELF)},
         )
 
     def _publish(self, doc: dict) -> None:

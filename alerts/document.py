@@ -23,6 +23,7 @@ def _iso(value: Any) -> str | None:
 
 def alert_document(change: AlertChange, deliveries: Sequence[Delivery] = ()) -> dict[str, Any]:
     alert = change.alert
+    mine = [d for d in deliveries if alert.fingerprint in d.fingerprints]
     raw = f"{alert.fingerprint}|{change.reason}|{alert.status}|{change.at.isoformat()}"
     doc: dict[str, Any] = {
         "@timestamp": change.at.isoformat(),
@@ -42,11 +43,10 @@ def alert_document(change: AlertChange, deliveries: Sequence[Delivery] = ()) -> 
             "starts_at": _iso(alert.starts_at),
             "ends_at": _iso(alert.ends_at),
             "order_count": len(alert.order_ids),
-            "deliveries": [
-                {k: v for k, v in asdict(d).items() if k != "fingerprints" and v is not None}
-                for d in deliveries
-                if alert.fingerprint in d.fingerprints
-            ],
+            "deliveries": [{k: v for k, v in asdict(d).items() if k != "fingerprints" and v is not None} for d in mine],
+            # "sink: delivered|failed", one per delivery: the deliveries array is not nested in
+            # Elasticsearch, so counting its sub-fields together would pair any sink with any outcome.
+            "delivery_results": [f"{d.sink}: {'delivered' if d.ok else 'failed'}" for d in mine],
         },
     }
     payment = {

@@ -233,15 +233,17 @@ class AlertEngine:
         latest = max(sources, key=lambda s: s.at)
         orders = sorted({mask_id(s.order_id) for s in sources if s.order_id})
         open_orders = {s.order_id for _, s in current.values() if s.order_id}
+        count = len(open_orders) or len(current)
         fields = {
-            "count": str(len(open_orders) or len(current)),
+            "count": str(count),
+            "orders": f"{count} order" if count == 1 else f"{count} orders",
             "channel": state.labels.get("channel", ""),
             "service": state.labels.get("service", ""),
             "merchant": state.labels.get("merchant", ""),
             "level": latest.level or "",
             "summary": latest.summary,
         }
-        annotations = {"summary": rule.summary.format_map(fields)}
+        annotations = {"summary": _sentence(rule.summary.format_map(fields), set(state.labels.values()))}
         lines = [latest.summary]
         if orders:
             shown = ", ".join(orders[:MAX_LISTED_ORDERS])
@@ -278,3 +280,12 @@ def _labels(rule: Rule, signal: Signal) -> dict[str, str]:
         if value:  # a merchant-wide incident names no channel: no `channel="unknown"` to route on
             labels[name] = mask_id(value) if name == "merchant" else mask_text(value)
     return labels
+
+
+def _sentence(text: str, ids: set[str]) -> str:
+    """Capitalise a summary's first word when it is a plain word ("channel ..."), never an id
+    (a channel, service or merchant named first stays exactly as it is)."""
+    first = text.split(" ", 1)[0]
+    if first.isalpha() and first.islower() and first not in ids:
+        return text[:1].upper() + text[1:]
+    return text

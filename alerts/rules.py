@@ -23,7 +23,7 @@ SELF_KINDS = ("paywatch_stalled",)
 KNOWN_KINDS = frozenset((*get_args(Kind), *SELF_KINDS))
 GroupLabel = Literal["channel", "service", "merchant"]
 AlertSeverity = Literal["info", "warning", "critical"]
-TEMPLATE_FIELDS = {"count", "channel", "service", "merchant", "level", "summary"}
+TEMPLATE_FIELDS = {"count", "orders", "channel", "service", "merchant", "level", "summary"}
 
 
 class RulesError(ValueError):

@@ -12,7 +12,7 @@ from paywatch.config import load_config
 SELF = "paywatch-collect"
 
 
-@click.command()
+@click.command(epilog="Example: PAYWATCH_CONFIG=paywatch.yaml paywatch collect")
 @click.option(
     "--config",
     "config_path",
@@ -26,9 +26,11 @@ def collect(config_path: str | None) -> None:
     Invalid messages and documents Elasticsearch refuses go to the dead-letter topic with the
     reason. Stops cleanly on SIGTERM/SIGINT (the batch in hand is finished or redone later)."""
     from paywatch.collectors.collector import Stopped, connect
-    from paywatch.collectors.sdk import open_logger
+    from paywatch.collectors.sdk import kafka_transport, open_logger
+    from paywatch.logs import configure_logging
     from paywatch.metrics import start_metrics_server
 
+    configure_logging()  # on stderr, like every stage: stdout stays free
     config = load_config(config_path)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -41,7 +43,9 @@ def collect(config_path: str | None) -> None:
     except Stopped:
         return
     # Our own heartbeats, through the SDK like any service: silence means the store is not fed.
-    sdk = open_logger(SELF, config=config, checks=lambda: {"elasticsearch": not collector.paused})
+    sdk = open_logger(
+        SELF, config=config, transport=kafka_transport(config), checks=lambda: {"elasticsearch": not collector.paused}
+    )
     try:
         collector.run()
     finally:

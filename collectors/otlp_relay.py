@@ -71,7 +71,7 @@ class OtlpRelay:
         return []
 
 
-@click.command("relay-otlp")
+@click.command("relay-otlp", epilog="Example: paywatch relay-otlp --config paywatch.yaml --group paywatch-otlp-relay")
 @click.option(
     "--config",
     "config_path",

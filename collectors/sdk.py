@@ -698,8 +698,9 @@ def open_logger(
     hook does so too). Raises only on bad configuration, never once running.
 
     `transport`: a Transport, or a function taking a list of Events (in-process delivery);
-    by default the one `config.sdk.transport` names. `clock` stamps @timestamp (simulated
-    services pass a ManualClock). `context` is bound to every event (e.g. region="eu").
+    by default the one `config.sdk.transport` names (unset: the one `config.backend` reads).
+    `clock` stamps @timestamp (simulated services pass a ManualClock). `context` is bound to
+    every event (e.g. region="eu").
     """
     config = config or load_config()
     settings = config.sdk
@@ -731,8 +732,14 @@ def _transport(given: Transport | Callable[[list[Event]], object] | None, config
     if given is not None:
         return given if hasattr(given, "send") else CallableTransport(given)  # type: ignore[arg-type, return-value]
     s = config.sdk
-    if s.transport == "http":
+    if (s.transport or ("kafka" if config.backend == "kafka" else "http")) == "http":
         return HttpTransport(s.ingest_url, read_secret(s.ingest_token_env, s.ingest_token_file), s.send_timeout_s)
+    return kafka_transport(config)
+
+
+def kafka_transport(config: Config) -> Transport:
+    """The Kafka transport; paywatch's own Kafka stages (collect, alert) send their heartbeats
+    through it whatever `backend` says, since they only run on Kafka."""
     from paywatch.kafka import producer_config
 
-    return KafkaTransport(producer_config(config.kafka), s.delivery_timeout_s)
+    return KafkaTransport(producer_config(config.kafka), config.sdk.delivery_timeout_s)

@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 class SdkSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    transport: Literal["kafka", "http"] = Field(
-        "kafka",
+    transport: Literal["kafka", "http"] | None = Field(
+        None,
         description="Where events go: `kafka` (the topics in `kafka.topics`, keyed by `Event.key`) or "
-        "`http` (the embedded backend's NDJSON ingest at `ingest_url`). An in-process callable can only "
+        "`http` (the embedded backend's NDJSON ingest at `ingest_url`). Default (null): the one the "
+        "`backend` reads, `http` for `embedded` and `kafka` for `kafka`. An in-process callable can only "
         "be passed in code (`open_logger(transport=fn)`).",
     )
     ingest_url: str = Field(

@@ -9,7 +9,7 @@ import click
 from paywatch.config import ConfigError, load_config
 
 
-@click.command()
+@click.command(epilog="Example: paywatch compensate --config paywatch.yaml --dry-run")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="paywatch.yaml")
 @click.option("--instance", help="Instance id in events and heartbeats (default: host-pid).")
 @click.option("--dry-run", is_flag=True, help="Query and audit, but send no webhook; actions are marked dry-run.")

@@ -14,12 +14,12 @@ def _config(path: Path | None) -> Config:
     return load_config(path)
 
 
-@click.group()
+@click.group(epilog="Example: paywatch dashboards provision --grafana http://localhost:3000")
 def dashboards() -> None:
     """Grafana and Kibana dashboards as code."""
 
 
-@dashboards.command()
+@dashboards.command(epilog="Example: paywatch dashboards export dashboards --environment prod")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--kibana-url", help="Kibana URL for Grafana's Discover links (default: config).")
 @click.option("--environment", "environments", multiple=True, help="Data stream namespace (repeatable).")
@@ -48,7 +48,7 @@ def export(
         click.echo(str(path))
 
 
-@dashboards.command()
+@dashboards.command(epilog="Example: paywatch dashboards docs docs/dashboards.md")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path), default=Path("docs/dashboards.md"))
 def docs(path: Path) -> None:
     """Write the panel reference (default docs/dashboards.md) from the panel specs."""
@@ -58,7 +58,9 @@ def docs(path: Path) -> None:
     click.echo(str(path))
 
 
-@dashboards.command()
+@dashboards.command(
+    epilog="Example: GRAFANA_TOKEN=... paywatch dashboards provision --grafana http://localhost:3000 --skip-kibana"
+)
 @click.option(
     "--grafana",
     "grafana_url",
@@ -97,7 +99,7 @@ def provision(
     )
 
 
-@dashboards.command()
+@dashboards.command(epilog="Example: paywatch dashboards check --since 6h --channel alipay")
 @click.option("--since", default="1h", show_default=True, help="Look back this far: 30m, 6h, 2d.")
 @click.option("--environment", help="Data stream namespace (default: elasticsearch.namespace).")
 @click.option("--channel", multiple=True, help="Fill the channel variable (default: All).")

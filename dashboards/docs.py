@@ -63,12 +63,27 @@ the exported JSON through file provisioning, and Kibana the NDJSON through
   dataset by processing time, findings by kind, alert changes and deliveries) is queried
   there; consumer lag and dead letters come from the collector's Prometheus metrics, on a
   Prometheus data source (uid `paywatch-prometheus`, created by `provision` when
-  `dashboards.prometheus_url` is set). A test checks those metric names against what the
-  collector actually exports.
+  `dashboards.prometheus_url` is set, and provisioned from the exported files pointing at the
+  `prometheus` service that docker-compose runs to scrape the collector's `/metrics`). A test
+  checks those metric names against what the collector actually exports. Alert deliveries
+  are counted on `alert.delivery_results` ("sink: delivered|failed", one per delivery): the
+  deliveries array is not nested, so its sub-fields counted together would cross-count sinks.
+- **Units and time.** Every panel has a unit: counts `short`, latency `ms`, rates
+  `percentunit`; outcome shares are counts stacked to 100 % (no % sign on a count); tables of
+  documents `none`, with times (`@timestamp`, "last heartbeat") as ISO 8601 dates. Dashboards
+  show time in UTC.
 - **Kibana.** One data view per dataset (`logs-paywatch.<dataset>`) and one over all of
   them (`logs-paywatch`). Panels that aggregate are Lens visualizations with the same Lucene
   filter, breakdown and metric; tables of documents are saved searches. No runtime fields:
   they need painless, and everything shipped here is run by the tests.
+- **Shaped like real exports.** Every saved object carries `coreMigrationVersion` and
+  `typeMigrationVersion` as a Kibana 8.8+ export does, so Kibana migrates it forward from that
+  shape instead of replaying every migration since 7.x; Lens layers sit under `formBased` (read
+  by 8.6+) and, identical, under `indexpattern` (read by 8.0-8.5 and by the older migrations).
+  Grafana dashboards carry the built-in annotations list and lay panels out on the 24-column
+  grid. `tests/test_dashboards_shape.py` compares both with exports made by Kibana and Grafana
+  themselves (`tests/fixtures/exports/`). Only the structure is checked this way: no Kibana or
+  Grafana server runs in the tests.
 """
 
 

@@ -23,14 +23,17 @@ def export_files(
     kibana_url: str = grafana.DEFAULT_KIBANA_URL,
     environments: tuple[str, ...] = grafana.DEFAULT_ENVIRONMENTS,
     es_url: str = "http://elasticsearch:9200",
+    prometheus_url: str = "http://prometheus:9090",
 ) -> dict[str, str]:
-    """Relative path → file content. `es_url` is Elasticsearch as Grafana's server reaches it."""
+    """Relative path → file content. `es_url` and `prometheus_url` are Elasticsearch and the
+    Prometheus scraping paywatch's metrics, as Grafana's server reaches them."""
     files = {
         f"grafana/{uid}.json": json.dumps(model, indent=2, sort_keys=True) + "\n"
         for uid, model in grafana.build_all(kibana_url, environments).items()
     }
     files["kibana/paywatch.ndjson"] = kibana.ndjson()
     sources = [grafana.datasource(es_url, env) for env in environments]
+    sources.append(grafana.prometheus_datasource(prometheus_url))
     files["provisioning/datasources/paywatch.yaml"] = yaml.safe_dump(
         {"apiVersion": 1, "datasources": [{**s, "editable": True} for s in sources]},
         sort_keys=False,

@@ -21,10 +21,12 @@ from grafana_foundation_sdk.builders.common import StackingConfig
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.common import StackingMode
 from grafana_foundation_sdk.models.dashboard import (
+    AnnotationQuery,
     DashboardLinkType,
     DataSourceRef,
     DataTransformerConfig,
     DynamicConfigValue,
+    GridPos,
     ValueMap,
     ValueMappingResult,
     VariableOption,
@@ -40,6 +42,18 @@ DATASOURCE_NAME_PREFIX = "paywatch · "
 TAG = "paywatch"
 DEFAULT_KIBANA_URL: str = DashboardSettings.model_fields["kibana_url"].default
 DEFAULT_ENVIRONMENTS = ("default",)
+GRID_COLUMNS, PANEL_HEIGHT = 24, 8
+DATE_UNIT = "dateTimeAsIso"
+# Grafana's own "Annotations & Alerts" entry, as every exported dashboard carries it.
+BUILT_IN_ANNOTATIONS = AnnotationQuery(
+    name="Annotations & Alerts",
+    datasource=DataSourceRef(type_val="grafana", uid="-- Grafana --"),
+    enable=True,
+    hide=True,
+    icon_color="rgba(0, 211, 255, 1)",
+    type_val="dashboard",
+    built_in=1,
+)
 
 _VIZ = {
     "timeseries": timeseries.Panel,
@@ -143,11 +157,8 @@ def es_panel(panel: q.Panel) -> Any:
         .description(panel.question)
         .datasource(ES_DATASOURCE)
         .with_target(target)
-        .span(panel.width)
-        .height(8)
+        .unit(panel.unit)
     )
-    if panel.unit:
-        built = built.unit(panel.unit)
     for transformation in _transformations(panel):
         built = built.with_transformation(transformation)
     if panel.viz == "statetimeline":
@@ -159,6 +170,8 @@ def es_panel(panel: q.Panel) -> Any:
         built = built.stacking(StackingConfig().mode(StackingMode.PERCENT)).fill_opacity(40)
     discover = discover_url(data_view_id(panel.dataset), _grafana_lucene(panel))
     built = built.links([gdb.DashboardLink("Raw events in Kibana Discover").url(discover).target_blank(True)])
+    for name in _date_fields(panel):
+        built = built.override_by_name(name, [DynamicConfigValue(id_val="unit", value=DATE_UNIT)])
     if panel.row_field:
         # Everything paywatch stored about the clicked order (or service): events, findings, actions.
         name = panel.row_field.rsplit(".", 1)[-1]
@@ -168,6 +181,25 @@ def es_panel(panel: q.Panel) -> Any:
         )
         built = built.override_by_name(panel.row_field, [_links_property(row_link.target_blank(True))])
     return built
+
+
+def _date_fields(panel: q.Panel) -> list[str]:
+    """Columns holding a time: shown as ISO 8601 dates, never as epoch milliseconds. Grafana
+    names a metric column "<Metric> <field>" (e.g. "Max @timestamp")."""
+    names = [c for c in panel.columns if c == "@timestamp"]
+    names += [f"{m.type.capitalize()} {m.field}" for m in panel.metrics if m.type == "max" and m.field == "@timestamp"]
+    return names
+
+
+def layout(widths: list[int], height: int = PANEL_HEIGHT) -> list[GridPos]:
+    """Left to right on Grafana's 24-column grid, starting a new row when a panel would overflow."""
+    out, x, y = [], 0, 0
+    for w in widths:
+        if x + w > GRID_COLUMNS:
+            x, y = 0, y + height
+        out.append(GridPos(h=height, w=w, x=x, y=y))
+        x += w
+    return out
 
 
 def _links_property(link: gdb.DashboardLink) -> Any:
@@ -190,8 +222,6 @@ def prometheus_panel(panel: q.PromPanel) -> Any:
         .datasource(PROMETHEUS_DATASOURCE)
         .with_target(target)
         .unit(panel.unit)
-        .span(panel.width)
-        .height(8)
     )
 
 
@@ -235,6 +265,8 @@ def build(
         .description(dashboard.description)
         .tags([TAG])
         .time("now-1h", "now")
+        .timezone("utc")
+        .timepicker(gdb.TimePicker().refresh_intervals(["10s", "30s", "1m", "5m", "15m", "1h"]))
         .refresh("30s")
         .editable()
         .with_variable(_environment_variable(environments))
@@ -250,11 +282,17 @@ def build(
             .keep_time(True)
         )
     )
-    for number, panel in enumerate(dashboard.panels, 1):  # fixed ids: links and repeats name panels by id
+    positions = layout([p.width for p in dashboard.panels])
+    for number, (panel, position) in enumerate(zip(dashboard.panels, positions, strict=True), 1):
+        # fixed ids: links and repeats name panels by id
         built = built.with_panel(
-            (prometheus_panel(panel) if isinstance(panel, q.PromPanel) else es_panel(panel)).id(number)
+            (prometheus_panel(panel) if isinstance(panel, q.PromPanel) else es_panel(panel))
+            .id(number)
+            .grid_pos(position)
         )
-    return json.loads(json.dumps(built.build(), cls=JSONEncoder))
+    model = built.build()
+    model.annotations.list_val = [BUILT_IN_ANNOTATIONS]
+    return json.loads(json.dumps(model, cls=JSONEncoder))
 
 
 def build_all(
@@ -281,4 +319,15 @@ def datasource(es_url: str, namespace: str) -> dict[str, Any]:
         "access": "proxy",
         "url": es_url,
         "jsonData": {"index": datasource_index(namespace), "timeField": "@timestamp", "logMessageField": "message"},
+    }
+
+
+def prometheus_datasource(url: str) -> dict[str, Any]:
+    """The Prometheus data source of the self-health panels (one for every environment)."""
+    return {
+        "uid": PROMETHEUS_DATASOURCE.uid,
+        "name": "paywatch · prometheus",
+        "type": "prometheus",
+        "access": "proxy",
+        "url": url,
     }

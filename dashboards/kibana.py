@@ -15,11 +15,17 @@ import json
 from typing import Any
 
 from paywatch.dashboards import queries as q
-from paywatch.dashboards.grafana import data_view_id
+from paywatch.dashboards.grafana import GRID_COLUMNS, data_view_id, layout
 from paywatch.elastic import DATASETS
 
 LAYER = "layer1"
 SEARCH_REF = "kibanaSavedObjectMeta.searchSourceJSON.index"
+KIBANA_GRID_COLUMNS = 48
+# The versions a Kibana 8.x export stamps on each type (see tests/fixtures/exports). Without
+# them Kibana 8.0-8.7 runs every migration since 7.x on the objects; with them Kibana only
+# migrates forward from the shape written here.
+CORE_MIGRATION_VERSION = "8.8.0"
+TYPE_MIGRATION_VERSIONS = {"index-pattern": "8.0.0", "search": "8.0.0", "lens": "8.9.0", "dashboard": "8.7.0"}
 
 
 def data_view(dataset: str) -> dict[str, Any]:
@@ -256,6 +262,7 @@ def lens(panel: q.Panel) -> dict[str, Any]:
         bucket_cols[f"b{b.id}"] = _bucket_column(b, first_metric)
     columns = bucket_cols | metric_cols
     vis_type, visualization = _visualization(panel, bucket_cols, list(metric_cols))
+    layer = {"columns": columns, "columnOrder": list(columns), "incompleteColumns": {}}
     return {
         "type": "lens",
         "id": f"paywatch-lens-{panel.key}",
@@ -264,11 +271,16 @@ def lens(panel: q.Panel) -> dict[str, Any]:
             "description": panel.question,
             "visualizationType": vis_type,
             "state": {
+                # `formBased` is what Kibana >= 8.6 reads. The same layer under `indexpattern` (its
+                # name before 8.6) is what 8.0-8.5 read and what the older Lens migrations
+                # dereference; `textBased` is present, empty, as in Kibana's own exports.
                 "datasourceStates": {
-                    "formBased": {
-                        "layers": {LAYER: {"columns": columns, "columnOrder": list(columns), "incompleteColumns": {}}}
-                    }
+                    "formBased": {"layers": {LAYER: layer}},
+                    "indexpattern": {"layers": {LAYER: layer}},
+                    "textBased": {"layers": {}},
                 },
+                "adHocDataViews": {},
+                "internalReferences": [],
                 "visualization": visualization,
                 "query": {"query": panel.lucene(with_variables=False), "language": "lucene"},
                 "filters": [],
@@ -303,23 +315,24 @@ def panel_object(panel: q.Panel) -> dict[str, Any]:
 
 
 def dashboard(d: q.Dashboard) -> dict[str, Any]:
-    panels, references, x, y = [], [], 0, 0
-    for i, panel in enumerate(d.es_panels):
+    panels, references = [], []
+    scale = KIBANA_GRID_COLUMNS // GRID_COLUMNS
+    positions = layout([p.width for p in d.es_panels], height=15)
+    for i, (panel, at) in enumerate(zip(d.es_panels, positions, strict=True)):
         obj = panel_object(panel)
-        width = panel.width * 2  # Grafana's grid is 24 wide, Kibana's 48
-        if x + width > 48:
-            x, y = 0, y + 15
+        index = str(i)
         panels.append(
             {
+                "version": TYPE_MIGRATION_VERSIONS["dashboard"],
                 "type": obj["type"],
-                "panelIndex": str(i),
-                "gridData": {"x": x, "y": y, "w": width, "h": 15, "i": str(i)},
+                "panelIndex": index,
+                "gridData": {"x": at.x * scale, "y": at.y, "w": at.w * scale, "h": at.h, "i": index},
                 "embeddableConfig": {},
-                "panelRefName": f"panel_{i}",
+                "panelRefName": f"panel_{index}",
             }
         )
-        references.append({"name": f"panel_{i}", "type": obj["type"], "id": obj["id"]})
-        x += width
+        # Kibana >= 8 names a panel's reference "<panelIndex>:<panelRefName>"
+        references.append({"name": f"{index}:panel_{index}", "type": obj["type"], "id": obj["id"]})
     return {
         "type": "dashboard",
         "id": d.uid,
@@ -327,7 +340,15 @@ def dashboard(d: q.Dashboard) -> dict[str, Any]:
             "title": d.title,
             "description": d.description,
             "panelsJSON": json.dumps(panels),
-            "optionsJSON": json.dumps({"useMargins": True, "syncColors": False, "hidePanelTitles": False}),
+            "optionsJSON": json.dumps(
+                {
+                    "useMargins": True,
+                    "syncColors": False,
+                    "syncCursor": True,
+                    "syncTooltips": False,
+                    "hidePanelTitles": False,
+                }
+            ),
             "timeRestore": False,
             "kibanaSavedObjectMeta": {
                 "searchSourceJSON": json.dumps({"query": {"query": "", "language": "lucene"}, "filter": []})
@@ -343,7 +364,14 @@ def saved_objects() -> list[dict[str, Any]]:
     objects += [saved_search(*s) for s in SEARCHES]
     objects += [panel_object(p) for d in q.DASHBOARDS for p in d.es_panels]
     objects += [dashboard(d) for d in q.DASHBOARDS]
-    return objects
+    return [_stamped(o) for o in objects]
+
+
+def _stamped(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj | {
+        "coreMigrationVersion": CORE_MIGRATION_VERSION,
+        "typeMigrationVersion": TYPE_MIGRATION_VERSIONS[obj["type"]],
+    }
 
 
 def ndjson() -> str:

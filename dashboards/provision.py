@@ -31,16 +31,6 @@ class ProvisionReport:
     kibana_objects: int = 0
 
 
-def prometheus_datasource(url: str) -> dict[str, Any]:
-    return {
-        "uid": grafana.PROMETHEUS_DATASOURCE.uid,
-        "name": "paywatch · prometheus",
-        "type": "prometheus",
-        "access": "proxy",
-        "url": url,
-    }
-
-
 def _grafana_api(settings: DashboardSettings) -> Any:
     from grafana_client import GrafanaApi
 
@@ -56,7 +46,7 @@ def provision_grafana(settings: DashboardSettings, es_url: str, report: Provisio
     api = _grafana_api(settings)
     wanted = [grafana.datasource(es_url, env) for env in settings.environments]
     if settings.prometheus_url:
-        wanted.append(prometheus_datasource(settings.prometheus_url))
+        wanted.append(grafana.prometheus_datasource(settings.prometheus_url))
     for source in wanted:
         try:
             api.datasource.get_datasource_by_uid(source["uid"])

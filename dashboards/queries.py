@@ -77,7 +77,7 @@ class Panel:
     metrics: tuple[Metric, ...]
     buckets: tuple[Bucket, ...] = ()
     variables: tuple[str, ...] = ()
-    unit: str | None = None
+    unit: str = "none"  # Grafana unit id: "none" for documents and states (dates get a date unit)
     width: int = 12
     # Raw-document panels: the columns shown; the first is the row's identity.
     columns: tuple[str, ...] = ()
@@ -149,21 +149,6 @@ PAYMENTS = Dashboard(
             unit="short",
         ),
         Panel(
-            "outcomes",
-            "Attempt outcomes on $channel (share)",
-            "Of the attempts this channel answered, what share succeeded? (one panel per channel)",
-            "timeseries",
-            PAYMENT,
-            ATTEMPT_RESULTS,
-            COUNT,
-            (Bucket("terms", "event.outcome", size=3, id="10"), OVER_TIME),
-            PAYMENT_VARS,
-            unit="percent",
-            repeat="channel",
-            percent=True,
-            width=8,
-        ),
-        Panel(
             "latency",
             "Channel latency p50 / p95 / p99",
             "How long do channels take to answer, typical and worst case?",
@@ -174,6 +159,21 @@ PAYMENTS = Dashboard(
             (PER_CHANNEL, OVER_TIME),
             PAYMENT_VARS,
             unit="ms",
+        ),
+        Panel(
+            "outcomes",
+            "Attempt outcomes on $channel (share)",
+            "Of the attempts this channel answered, what share succeeded? (one panel per channel)",
+            "timeseries",
+            PAYMENT,
+            ATTEMPT_RESULTS,
+            COUNT,
+            (Bucket("terms", "event.outcome", size=3, id="10"), OVER_TIME),
+            PAYMENT_VARS,
+            unit="short",  # counts, drawn stacked to 100 %: the axis shows shares
+            repeat="channel",
+            percent=True,
+            width=24,
         ),
         Panel(
             "failure_side",
@@ -505,16 +505,11 @@ SELF = Dashboard(
             "Do pages actually get out, or are deliveries to a sink failing?",
             "bargauge",
             ALERT,
-            "_exists_:alert.deliveries.sink",
+            "_exists_:alert.delivery_results",
             COUNT,
-            (
-                Bucket("terms", "alert.deliveries.sink", size=10, id="10"),
-                Bucket(
-                    "filters",
-                    filters=(("delivered", "alert.deliveries.ok:true"), ("failed", "alert.deliveries.ok:false")),
-                    id="11",
-                ),
-            ),
+            # One "sink: outcome" keyword per delivery: a terms bucket over the deliveries' own
+            # sub-fields would pair every sink with every outcome of the same alert document.
+            (Bucket("terms", "alert.delivery_results", size=20, id="10"),),
             unit="short",
         ),
         PromPanel(

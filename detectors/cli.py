@@ -14,7 +14,7 @@ def _config(path: str | None):
         raise click.ClickException(str(exc)) from None
 
 
-@click.command()
+@click.command(epilog="Example: paywatch detect --config paywatch.yaml --group paywatch-detect")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="paywatch.yaml")
 @click.option("--group", default="paywatch-detect", show_default=True, help="Kafka consumer group of the workers.")
 @click.option("--instance", help="This worker's instance id in its heartbeats (default: host-pid).")

@@ -147,7 +147,8 @@ class HeartbeatTable:
         if never_seen:
             summary = f"required service {service} has never sent a heartbeat"
         elif state == "open":
-            summary = f"service {service} is down: all {len(instances)} instances silent"
+            silent = "its only instance is" if len(instances) == 1 else f"all {len(instances)} instances are"
+            summary = f"service {service} is down: {silent} silent"
         else:
             summary = f"service {service} is beating again"
         return make_finding(

@@ -1,9 +1,15 @@
 """The `paywatch` command. Subcommands live with the stage they run and are imported only
-when invoked, so `paywatch --help` stays fast and one stage's dependencies never slow another."""
+when invoked, so `paywatch --help` stays fast and one stage's dependencies never slow another.
+
+Every subcommand runs inside `LazyGroup.invoke`, which turns the mistakes and outages a user
+can fix (a server down, a missing file, a port in use, a bad config) into one line on stderr
+and a non-zero exit, instead of a traceback. A bug still shows its traceback."""
 
 from __future__ import annotations
 
+import errno
 import importlib
+import re
 
 import click
 
@@ -28,6 +34,53 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def _reason(exc: BaseException) -> str:
+    """The innermost human part of a network error: "Connection refused", "timed out"."""
+    found = re.findall(r"\[Errno -?\d+\] ([^'\")\]]+)", str(exc))
+    if found:
+        return found[-1].strip()
+    return "timed out" if "timeout" in type(exc).__name__.lower() else str(exc).splitlines()[0][:200]
+
+
+def user_error(exc: BaseException) -> str | None:
+    """One line saying what is wrong and what to do, for errors the user can fix; None for bugs."""
+    from paywatch.config import ConfigError
+
+    module = type(exc).__module__.split(".")[0]
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    if module == "elastic_transport" and type(exc).__name__ in ("ConnectionError", "ConnectionTimeout"):
+        return (
+            f"cannot reach Elasticsearch ({_reason(exc)}): start it (`paywatch devstack up elasticsearch`) "
+            "or set elasticsearch.url in the config"
+        )
+    if module == "elasticsearch" and hasattr(exc, "status_code"):
+        return f"Elasticsearch refused the request ({exc.status_code}): {getattr(exc, 'message', exc)}"
+    if module == "niquests" and type(exc).__name__ in ("ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout"):
+        url = getattr(getattr(exc, "request", None), "url", "") or ""
+        base = url.split("/api/", 1)[0]
+        return f"cannot reach Grafana at {base} ({_reason(exc)}): start it or pass --grafana URL"
+    if module == "httpx" and type(exc).__name__ in (
+        "ConnectError",
+        "ConnectTimeout",
+        "ReadTimeout",
+        "RemoteProtocolError",
+    ):
+        return f"cannot reach {exc.request.url} ({_reason(exc)}): is the server running at that address?"  # type: ignore[attr-defined]
+    if module == "cimpl" or type(exc).__name__ == "KafkaException":
+        error = exc.args[0] if exc.args else exc
+        text = error.str() if hasattr(error, "str") else str(error)
+        return f"Kafka: {text}: start it (`paywatch devstack up kafka`) or set kafka.bootstrap_servers in the config"
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return (
+            "a port paywatch must listen on is already in use: stop the process holding it, or set another "
+            "port in the config (embedded.listen_port, collector.metrics_port)"
+        )
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return f"{exc.strerror}: {exc.filename}"
+    return None
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -39,11 +92,28 @@ class LazyGroup(click.Group):
         module, attr = target.split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            message = user_error(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
 
-@click.group(cls=LazyGroup)
+
+@click.group(cls=LazyGroup, epilog="Example: paywatch demo && paywatch incidents")
 @click.version_option(package_name="paywatch")
 def main() -> None:
-    """paywatch: catch stuck paid orders, duplicate charges, failing channels and silent services."""
+    """paywatch: catch stuck paid orders, duplicate charges, failing channels and silent services.
+
+    \b
+    Try it in two minutes, on one machine:
+      paywatch demo                  # replay a callback outage, detect it, write report.html
+      paywatch incidents             # what it found (reads the demo's database)
+    """
 
 
 if __name__ == "__main__":

@@ -40,3 +40,14 @@ class ManualClock:
         if at > self._now:
             self._now = at
         return self._now
+
+
+def iso_utc(value: datetime | str | None) -> str:
+    """How every paywatch command prints a time: ISO 8601 in UTC to the second, e.g.
+    2026-01-15T10:05:03Z (20 characters, never cut by a table)."""
+    if value is None or value == "":
+        return ""
+    at = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if at.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone: paywatch times are UTC")
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -61,7 +61,7 @@ def render() -> str:
     return "".join(parts)
 
 
-@click.command("config-docs")
+@click.command("config-docs", epilog="Example: paywatch config-docs --out docs/configuration.md")
 @click.option("--out", type=click.Path(dir_okay=False), default="docs/configuration.md", show_default=True)
 def config_docs(out: str) -> None:
     """Regenerate the configuration reference from the settings models."""

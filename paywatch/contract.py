@@ -176,10 +176,54 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _when(dataset: str, actions: frozenset[str] | None = None) -> dict:
+    """A JSON Schema `if`: the event is of this dataset (and one of these actions)."""
+    meta: dict = {"properties": {"dataset": {"const": dataset}}, "required": ["dataset"]}
+    if actions is not None:
+        meta["properties"]["action"] = {"enum": sorted(actions)}
+        meta["required"].append("action")
+    return {"properties": {"event": meta}, "required": ["event"]}
+
+
+def _needs(section: str, ref: str | None = None, fields: dict[str, dict] | None = None) -> dict:
+    """A JSON Schema `then`: `section` present and not null (with these fields present too)."""
+    shape: dict = {"$ref": f"#/$defs/{ref}"} if ref else {"type": "string"}
+    if fields:
+        shape = {"allOf": [shape, {"required": sorted(fields), "properties": fields}]}
+    return {"required": [section], "properties": {section: shape}}
+
+
 def json_schema() -> dict:
-    """The published JSON Schema; tests keep schemas/event.schema.json equal to this."""
+    """The published JSON Schema; tests keep schemas/event.schema.json equal to this.
+
+    msgspec's schema has the types; the per-dataset and per-action rules of `check()` are
+    added as `if`/`then`, from the same constants, so a validator using only the schema
+    gives the ingest's verdict."""
     schema = msgspec.json.schema(Event)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://paywatch.dev/schemas/event/v1"
     schema["title"] = "paywatch event, contract v" + CONTRACT_VERSION
+    an_id = {"type": "string", "minLength": 1, "maxLength": 256}
+    schema["allOf"] = [
+        {
+            "if": _when(PAYMENT),
+            "then": {
+                "required": ["payment"],
+                "properties": {
+                    "payment": {"$ref": "#/$defs/Payment"},
+                    "event": {"required": ["action"], "properties": {"action": {"enum": sorted(PAYMENT_ACTIONS)}}},
+                },
+            },
+        },
+        {"if": _when(PAYMENT, CHANNEL_ACTIONS), "then": _needs("payment", "Payment", {"channel": {"type": "string"}})},
+        {"if": _when(PAYMENT, ATTEMPT_ACTIONS), "then": _needs("payment", "Payment", {"attempt_id": an_id})},
+        {"if": _when(HEARTBEAT), "then": _needs("heartbeat", "Heartbeat")},
+        {
+            "if": _when(APP),
+            "then": {
+                "required": ["log", "message"],
+                "properties": {"log": {"$ref": "#/$defs/Log"}, "message": {"type": "string"}},
+            },
+        },
+    ]
     return schema

@@ -15,12 +15,12 @@ def _selected(names: tuple[str, ...]) -> list[str]:
     return list(names) or list(ds.SERVERS)
 
 
-@click.group(name="devstack")
+@click.group(name="devstack", epilog="Example: paywatch devstack up kafka elasticsearch")
 def devstack() -> None:
     """Local servers for development and tests (Kafka :19092, Elasticsearch :19200, Alertmanager :19093)."""
 
 
-@devstack.command()
+@devstack.command(epilog="Example: paywatch devstack fetch kafka")
 @click.argument("names", nargs=-1, type=_NAMES)
 def fetch(names: tuple[str, ...]) -> None:
     """Download (Maven Central) and build what the servers need; cached under ~/.cache/paywatch."""
@@ -28,7 +28,7 @@ def fetch(names: tuple[str, ...]) -> None:
     click.echo(f"devstack artifacts ready in {ds.CACHE_DIR}")
 
 
-@devstack.command()
+@devstack.command(epilog="Example: paywatch devstack up elasticsearch")
 @click.argument("names", nargs=-1, type=_NAMES)
 @click.option(
     "--alertmanager-config",
@@ -51,7 +51,7 @@ def up(names: tuple[str, ...], alertmanager_config: Path | None) -> None:
         click.echo(f"{name:<14} {where:<26} {how}  (log: {server.log_path})")
 
 
-@devstack.command()
+@devstack.command(epilog="Example: paywatch devstack down kafka")
 @click.argument("names", nargs=-1, type=_NAMES)
 def down(names: tuple[str, ...]) -> None:
     """Stop servers started by `devstack up` or by the test fixtures (data is kept)."""
@@ -65,7 +65,7 @@ def down(names: tuple[str, ...]) -> None:
         click.echo(f"{name:<14} stopped")
 
 
-@devstack.command()
+@devstack.command(epilog="Example: paywatch devstack status")
 def status() -> None:
     """Show which servers are up, their pids, work dirs and logs."""
     for name in ds.SERVERS:

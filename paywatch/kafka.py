@@ -4,13 +4,45 @@ Only configuration lives here; each stage owns its produce/consume loop."""
 
 from __future__ import annotations
 
+import logging
+import re
+import time
 from typing import Any
 
 from paywatch.config import KafkaSettings, read_secret
 
 
+class _EachOncePerWindow(logging.Filter):
+    """librdkafka repeats a failing connection's error on every reconnect (several a second);
+    let each distinct message (numbers aside) through once per window."""
+
+    def __init__(self, window_s: float = 60.0) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = re.sub(r"\d+", "#", record.getMessage())
+        now = time.monotonic()
+        if now - self.last.get(key, -self.window_s) < self.window_s:
+            return False
+        self.last[key] = now
+        return True
+
+
+# librdkafka's own log goes through paywatch's logging (same format, PAN masking), warnings
+# and errors only, each once a minute; instead of raw "%3|...|FAIL|..." lines on stderr.
+LIBRDKAFKA_LOG = logging.getLogger("paywatch.kafka.librdkafka")
+LIBRDKAFKA_LOG.setLevel(logging.WARNING)
+LIBRDKAFKA_LOG.addFilter(_EachOncePerWindow())
+
+
 def _base(settings: KafkaSettings) -> dict[str, Any]:
-    conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers, **settings.client}
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "logger": LIBRDKAFKA_LOG,
+        **settings.client,
+    }
     password = read_secret(settings.sasl_password_env)
     if password:
         conf["sasl.password"] = password

@@ -16,12 +16,12 @@ def render(name: str) -> str:
     return json.dumps(SCHEMAS[name](), indent=2, sort_keys=True) + "\n"
 
 
-@click.group()
+@click.group(epilog="Example: paywatch schema export schemas")
 def schema() -> None:
     """JSON Schemas of events and findings."""
 
 
-@schema.command("export")
+@schema.command("export", epilog="Example: paywatch schema export schemas")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default="schemas")
 def export(directory: Path) -> None:
     """Write <name>.schema.json for every contract document into DIRECTORY."""

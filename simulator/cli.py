@@ -64,16 +64,17 @@ def _send_all(transport: object, records: list, what: str, give_up_s: float) -> 
 def _stream(
     events: Iterable[Event], config: Config, kafka: bool, ingest: str | None, out: IO[bytes] | None, give_up_s: float
 ) -> dict:
-    from paywatch.collectors.transports import HttpTransport, KafkaTransport, Record
+    from paywatch.collectors.transports import HttpTransport, Record
 
     topics = config.kafka.topics
     topic_of = {PAYMENT: topics.payments, HEARTBEAT: topics.heartbeats, APP: topics.logs}
     sinks: list[tuple[str, object]] = []
     if kafka:
-        from paywatch.kafka import ensure_topics, producer_config
+        from paywatch.collectors.sdk import kafka_transport
+        from paywatch.kafka import ensure_topics
 
         ensure_topics(config.kafka, sorted(set(topic_of.values())))
-        sinks.append(("kafka", KafkaTransport(producer_config(config.kafka), config.sdk.delivery_timeout_s)))
+        sinks.append(("kafka", kafka_transport(config)))
     if ingest:
         token = read_secret(config.sdk.ingest_token_env, config.sdk.ingest_token_file)
         if not token:
@@ -109,7 +110,11 @@ def _stream(
     return counts
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n"
+    "  paywatch simulate --duration 20m -s callback_outage:channel=alipay,start=5m -o ev.jsonl --truth t.jsonl\n"
+    "  paywatch simulate --kafka --speed 60 -s channel_down:channel=bank_b"
+)
 @click.option(
     "-s",
     "--scenario",
@@ -174,10 +179,14 @@ def simulate(
         settings = settings.model_copy(update={"peak_orders_per_s": rate})
     start = start.astimezone(UTC)
     try:
+        seconds = parse_duration(duration)
+    except ScenarioError as exc:
+        raise click.BadParameter(str(exc), param_hint="--duration") from None
+    try:
         run = run_simulation(
             scenarios,
             seed=seed,
-            duration=parse_duration(duration),
+            duration=seconds,
             start=start,
             settings=settings,
             keep_records=False,

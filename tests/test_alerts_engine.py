@@ -25,14 +25,14 @@ def stuck(order: str, seconds: float = 0, state: str = "open", channel: str = "a
     return stuck_at(order, at(seconds), state, channel)
 
 
-def health(level: str, seconds: float, channel: str = "bank_b", state: str = "open"):
+def health(level: str, seconds: float, channel: str = "bank_b", state: str = "open", summary: str = ""):
     return make_finding(
         at=at(seconds),
         kind="channel_health",
         state=state,
         fingerprint=f"channel_health|{channel}",
         severity="critical",
-        summary=f"{channel} failure rate high",
+        summary=summary or f"{channel} failure rate high",
         level=level,
         payment=FindingPayment(channel=channel),
     )
@@ -371,3 +371,15 @@ def test_paged_order_ids_stay_whole_in_text_and_links_and_card_numbers_do_not():
     link = unquote(alert.annotations["kibana_url"])
     assert '"2026112600000003" or "2026112600000011" or "411111******1111"' in link
     assert "4111111111111111" not in str(alert) and "5555 5555" not in str(alert)
+
+
+def test_shipped_rules_summaries_read_as_sentences():
+    """The shipped rules, not a test rule set: "1 order", a channel named once, ids untouched."""
+    engine = AlertEngine(load_rules(None), resend_interval=timedelta(seconds=60))
+    (opened,) = engine.on_finding(stuck("o1"))
+    assert opened.alert.annotations["summary"] == "1 order paid at alipay but still pending in the business"
+    degraded = health("degraded", 0, summary="channel bank_b is degraded: 5 of 6 attempts failed")
+    (fired,) = [c for c in engine.on_finding(degraded) if c.page]
+    assert fired.alert.annotations["summary"] == "Channel bank_b is degraded: 5 of 6 attempts failed"
+    (fired,) = [c for c in engine.on_finding(health("down", 1, "alipay", summary="alipay answers nothing")) if c.page]
+    assert fired.alert.annotations["summary"] == "alipay answers nothing"  # an id is never capitalised

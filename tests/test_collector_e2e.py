@@ -43,6 +43,7 @@ def make_config(kafka_bootstrap: str, es_url: str, **collector: object) -> Confi
     }
     return Config.model_validate(
         {
+            "backend": "kafka",
             "kafka": {"bootstrap_servers": kafka_bootstrap, "topics": topics},
             "elasticsearch": {"url": es_url, "namespace": f"t{tag}"},
             "collector": {

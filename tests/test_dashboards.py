@@ -36,8 +36,9 @@ def test_committed_exports_are_up_to_date() -> None:
         assert path.exists(), f"{path} missing: run `paywatch dashboards export dashboards`"
         assert path.read_text() == content, f"{path} is stale: run `paywatch dashboards export dashboards`"
     provisioned = yaml.safe_load((ROOT / "dashboards/provisioning/datasources/paywatch.yaml").read_text())
-    (source,) = provisioned["datasources"]
+    (source, prometheus) = provisioned["datasources"]
     assert source["uid"] == grafana.datasource_uid("default") and source["type"] == "elasticsearch"
+    assert prometheus["uid"] == grafana.PROMETHEUS_DATASOURCE.uid and prometheus["type"] == "prometheus"
     exported = {p.name for p in (ROOT / "dashboards" / "grafana").glob("*.json")}
     assert exported == {f"{d.uid}.json" for d in q.DASHBOARDS}, "a dashboard file no longer generated"
 
@@ -72,7 +73,7 @@ def test_kibana_references_resolve_inside_the_file() -> None:
         if o["type"] == "dashboard":
             panels = json.loads(o["attributes"]["panelsJSON"])
             names = {r["name"] for r in o["references"]}
-            assert {p["panelRefName"] for p in panels} == names, o["id"]
+            assert {f"{p['panelIndex']}:{p['panelRefName']}" for p in panels} == names, o["id"]
         if o["type"] == "lens":
             layer = o["attributes"]["state"]["datasourceStates"]["formBased"]["layers"][kibana.LAYER]
             assert set(layer["columnOrder"]) == set(layer["columns"])
@@ -133,7 +134,7 @@ def test_interpolation_follows_grafana_lucene_formatting() -> None:
 
 def test_search_body_nests_buckets_in_order_with_metrics_innermost() -> None:
     panel = next(p for p in q.PAYMENTS.es_panels if p.key == "latency")
-    target = grafana.build(q.PAYMENTS)["panels"][2]["targets"][0]
+    target = grafana.build(q.PAYMENTS)["panels"][q.PAYMENTS.panels.index(panel)]["targets"][0]
     body = check.search_body(target, START, END, {"channel": ["alipay"], "merchant": check.ALL}, {"merchant": "*"})
     assert body["size"] == 0
     (time_filter, query) = body["query"]["bool"]["filter"]

@@ -25,7 +25,7 @@ from paywatch.kafka import consumer_config, ensure_topics
 def kafka_config(bootstrap: str, tmp_path: Path, topics: Topics | None = None, **sdk: object) -> Config:
     kafka = KafkaSettings(bootstrap_servers=bootstrap, topics=topics or Topics())
     ensure_topics(kafka, [kafka.topics.payments, kafka.topics.heartbeats, kafka.topics.logs])
-    return Config(kafka=kafka, sdk=SdkSettings(spill_dir=tmp_path / "spool", **sdk))
+    return Config(backend="kafka", kafka=kafka, sdk=SdkSettings(spill_dir=tmp_path / "spool", **sdk))
 
 
 def consume(kafka: KafkaSettings, topic: str, expect: int, timeout: float = 120.0) -> list[tuple[str, bytes]]:
@@ -159,6 +159,7 @@ def test_close_with_every_broker_down_is_bounded_and_the_next_process_delivers(k
     run = uuid.uuid4().hex[:8]
     topics = Topics(payments=f"sdk-{run}.payments", heartbeats=f"sdk-{run}.heartbeats", logs=f"sdk-{run}.logs")
     nowhere = Config(
+        backend="kafka",
         kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", topics=topics),
         sdk=SdkSettings(spill_dir=tmp_path / "spool"),
     )

@@ -9,7 +9,6 @@ ground truth like findings are: recall, delay from the first detectable moment, 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime
 from typing import Literal
 
 import msgspec
@@ -17,6 +16,7 @@ import msgspec
 from paywatch.alerts.engine import AlertEngine
 from paywatch.alerts.model import AlertChange
 from paywatch.alerts.rules import Rules, load_rules
+from paywatch.clock import iso_utc
 from paywatch.contract import Event, Timestamp
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.detectors.replay import replay_events
@@ -99,11 +99,7 @@ def score_pages(pages: list[Page], truth: list[Incident], rules: Rules) -> Score
 
 def describe(page: Page) -> str:
     labels = ",".join(f"{k}={v}" for k, v in sorted(page.labels.items()))
-    return f"{_iso(page.at)} {page.status:<8} {page.alertname}{{{labels}}} {page.summary}"
-
-
-def _iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
+    return f"{iso_utc(page.at)} {page.status:<8} {page.alertname}{{{labels}}} {page.summary}"
 
 
 _encoder = msgspec.json.Encoder()

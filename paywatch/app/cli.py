@@ -11,7 +11,11 @@ import click
 from paywatch.config import ConfigError, load_config
 
 
-@click.command()
+@click.command(
+    epilog="Example, before changing a rule (which pages would that history have sent?):\n\n"
+    "\b\n"
+    "  paywatch replay events.jsonl --pages pages.jsonl --rules rules.yaml --truth truth.jsonl"
+)
 @click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--out",
@@ -60,12 +64,7 @@ def replay(
     drain_s: float,
     fail_on_miss: bool,
 ) -> None:
-    """Replay EVENTS.jsonl through the detectors at full speed, clocked by event time.
-
-    \b
-    Example, before changing a rule: which pages would last night have sent?
-      paywatch replay events.jsonl --pages pages.jsonl --rules my-rules.yaml --truth truth.jsonl
-    """
+    """Replay EVENTS.jsonl through the detectors at full speed, clocked by event time."""
     from paywatch.alerts.engine import AlertEngine
     from paywatch.alerts.rules import RulesError, load_rules
     from paywatch.app.backtest import describe, encode_page, pages_of, score_pages

@@ -10,15 +10,22 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
+from paywatch.clock import iso_utc
 from paywatch.config import Config, ConfigError, load_config
+from paywatch.embedded.settings import DEMO_DATABASE, DEMO_DIR
 from paywatch.store import HistoryReader, get
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="paywatch.yaml"
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+database_option = click.option(
+    "--database",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite file of the embedded backend (default: embedded.database, else the demo's).",
+)
 
 
 def _config(path: Path | None) -> Config:
@@ -28,19 +35,38 @@ def _config(path: Path | None) -> Config:
         raise click.ClickException(str(exc)) from None
 
 
-def history_reader(config: Config) -> HistoryReader:
+def history_reader(config: Config, database: Path | None = None) -> HistoryReader:
     """The backend named in the config: the SQLite file, or Elasticsearch."""
-    if config.backend == "kafka":
+    if config.backend == "kafka" and database is None:
         from paywatch.elastic import ElasticHistory, client
 
         return ElasticHistory(client(config.elasticsearch), config.elasticsearch.namespace)
     from paywatch.embedded.sqlite_store import SqliteStore
 
-    if not config.embedded.database.exists():
+    if database is not None:
+        if not database.exists():
+            raise click.ClickException(f"no embedded database at {database}")
+        return SqliteStore(database)
+    database = config.embedded.database
+    if not database.exists() and DEMO_DATABASE.exists():
+        # Right after `paywatch demo`, the operator commands read what the demo just wrote.
+        click.echo(f"reading the demo's database {DEMO_DATABASE} (there is no {database} yet)", err=True)
+        database = DEMO_DATABASE
+    if not database.exists():
         raise click.ClickException(
-            f"no embedded database at {config.embedded.database}; run `paywatch run --embedded` or `paywatch demo`"
+            f"no embedded database at {database}; run `paywatch run --embedded` or `paywatch demo`"
         )
-    return SqliteStore(config.embedded.database)
+    return SqliteStore(database)
+
+
+def _table(title: str, *headers: str, times: int = 1) -> Table:
+    """The first `times` columns hold times: ISO 8601 UTC, kept whole at any terminal width;
+    the others fold rather than cut, so an id is never shown shortened."""
+    columns = [
+        Column(h, no_wrap=True, min_width=20) if i < times else Column(h, overflow="fold")
+        for i, h in enumerate(headers)
+    ]
+    return Table(*columns, title=title)
 
 
 def _print(rows: list[dict[str, Any]], table: Table, cells, as_json: bool) -> None:
@@ -62,27 +88,29 @@ def _what(doc: dict[str, Any]) -> str:
     return f"{dataset.removeprefix('paywatch.')} {get(doc, 'event.action') or ''}"
 
 
-@click.group()
+@click.group(epilog="Example: paywatch orders show ord-000123")
 def orders() -> None:
     """Look up business orders."""
 
 
-@orders.command("show")
+@orders.command("show", epilog="Example: paywatch orders show ord-000123 --json")
 @click.argument("order_id")
 @config_option
+@database_option
 @json_option
-def show(order_id: str, config_path: Path | None, as_json: bool) -> None:
+def show(order_id: str, config_path: Path | None, database: Path | None, as_json: bool) -> None:
     """Everything paywatch knows about ORDER_ID, oldest first: attempts, callbacks, queries, findings, actions."""
-    rows = history_reader(_config(config_path)).order_timeline(order_id)
+    rows = history_reader(_config(config_path), database).order_timeline(order_id)
     if not rows:
         raise click.ClickException(f"no events stored for order {order_id}")
-    columns = ("time (event)", "what", "attempt", "channel", "outcome", "status", "amount")
-    table = Table(*columns, title=f"order {order_id}")
+    table = _table(
+        f"order {order_id}", "time (event, UTC)", "what", "attempt", "channel", "outcome", "status", "amount"
+    )
     _print(
         rows,
         table,
         lambda d: (
-            d["@timestamp"],
+            iso_utc(d["@timestamp"]),
             _what(d),
             get(d, "payment.attempt_id"),
             get(d, "payment.channel"),
@@ -99,25 +127,26 @@ def _amount(doc: dict[str, Any]) -> str | None:
     return None if minor is None else f"{minor} {currency or ''} (minor units)"
 
 
-@click.group()
+@click.group(epilog="Example: paywatch alerts list --status firing")
 def alerts() -> None:
     """Alerts paywatch raised."""
 
 
-@alerts.command("list")
+@alerts.command("list", epilog="Example: paywatch alerts list --status firing")
 @click.option("--status", type=click.Choice(["firing", "resolved"]), help="Only alerts in this state.")
-@click.option("--limit", default=100, show_default=True)
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
 @config_option
+@database_option
 @json_option
-def list_alerts(status: str | None, limit: int, config_path: Path | None, as_json: bool) -> None:
+def list_alerts(status: str | None, limit: int, config_path: Path | None, database: Path | None, as_json: bool) -> None:
     """The latest state of each alert, newest first."""
-    rows = history_reader(_config(config_path)).alerts(status, limit)
-    table = Table("changed at", "alert", "status", "severity", "channel/service", "summary", title="alerts")
+    rows = history_reader(_config(config_path), database).alerts(status, limit)
+    table = _table("alerts", "changed at (UTC)", "alert", "status", "severity", "channel/service", "summary")
     _print(
         rows,
         table,
         lambda d: (
-            d["@timestamp"],
+            iso_utc(d["@timestamp"]),
             get(d, "alert.labels.alertname"),
             get(d, "alert.status"),
             get(d, "alert.labels.severity"),
@@ -128,20 +157,21 @@ def list_alerts(status: str | None, limit: int, config_path: Path | None, as_jso
     )
 
 
-@click.command()
-@click.option("--limit", default=100, show_default=True)
+@click.command(epilog="Example: paywatch incidents --limit 20")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
 @config_option
+@database_option
 @json_option
-def incidents(limit: int, config_path: Path | None, as_json: bool) -> None:
+def incidents(limit: int, config_path: Path | None, database: Path | None, as_json: bool) -> None:
     """Incident-level findings, newest first, with when they opened and resolved."""
-    rows = history_reader(_config(config_path)).incidents(limit)
-    table = Table("opened", "resolved", "kind", "severity", "subject", "summary", title="incidents")
+    rows = history_reader(_config(config_path), database).incidents(limit)
+    table = _table("incidents", "opened (UTC)", "resolved (UTC)", "kind", "severity", "subject", "summary", times=2)
     _print(
         rows,
         table,
         lambda r: (
-            r["opened_at"],
-            r["resolved_at"] or "open",
+            iso_utc(r["opened_at"]),
+            iso_utc(r["resolved_at"]) or "open",
             r["kind"],
             r["severity"],
             r["channel"] or r["service"] or (f"merchant {r['merchant']}" if r.get("merchant") else "all"),
@@ -151,16 +181,24 @@ def incidents(limit: int, config_path: Path | None, as_json: bool) -> None:
     )
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n  paywatch demo                      # 20 simulated minutes in about a minute\n"
+    "  paywatch demo --speed 0 --seed 3   # as fast as possible, another story"
+)
 @click.option("--seed", default=7, show_default=True, help="Same seed, same story, same findings.")
-@click.option("--duration", default="20m", show_default=True, help="Simulated time (the story needs ≥ 17m).")
+@click.option(
+    "--duration", default="20m", show_default=True, help="Simulated time, at least 17m (the story's last incident)."
+)
 @click.option("--speed", default=20.0, show_default=True, help="Simulated seconds per wall second; 0 = flat out.")
-@click.option("--out", "out_dir", default="paywatch-data/demo", show_default=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", default=DEMO_DIR, show_default=True, type=click.Path(file_okay=False, path_type=Path))
 def demo(seed: int, duration: str, speed: float, out_dir: Path) -> None:
     """Replay the callback-outage incident of domain.md on the embedded stack and score the result."""
-    from paywatch.embedded.demo import print_summary, run_demo
+    from paywatch.embedded.demo import check_duration, print_summary, run_demo
     from paywatch.logs import configure_logging
 
+    problem = check_duration(duration)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--duration")
     configure_logging(level="error")  # the live view is the output; alerts are in the store and the report
     console = Console()
     result = run_demo(out_dir, seed=seed, duration=duration, speed=speed, console=console)
@@ -169,7 +207,7 @@ def demo(seed: int, duration: str, speed: float, out_dir: Path) -> None:
         raise click.ClickException("the demo missed an injected incident or raised a false one (see above)")
 
 
-@click.command()
+@click.command(epilog="Example: PAYWATCH_INGEST_TOKEN=$(openssl rand -hex 16) paywatch run --embedded")
 @click.option("--embedded", is_flag=True, required=True, help="Run every stage in this one process (SQLite).")
 @config_option
 def run(embedded: bool, config_path: Path | None) -> None:

@@ -35,6 +35,7 @@ from paywatch.embedded.compensation_stage import CompensationStage
 from paywatch.embedded.ingest import IngestServer
 from paywatch.embedded.pipeline import Pipeline
 from paywatch.embedded.report import CaughtIncident, ReportInput, render
+from paywatch.embedded.settings import DEMO_DATABASE, DEMO_DIR
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.finding import Finding, is_incident
 from paywatch.intake import Intake
@@ -52,6 +53,9 @@ STORY = (
 QUERY_APIS = {"wechatpay": "wechatpay", "alipay": "alipay", "bank_a": "stripe"}
 CALLBACK_ONLY = ("unionpay", "bank_b")
 STRIPE_KEY = "sk_test_" + "demo" * 6
+# The compensation job dies at 14m; its silence is declared down a heartbeat grace later, and
+# the earlier incidents need their recoveries seen: a shorter run scores incidents it cut short.
+MIN_DURATION_S = 17 * 60
 # A mid-sized platform's peak: enough stuck orders for the story, while every compensating
 # query is still really signed (RSA-2048) and answered within the compressed time.
 DEMO_PEAK_ORDERS_PER_S = 8.0
@@ -76,7 +80,7 @@ class DemoResult:
 def demo_config(out_dir: Path, channel_urls: dict[str, str]) -> Config:
     """Embedded defaults, with the fake channels' query APIs and no external pager."""
     config = Config()
-    config.embedded.database = out_dir / "demo.sqlite"
+    config.embedded.database = out_dir / DEMO_DATABASE.name
     config.alerts.alertmanager.urls = []  # the demo pages to the log and the store; point it at one with --config
     config.alerts.self_monitor.watchdog = False
     channels = {
@@ -142,6 +146,19 @@ class LiveView:
         return Group(head, findings, alerts)
 
 
+def check_duration(duration: str) -> str | None:
+    """Why `duration` cannot tell the whole story, or None."""
+    from paywatch.simulator.scenarios import ScenarioError, parse_duration
+
+    try:
+        seconds = parse_duration(duration)
+    except ScenarioError as exc:
+        return str(exc)
+    if seconds < MIN_DURATION_S:
+        return f"{duration} is too short: the story's incidents need at least {MIN_DURATION_S // 60}m"
+    return None
+
+
 def run_demo(
     out_dir: Path,
     seed: int = 7,
@@ -154,7 +171,7 @@ def run_demo(
 
     console = console or Console()
     out_dir.mkdir(parents=True, exist_ok=True)
-    database = out_dir / "demo.sqlite"
+    database = out_dir / DEMO_DATABASE.name
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     run = simulate(STORY, seed=seed, duration=duration, settings=SimulatorSettings(peak_orders_per_s=peak_orders_per_s))
@@ -233,15 +250,27 @@ def _caught(result: Score, incidents: list) -> list[CaughtIncident]:
                 inc.start,
                 inc.end,
                 bool(outcomes) and all(o.caught for o in outcomes),
-                max(delays) if delays else None,
+                min(delays) if delays else None,  # the first finding: when paywatch knew
                 ", ".join(f"{o.kind} on {o.subject}" for o in outcomes),
+                detect_from=inc.detect_from,
+                kinds=tuple(dict.fromkeys(o.kind for o in outcomes)),
+                subjects=tuple(dict.fromkeys(o.subject for o in outcomes if o.subject != "*")),
             )
         )
     return rows
 
 
 def print_summary(result: DemoResult, console: Console) -> None:
-    table = Table("incident", "expected finding", "on", "caught", "detection delay", title="What paywatch caught")
+    table = Table(
+        "incident",
+        "expected finding",
+        "on",
+        "caught",
+        "delay",
+        title="What paywatch caught",
+        caption="delay: from when the events first made it detectable to the first finding "
+        "(recovery: from the incident's end); report.html has delays from its start and to the first page",
+    )
     for o in result.score.outcomes:
         delay = "—" if o.delay_s is None else f"{o.delay_s:.1f} s"
         label = f"{o.kind} (recovery)" if o.recovery else o.kind
@@ -254,3 +283,5 @@ def print_summary(result: DemoResult, console: Console) -> None:
     console.print(f"compensating queries by outcome: {dict(result.queries)}")
     console.print(f"{result.events:,} events in {result.wall_s:.0f} s; database {result.database}")
     console.print(f"incident report: [bold]{result.report}[/]")
+    database = "" if result.database.parent.resolve() == DEMO_DIR.resolve() else f" --database {result.database}"
+    console.print(f"look around: paywatch incidents{database}; paywatch alerts list{database}")

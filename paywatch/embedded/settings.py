@@ -6,6 +6,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Where `paywatch demo` writes by default; the operator commands fall back to its database.
+DEMO_DIR = Path("paywatch-data/demo")
+DEMO_DATABASE = DEMO_DIR / "demo.sqlite"
+
 
 class EmbeddedSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
