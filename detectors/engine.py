@@ -38,9 +38,14 @@ class DetectionEngine:
         self.clock = Timebase.of(self.settings)
         self.heartbeats = HeartbeatTable(self.settings, self.clock)
 
-    def feed(self, event: Event) -> list[Finding]:
+    def feed(self, event: Event, arrived: datetime | None = None) -> list[Finding]:
+        """Judge one event. Live callers pass `arrived` (the wall clock at ingest): it is paywatch's
+        clock then. Without it (replay, simulations), the producers' watermark is."""
         claim = to_ms(event.timestamp)
-        self.clock.observe(event.service.instance.id, claim)
+        if arrived is None:
+            self.clock.observe(event.service.instance.id, claim)
+        else:
+            self.clock.tick(to_ms(arrived))
         return self.feed_ms(event, claim)
 
     def feed_ms(self, event: Event, claim: int) -> list[Finding]:

@@ -203,3 +203,21 @@ def test_payments_stamped_by_a_host_40_s_behind_open_no_false_paid_but_pending()
         r.feed(pay(t + 30, "order_paid", f"o{i}", channel=None))
     r.until(200)
     assert r.of("paid_but_pending") == [] and r.of("paid_but_pending_incident") == []
+
+
+def test_live_events_are_judged_at_their_arrival_by_the_wall_clock():
+    """The embedded pipeline passes the wall clock at ingest: two producers, one 40 s behind and
+    one 40 s ahead (too few for a watermark to outvote either), are both judged on arrival."""
+    engine = DetectionEngine()
+    found = []
+    for t in range(0, 400):
+        wall = T0 + timedelta(seconds=t)
+        found += engine.tick(wall)
+        if t % 10 == 0:
+            found += engine.feed(hb(t, "job", "behind", skew=-40), arrived=wall)
+            if t < 200:
+                found += engine.feed(hb(t, "job", "ahead", skew=+40), arrived=wall)
+    skewed = {f.finding.fingerprint for f in found if f.finding.kind == "clock_skew" and f.finding.state == "open"}
+    assert skewed == {"clock_skew:job:behind", "clock_skew:job:ahead"}
+    [missing] = pages(found)
+    assert missing.finding.fingerprint == "heartbeat_missing:job:ahead" and secs(missing) == 190 + 30
