@@ -13,11 +13,12 @@ Two consumer groups run in each worker process:
   window is judged once every payment partition has reported it; the sum equals what one
   worker would have counted, so channel findings are the same with 1 or N workers.
 
-Each partition has its own clock (`Timebase`): the watermark of its producers while it is
-being read (a consumer cannot tell a backlog from live traffic), and the wall clock (minus
-`allowed_lateness_s` for payments) once it is caught up and idle. That keeps window contents
-a function of the partition's events, not of which worker read them, and one producer's
-clock ahead or behind changes nothing for the others.
+Each partition has its own clock (`Timebase`): the watermark of its producers while messages
+flow (a consumer that lags cannot tell a backlog from live traffic by its own clock), never
+ahead of the wall clock (minus `allowed_lateness_s` for payments), and that wall clock once
+it is caught up and idle. Events are judged at their `@timestamp` when it agrees with that
+clock, so window contents stay a function of the partition's events, not of which worker read
+them, and one producer's clock ahead or behind changes nothing for the others.
 
 Restart and rebalance: a worker that gains a partition re-reads it from
 `rebuild_horizon_s` ago (offsets-for-times) and re-derives its state. Findings are
@@ -149,8 +150,8 @@ def start_offsets(consumer: Consumer, partitions: list[TopicPartition], since_ms
 
 
 class _Clocked:
-    """A partition's clock: its producers' watermark while reading, the wall clock (minus
-    `lag_ms`) once caught up and idle."""
+    """A partition's clock: its producers' watermark while reading (never ahead of the wall clock
+    minus `lag_ms`), the wall clock (minus `lag_ms`) once caught up and idle."""
 
     def __init__(self, live_from: int, lag_ms: int, clock: Timebase) -> None:
         self.live_from = live_from  # offset from which the partition is live (end at assignment)
@@ -160,19 +161,19 @@ class _Clocked:
         self.clock = clock
         self.next_tick = 0
 
-    def seen(self, offset: int, event: Event, claim: int) -> None:
+    def seen(self, offset: int, event: Event, claim: int, wall_ms: int) -> None:
         self.idle = False
         if offset + 1 >= self.live_from:
             self.live = True
-        self.clock.observe(event.service.instance.id, claim)
+        self.clock.observe(event.service.instance.id, claim, wall_ms - self.lag_ms)
 
     def ticks(self, wall_ms: int | None = None) -> Iterable[int]:
         """Whole seconds the clock has passed since the last call."""
         if wall_ms is not None and self.live and self.idle:
             self.clock.tick(wall_ms - self.lag_ms)
         now = self.clock.now
-        if not now:
-            return
+        if not now or not (self.live or self.clock.established):
+            return  # reading a backlog from too few producers yet to know the time
         if not self.next_tick:
             self.next_tick = -(-now // TICK_MS) * TICK_MS
         while self.next_tick <= now:
@@ -290,17 +291,18 @@ class PartitionWorker:
             log.warning("skipping %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), exc)
             return []
         claim = to_ms(event.timestamp)
+        wall = to_ms(SystemClock().now())
         if message.topic() == self.topics.payments:
             state = self.payments.get(message.partition())
             if state is None or event.payment is None:
                 return []
-            state.seen(message.offset(), event, claim)
+            state.seen(message.offset(), event, claim, wall)
             out = self._advance(state)
             return out + self.emitter.outputs(state.orders.feed(event, state.clock.judge(claim)))
         hb = self.heartbeats.get(message.partition())
         if hb is None or event.heartbeat is None:
             return []
-        hb.seen(message.offset(), event, claim)
+        hb.seen(message.offset(), event, claim, wall)
         out = self._advance_heartbeats(hb)
         return out + self.emitter.outputs(hb.table.feed(event, claim))
 

@@ -93,8 +93,9 @@ class Timebase:
         if now > self.now:
             self.now = now
 
-    def observe(self, producer: str, claim: int) -> int:
-        """Count one event's claim in the watermark; returns the clock after it."""
+    def observe(self, producer: str, claim: int, ceiling: int = 0) -> int:
+        """Count one event's claim in the watermark; returns the clock after it. A live reader
+        passes its wall clock as `ceiling`: no claim moves the clock past it."""
         if self.now and claim > self.now + self._future:
             return self.now  # years ahead: says nothing about the time
         prev = self.latest.get(producer)
@@ -120,18 +121,19 @@ class Timebase:
         if len(self.latest) <= self._quorum:
             # too few producers to outvote one: start at the newest claim (ahead is harmless here,
             # a clock held back and then jumping forward would make everyone look silent)
-            if top[0][0] > self.now:
-                self.now = top[0][0]
-            return self.now
-        quorum = top[-1][0]
-        if quorum != self._reached:
-            self._reached = quorum
-            self._lead = top[0][0] - quorum
-            if quorum > self.now:
-                self.now = quorum
-        elif top[0][0] - self._lead > self._reached + self._stall:
-            # only the newest producer has moved, for longer than `stall`: follow it at its offset
-            self.now = max(self.now, top[0][0] - self._lead)
+            reached = top[0][0]
+        else:
+            reached = top[-1][0]
+            if reached != self._reached:
+                self._reached = reached
+                self._lead = top[0][0] - reached
+            elif top[0][0] - self._lead > reached + self._stall:
+                # only the newest producer has moved, for longer than `stall`: follow it at its offset
+                reached = top[0][0] - self._lead
+        if ceiling and reached > ceiling:
+            reached = ceiling
+        if reached > self.now:
+            self.now = reached
         return self.now
 
     def judge(self, claim: int) -> int:

@@ -221,3 +221,12 @@ def test_live_events_are_judged_at_their_arrival_by_the_wall_clock():
     assert skewed == {"clock_skew:job:behind", "clock_skew:job:ahead"}
     [missing] = pages(found)
     assert missing.finding.fingerprint == "heartbeat_missing:job:ahead" and secs(missing) == 190 + 30
+
+
+def test_a_live_reader_caps_the_watermark_at_its_wall_clock():
+    """A Kafka partition with two producers cannot outvote one 40 s ahead; its wall clock can."""
+    clock = Timebase(quorum=2)
+    wall = BASE + 100 * S
+    clock.observe("right", BASE + 99 * S, wall)
+    assert clock.observe("ahead", BASE + 139 * S, wall) == wall
+    assert clock.judge(BASE + 99 * S) == BASE + 99 * S and clock.judge(BASE + 139 * S) == wall
