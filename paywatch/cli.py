@@ -11,7 +11,7 @@ import click
 COMMANDS: dict[str, str] = {
     "collect": "paywatch.collectors.cli:collect",
     "detect": "paywatch.detectors.cli:detect",
-    "replay": "paywatch.detectors.cli:replay",
+    "replay": "paywatch.app.cli:replay",
     "alert": "paywatch.alerts.cli:alert",
     "compensate": "paywatch.compensation.cli:compensate",
     "simulate": "paywatch.simulator.cli:simulate",
