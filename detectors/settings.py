@@ -208,12 +208,17 @@ class DetectorSettings(_Section):
         description="A new heartbeat whose `@timestamp` is further than this behind paywatch's clock is "
         "flagged at once as `clock_skew`.",
     )
-    watermark_quorum: int = Field(
-        2,
-        ge=1,
-        description="Replaying, or catching up on a backlog, paywatch's clock is the time this many producers "
-        "(instances) have reached: one producer ahead cannot drag it forward, one behind or dead cannot "
-        "hold it back. Set it to one more than the number of hosts that may be wrong at once.",
+    watermark_quorum: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Replaying, or reading a backlog, paywatch's clock is the time this share of the producers "
+        "(instances heard from within `watermark_window_s`; at least two) have reached: producers ahead, fewer "
+        "than that, cannot drag it forward; producers behind or dead cannot hold it back.",
+    )
+    watermark_window_s: float = Field(
+        300.0,
+        description="A producer not heard from for this long no longer counts towards the watermark's quorum.",
     )
     watermark_stall_s: float = Field(
         60.0,

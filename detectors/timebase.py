@@ -2,21 +2,21 @@
 
 Detectors count time in integer epoch milliseconds: cheap to store and compare, exact to replay.
 
-A producer's `@timestamp` is a claim made by its clock, and one host whose NTP died must not
+A producer's `@timestamp` is a claim made by its clock, and a few hosts whose NTP died must not
 change how anyone else is judged. So the detectors keep their own clock (`Timebase.now`):
 
-- live, the wall clock (ticks);
-- replaying, or catching up on a Kafka backlog, a **watermark**: the time that at least
-  `watermark_quorum` producers (keyed by instance id) have reached. One producer ahead
-  cannot drag it forward (the others have not reached its time), one behind or dead cannot
-  hold it back (the others have passed it). It only moves forward. When only one producer
-  is left sending for `watermark_stall_s` of its own time, the clock follows it at the
-  offset it had from the others, so a lone survivor still lets the deaths of the rest be seen.
-  Until more than `watermark_quorum` producers are known nobody can be outvoted: the clock
-  is the newest claim (ahead for a while is harmless, events are judged at it; held back and
-  then jumping forward would make everyone look silent), and it is not `established`, so
-  replay does not tick on it until then (or until one lone producer has sent for
-  `watermark_stall_s`).
+- live, the wall clock (ticks, and a ceiling for what producers may claim);
+- replaying, or reading a Kafka backlog, a **watermark**: the time that a quorum of the
+  producers (instances, keyed by instance id) heard from in the last `watermark_window_s`
+  have reached — `watermark_quorum` of them (a share, at least two). The quorum-th newest
+  claim: producers ahead (fewer than the quorum) cannot drag it forward, producers behind or
+  dead cannot hold it back while a quorum is alive. It only moves forward. When only the
+  newest producer is still moving, for `watermark_stall_s` of its own time, the clock
+  follows it at the offset it had from the others, so a lone survivor still lets the deaths
+  of the rest be seen. With two producers or fewer nobody can be outvoted: the clock is the
+  newest claim (ahead for a while is harmless, events are judged at it; held back and then
+  jumping forward would make everyone look silent), and it is not `established`, so replay
+  does not tick on it until more producers are heard (or one has sent for `watermark_stall_s`).
 
 An event whose claim is within `arrival_tolerance_s` of that clock is judged at its own
 time (it is precise, and independent of which worker read it); a claim further off is
@@ -26,6 +26,7 @@ even counted in the watermark.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 
@@ -41,15 +42,18 @@ class Timebase:
     """The clock at which events arrive and deadlines fire; see the module docstring."""
 
     __slots__ = (
+        "_count_at",
         "_first",
         "_future",
+        "_k",
         "_lead",
         "_past",
-        "_quorum",
         "_reached",
+        "_share",
         "_stall",
         "_tolerance",
         "_top",
+        "_window",
         "established",
         "latest",
         "now",
@@ -60,21 +64,25 @@ class Timebase:
         tolerance_ms: int = 10_000,
         future_ms: int = 600_000,
         past_ms: int = 86_400_000,
-        quorum: int = 2,
+        share: float = 0.3,
         stall_ms: int = 60_000,
+        window_ms: int = 300_000,
     ) -> None:
         self.now = 0  # paywatch's clock (ms); 0 until the first event or tick
         self.established = False  # the watermark can be trusted: deadlines may be judged by it
-        self._first = 0  # the first claim counted
-        self.latest: dict[str, int] = {}  # producer → its newest counted claim
-        self._top: list[list] = []  # the `quorum` newest producers: [claim, producer], newest first
+        self.latest: dict[str, int] = {}  # producer → its newest counted claim (recent producers)
+        self._top: list[list] = []  # the `_k` newest producers: [claim, producer], newest first
+        self._k = 2  # the quorum: how many producers must have reached a time
+        self._count_at = 0  # when to count the recent producers again (once a second of clock)
         self._reached = 0  # the time the quorum had reached when it last moved
         self._lead = 0  # how far the newest producer was ahead of the quorum then
+        self._first = 0  # the first claim counted
         self._tolerance = tolerance_ms
         self._future = future_ms
         self._past = past_ms
-        self._quorum = quorum
+        self._share = share
         self._stall = stall_ms
+        self._window = window_ms
 
     @classmethod
     def of(cls, settings: object) -> Timebase:
@@ -86,12 +94,23 @@ class Timebase:
             int(s.past_limit_s * 1000),  # type: ignore[attr-defined]
             s.watermark_quorum,  # type: ignore[attr-defined]
             int(s.watermark_stall_s * 1000),  # type: ignore[attr-defined]
+            int(s.watermark_window_s * 1000),  # type: ignore[attr-defined]
         )
 
     def tick(self, now: int) -> None:
         """The wall clock (live) or the replay's tick: the clock never runs backwards."""
         if now > self.now:
             self.now = now
+
+    def _count(self) -> None:
+        """Forget producers not heard from within the window; size the quorum to those left."""
+        horizon = self.now - self._window
+        latest = self.latest
+        if self.now and min(latest.values()) < horizon:
+            latest = self.latest = {p: c for p, c in latest.items() if c >= horizon}
+        self._k = max(2, math.ceil(self._share * len(latest)))
+        self._top = sorted(([c, p] for p, c in latest.items()), reverse=True)[: self._k]
+        self._count_at = self.now + 1000
 
     def observe(self, producer: str, claim: int, ceiling: int = 0) -> int:
         """Count one event's claim in the watermark; returns the clock after it. A live reader
@@ -102,25 +121,27 @@ class Timebase:
         if prev is not None and claim <= prev:
             return self.now
         self.latest[producer] = claim
+        top = self._top
+        if prev is None or self.now >= self._count_at:
+            self._count()
+            top = self._top
+        else:
+            for row in top:
+                if row[1] == producer:
+                    row[0] = claim
+                    break
+            else:
+                if claim <= top[-1][0]:
+                    return self.now
+                top[-1] = [claim, producer]
+            top.sort(reverse=True)
+        n = len(self.latest)
         if not self.established:
             self._first = self._first or claim
-            self.established = len(self.latest) > self._quorum or claim - self._first >= self._stall
-        top = self._top
-        for row in top:
-            if row[1] == producer:
-                row[0] = claim
-                break
-        else:
-            if len(top) < self._quorum:
-                top.append([claim, producer])
-            elif claim > top[-1][0]:
-                top[-1] = [claim, producer]
-            else:
-                return self.now
-        top.sort(reverse=True)
-        if len(self.latest) <= self._quorum:
-            # too few producers to outvote one: start at the newest claim (ahead is harmless here,
-            # a clock held back and then jumping forward would make everyone look silent)
+            self.established = n > 2 or claim - self._first >= self._stall
+        if n <= 2:
+            # too few producers to outvote one: the newest claim (ahead is harmless here, a clock
+            # held back and then jumping forward would make everyone look silent)
             reached = top[0][0]
         else:
             reached = top[-1][0]

@@ -58,7 +58,7 @@ def pages(findings: list) -> list:
 
 
 def test_watermark_is_the_time_a_quorum_of_producers_reached():
-    clock = Timebase(quorum=2)
+    clock = Timebase(share=0.3)  # of up to 6 producers: 2
     assert clock.observe("a", BASE) == BASE  # alone, a producer is the only evidence
     assert clock.observe("b", BASE + 2 * S) == BASE + 2 * S  # two cannot outvote each other: the newest
     assert not clock.established
@@ -70,9 +70,25 @@ def test_watermark_is_the_time_a_quorum_of_producers_reached():
     assert clock.observe("a", BASE + 4 * S) == BASE + 7 * S  # an old event again: nothing
 
 
+def test_the_quorum_is_a_share_of_the_producers_heard_from_recently():
+    """Ten producers, two of them 40 s ahead: the quorum is three, so the clock is a right one's."""
+    clock = Timebase(share=0.3, window_ms=300 * S)
+    for t in range(0, 60, 10):
+        for i in reversed(range(10)):
+            clock.observe(f"p{i}", BASE + (t + (40 if i < 2 else 0) + i / 10) * S)
+        # three have reached it, so at least one right clock: never beyond the newest right claim
+        assert BASE + t * S < clock.now <= BASE + (t + 0.9) * S
+    # eight of them go quiet: after the window only the two ahead are left, and two cannot be
+    # outvoted: the clock follows the newest (documented in docs/detectors.md, Limitations)
+    for t in range(60, 700, 10):
+        clock.observe("p0", BASE + (t + 40) * S)
+        clock.observe("p1", BASE + (t + 40.1) * S)
+    assert sorted(clock.latest) == ["p0", "p1"] and clock.now == BASE + (690 + 40.1) * S
+
+
 def test_a_producer_years_ahead_never_moves_the_watermark():
-    clock = Timebase(quorum=1, future_ms=600 * S)  # even a quorum of one
-    clock.observe("a", BASE)
+    clock = Timebase(future_ms=600 * S)
+    clock.observe("a", BASE)  # alone: its claim is the clock
     assert clock.observe("b", BASE + 70 * 365 * 86400 * S) == BASE
     assert clock.far(BASE + 70 * 365 * 86400 * S) and clock.far(BASE - 2 * 86400 * S)
     assert not clock.far(BASE + 40 * S)
@@ -81,7 +97,7 @@ def test_a_producer_years_ahead_never_moves_the_watermark():
 def test_a_lone_survivor_moves_the_watermark_at_its_own_offset():
     """When every other producer is silent, the clock follows the last one, corrected by how far
     it was ahead of the others, so their silence becomes visible."""
-    clock = Timebase(quorum=2, stall_ms=60 * S)
+    clock = Timebase(stall_ms=60 * S)
     for t in range(0, 100, 10):
         clock.observe("ahead", BASE + (t + 40) * S)  # 40 s ahead
         clock.observe("right", BASE + t * S)
@@ -225,7 +241,7 @@ def test_live_events_are_judged_at_their_arrival_by_the_wall_clock():
 
 def test_a_live_reader_caps_the_watermark_at_its_wall_clock():
     """A Kafka partition with two producers cannot outvote one 40 s ahead; its wall clock can."""
-    clock = Timebase(quorum=2)
+    clock = Timebase()
     wall = BASE + 100 * S
     clock.observe("right", BASE + 99 * S, wall)
     assert clock.observe("ahead", BASE + 139 * S, wall) == wall

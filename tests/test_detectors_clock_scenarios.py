@@ -1,8 +1,11 @@
 """Clock and fleet shapes on simulated traffic (simulator/scenarios.py), scored against the
-simulator's ground truth: hosts whose clocks run 40 s behind and ahead, a beat dated 2099,
-autoscaling with and without `stopping` beats, a heartbeat interval changing, and a consumer
-rebalance re-delivering minutes of events. Nothing may page falsely; every death is paged
-within its bound. Deterministic: simulated time only.
+simulator's ground truth on the pages the shipped rules send (`paywatch.app.backtest`: what
+on-call receives) and on the findings behind them: hosts whose clocks run 40 s behind and
+ahead, a beat dated 2099, autoscaling with and without `stopping` beats, a heartbeat interval
+changing, and a consumer rebalance re-delivering minutes of events. Nothing may page falsely;
+every death is paged (a whole service: `ServiceDown`) or recorded (one instance of several:
+`heartbeat_missing`, which the shipped rules do not page) within its bound. Deterministic:
+simulated time only.
 """
 
 from __future__ import annotations
@@ -10,14 +13,15 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from paywatch.detectors.engine import DetectionEngine
-from paywatch.detectors.replay import replay_events
+from paywatch.alerts.rules import load_rules
+from paywatch.app.backtest import Page, backtest, describe, score_pages
 from paywatch.detectors.scoring import Incident, Score, score
-from paywatch.finding import Finding, is_incident
+from paywatch.finding import Finding
 from paywatch.simulator.scenarios import simulate
 
 pytestmark = pytest.mark.slow
 
+JOB = "compensation-job"
 GRACE_S = 10 * 3  # the simulated services beat every 10 s; missing after interval × grace
 SKEWED = [
     "clock_skew:service=payment-gateway,instance=0,skew=-40",
@@ -26,11 +30,29 @@ SKEWED = [
 ]
 
 
-def _run(scenarios: list[str], duration: str = "25m", seed: int = 3) -> tuple[list[Finding], list[Incident], Score]:
-    run = simulate(scenarios, duration=duration, seed=seed, telemetry="direct", keep_records=False)
-    findings = list(replay_events(run, DetectionEngine()))
-    truth = [msgspec.convert(i.to_dict(), Incident) for i in run.incidents]
-    return findings, truth, score(findings, truth)
+class Backtested:
+    """One simulated run through the detectors and the shipped alert rules."""
+
+    def __init__(self, scenarios: list[str], duration: str = "25m", seed: int = 3) -> None:
+        run = simulate(scenarios, duration=duration, seed=seed, telemetry="direct", keep_records=False)
+        result = backtest(run)
+        self.findings: list[Finding] = result.findings
+        self.pages: list[Page] = result.pages
+        self.truth = [msgspec.convert(i.to_dict(), Incident) for i in run.incidents]
+        self.by_findings: Score = score(self.findings, self.truth)
+        self.by_pages: Score = score_pages(self.pages, self.truth, load_rules())
+
+    def outcome(self, scenario: str, by_pages: bool = True):
+        [inc] = [i for i in self.truth if i.scenario == scenario]
+        result = self.by_pages if by_pages else self.by_findings
+        [o] = [o for o in result.outcomes if o.incident == inc.id]
+        return o
+
+    def false_pages(self) -> list[str]:
+        return [describe(p) for p in self.by_pages.false_incidents]
+
+    def false_incidents(self) -> list[tuple[str, str, str]]:
+        return _show(self.by_findings.false_incidents)
 
 
 def _show(findings: list[Finding]) -> list[tuple[str, str, str]]:
@@ -46,57 +68,71 @@ def _stuck(findings: list[Finding]) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def skewed_run() -> tuple[list[Finding], list[Incident], Score]:
-    return _run([*SKEWED, "instance_dies:service=payment-gateway,instance=0,start=15m,slack=10"])
+def skewed_run() -> Backtested:
+    return Backtested(
+        [
+            *SKEWED,
+            "clock_skew:service=compensation-job,instance=0,skew=40",
+            "instance_dies:service=payment-gateway,instance=0,start=15m,slack=10",  # the host 40 s behind
+            "service_dies:service=compensation-job,start=18m",  # with its host 40 s ahead
+        ]
+    )
 
 
 def test_hosts_40_s_behind_and_ahead_page_nothing_for_themselves_or_anyone_else(skewed_run):
-    findings, _, result = skewed_run
-    assert result.false_incidents == [], _show(result.false_incidents)
-    flapping = [f for f in findings if f.finding.kind == "service_flapping"]
+    assert skewed_run.false_pages() == []
+    assert skewed_run.false_incidents() == []
+    flapping = [f for f in skewed_run.findings if f.finding.kind == "service_flapping"]
     assert flapping == [], _show(flapping)
 
 
 def test_clock_skew_names_each_skewed_host_within_2_min(skewed_run):
-    findings, _, result = skewed_run
-    skews = [o for o in result.outcomes if o.kind == "clock_skew"]
-    assert len(skews) == 3 and all(o.caught and o.delay_s <= 120 for o in skews), skews
-    named = {f.finding.fingerprint.rsplit(":", 1)[0] for f in findings if f.finding.kind == "clock_skew"}
-    assert named == {"clock_skew:payment-gateway", "clock_skew:callback-receiver", "clock_skew:order-service"}
+    skews = [o for o in skewed_run.by_findings.outcomes if o.kind == "clock_skew"]
+    assert len(skews) == 4 and all(o.caught and o.delay_s <= 120 for o in skews), skews
+    named = {f.finding.fingerprint.rsplit(":", 1)[0] for f in skewed_run.findings if f.finding.kind == "clock_skew"}
+    assert named == {
+        "clock_skew:payment-gateway",
+        "clock_skew:callback-receiver",
+        "clock_skew:order-service",
+        "clock_skew:compensation-job",
+    }
+    assert not [p for p in skewed_run.pages if p.alertname == "ClockSkew"]  # recorded, never paged
 
 
 def test_a_skewed_host_that_dies_is_paged_within_interval_times_grace_plus_10_s(skewed_run):
-    _, _, result = skewed_run
-    [death] = [o for o in result.outcomes if o.kind == "heartbeat_missing"]
-    assert death.caught and death.delay_s <= GRACE_S + 10, death
+    # the service whose instances include the host 40 s ahead: all die, ServiceDown pages
+    down = skewed_run.outcome("service_dies")
+    assert down.caught and down.delay_s <= GRACE_S + 10, down
+    # one instance of three (the host 40 s behind) dies: recorded as heartbeat_missing in time
+    gone = skewed_run.outcome("instance_dies", by_pages=False)
+    assert gone.caught and gone.delay_s <= GRACE_S + 10, gone
 
 
-def test_skewed_payment_producers_open_no_stuck_order_the_same_traffic_without_skew_does_not():
-    """Skew consumes no randomness: the traffic is the same order for order, so every
-    per-order finding must be the same as without it (none opened by a stamp 40 s off)."""
-    plain, _, _ = _run(["normal"], "20m")
-    skewed, _, result = _run(SKEWED, "20m")
-    assert _stuck(skewed) == _stuck(plain)
-    assert result.false_incidents == []
+def test_skewed_payment_producers_page_nothing_and_open_no_stuck_order_that_plain_traffic_does_not():
+    """Skew consumes no randomness: the traffic is the same order for order, so every per-order
+    finding must be the same as without it (none opened by a stamp 40 s off), and nothing pages."""
+    plain, skewed = Backtested(["normal"], "20m"), Backtested(SKEWED, "20m")
+    assert _stuck(skewed.findings) == _stuck(plain.findings)
+    assert skewed.pages == [], [describe(p) for p in skewed.pages]
 
 
 def test_a_beat_dated_2099_is_flagged_and_does_not_hide_a_later_death():
-    findings, _, result = _run(
+    run = Backtested(
         [
             "stray_beat:service=compensation-job,instance=0,start=4m",
-            "instance_dies:service=compensation-job,instance=0,start=12m",
+            "service_dies:service=compensation-job,start=12m",
         ],
         "18m",
     )
-    [flag] = [f for f in findings if f.finding.kind == "clock_skew" and f.finding.state == "open"]
+    [flag] = [f for f in run.findings if f.finding.kind == "clock_skew" and f.finding.state == "open"]
     assert "2099" in flag.finding.summary
-    [death] = result.outcomes
-    assert death.caught and death.delay_s <= GRACE_S + 2, death
-    assert result.false_incidents == [], _show(result.false_incidents)
+    down = run.outcome("service_dies")
+    assert down.caught and down.delay_s <= GRACE_S + 2, down
+    assert run.false_pages() == []
 
 
 def test_autoscaling_with_stopping_beats_and_interval_changes_page_nothing():
-    findings, truth, _ = _run(
+    run = Backtested(
         [
             "autoscale:service=order-service,start=3m,duration=6m,out=3,scale_in=3,stopping=1",
             "autoscale:service=compensation-job,start=4m,duration=8m,out=1,scale_in=2,stopping=1",
@@ -104,32 +140,34 @@ def test_autoscaling_with_stopping_beats_and_interval_changes_page_nothing():
             "interval_change:service=payment-gateway,start=6m,interval=5",
         ]
     )
-    assert truth == []
-    pages = [f for f in findings if f.finding.state == "open" and is_incident(f)]
-    assert pages == [], _show(pages)
+    assert run.truth == []
+    assert run.pages == [], [describe(p) for p in run.pages]
+    assert run.false_incidents() == []
 
 
-def test_autoscaling_without_stopping_beats_pages_the_instances_that_went_and_nothing_else():
-    """A terminated VM says nothing: its silence is a real heartbeat_missing (the truth expects it),
-    but the service is not down and nobody else is paged."""
-    findings, _, result = _run(["autoscale:service=payment-gateway,start=3m,duration=6m,out=2,scale_in=2,stopping=0"])
-    [gone] = result.outcomes
+def test_autoscaling_without_stopping_beats_records_the_instances_that_went_and_pages_nothing():
+    """A terminated VM says nothing: its silence is a real heartbeat_missing (the truth expects the
+    finding), but the service is not down, so nothing pages."""
+    run = Backtested(["autoscale:service=payment-gateway,start=3m,duration=6m,out=2,scale_in=2,stopping=0"])
+    gone = run.outcome("autoscale", by_pages=False)
     assert gone.caught and gone.delay_s <= GRACE_S + 2, gone
-    assert result.false_incidents == [], _show(result.false_incidents)
-    pages = [f for f in findings if f.finding.state == "open" and is_incident(f)]
-    assert {f.finding.kind for f in pages} == {"heartbeat_missing"} and len(pages) == 2, _show(pages)
+    assert run.false_incidents() == []
+    assert run.pages == [], [describe(p) for p in run.pages]
+    missing = {f.finding.fingerprint for f in run.findings if f.finding.kind == "heartbeat_missing"}
+    assert len(missing) == 2 and not [f for f in run.findings if f.finding.kind == "service_down"]
 
 
 def test_a_redelivery_storm_pages_nothing_and_brings_no_dead_service_back():
-    findings, _, result = _run(
+    run = Backtested(
         [
             "service_dies:service=compensation-job,start=8m",
             "redelivery_storm:start=10m,span=4m",  # re-delivers the dead job's last beats too
         ],
         "16m",
     )
-    [down] = result.outcomes
+    down = run.outcome("service_dies")
     assert down.caught and down.delay_s <= GRACE_S + 2, down
-    assert result.false_incidents == [], _show(result.false_incidents)
-    job = [(f.finding.kind, f.finding.state) for f in findings if f.service and f.service.name == "compensation-job"]
+    assert run.false_pages() == []
+    assert [(p.alertname, p.status) for p in run.pages] == [("ServiceDown", "firing")], [describe(p) for p in run.pages]
+    job = [(f.finding.kind, f.finding.state) for f in run.findings if f.service and f.service.name == JOB]
     assert ("service_down", "resolved") not in job and ("heartbeat_missing", "resolved") not in job, job
