@@ -29,6 +29,8 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
+COUNT_MS = 10_000  # how often the producers heard from recently are counted (the quorum's size)
+
 
 def to_ms(at: datetime) -> int:
     return round(at.timestamp() * 1000)
@@ -73,7 +75,7 @@ class Timebase:
         self.latest: dict[str, int] = {}  # producer → its newest counted claim (recent producers)
         self._top: list[list] = []  # the `_k` newest producers: [claim, producer], newest first
         self._k = 2  # the quorum: how many producers must have reached a time
-        self._count_at = 0  # when to count the recent producers again (once a second of clock)
+        self._count_at = 0  # when to count the recent producers again (every COUNT_MS of clock)
         self._reached = 0  # the time the quorum had reached when it last moved
         self._lead = 0  # how far the newest producer was ahead of the quorum then
         self._first = 0  # the first claim counted
@@ -110,7 +112,7 @@ class Timebase:
             latest = self.latest = {p: c for p, c in latest.items() if c >= horizon}
         self._k = max(2, math.ceil(self._share * len(latest)))
         self._top = sorted(([c, p] for p, c in latest.items()), reverse=True)[: self._k]
-        self._count_at = self.now + 1000
+        self._count_at = self.now + COUNT_MS
 
     def observe(self, producer: str, claim: int, ceiling: int = 0) -> int:
         """Count one event's claim in the watermark; returns the clock after it. A live reader
