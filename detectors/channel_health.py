@@ -11,46 +11,20 @@ teaches the judge that outages are normal.
   `recover_after` judgements at or below the exit threshold (half the entry threshold).
 - Customer failures (error_category user/limit) never count against the channel, but a
   single code's share jumping far above its baseline is an `error_code_spike`.
-- Paid-but-pending and duplicate-charged orders opened in the incident span page once
-  per channel (duplicates also overall) when they cross an absolute and a baseline-
-  relative threshold; they resolve after `incident_resolve_after` quiet windows.
+- Stuck and duplicate-charged orders are rolled up into incidents by `incidents.py`
+  (per channel, per merchant, overall), fed the same windows.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
+from paywatch.detectors.incidents import IncidentJudge
 from paywatch.detectors.settings import ChannelSettings, DetectorSettings
 from paywatch.detectors.stats import ewma, wilson_bounds
 from paywatch.detectors.timebase import to_dt
-from paywatch.detectors.windows import FIELDS, Tally, Window
+from paywatch.detectors.windows import FIELDS, Tally, Window, is_channel
 from paywatch.finding import Evidence, Finding, FindingPayment, Severity, make_finding
-
-OVERALL = "*"
-
-
-class _Rollup:
-    """An incident-level count (stuck or duplicate-charged orders) for one channel."""
-
-    __slots__ = ("baseline", "open", "quiet", "span", "total")
-
-    def __init__(self, span: int) -> None:
-        self.span: deque[int] = deque(maxlen=span)
-        self.total = 0
-        self.baseline = 0.0
-        self.open = False
-        self.quiet = 0
-
-    def push(self, n: int) -> int | None:
-        """Add the newest window; return the one that left the span (the baseline learns only those,
-        so a rising count never raises its own threshold)."""
-        left = None
-        if len(self.span) == self.span.maxlen:
-            left = self.span[0]
-            self.total -= left
-        self.span.append(n)
-        self.total += n
-        return left
 
 
 class _Channel:
@@ -59,11 +33,9 @@ class _Channel:
         "baseline",
         "code_baseline",
         "codes_open",
-        "duplicates",
         "good",
         "knobs",
         "level",
-        "pending",
         "span",
         "sums",
     )
@@ -78,8 +50,6 @@ class _Channel:
         self.level = "healthy"
         self.bad = 0
         self.good = 0
-        self.pending = _Rollup(settings.incident_span_windows)
-        self.duplicates = _Rollup(settings.duplicate_span_windows)
 
     def push(self, tally: Tally) -> None:
         if len(self.span) == self.span.maxlen:
@@ -99,15 +69,15 @@ class _Channel:
 class ChannelJudge:
     def __init__(self, settings: DetectorSettings, overall: bool = True) -> None:
         self.s = settings
-        self.overall = overall  # judge duplicates across all channels (one judge of several does)
         self.window_ms = int(settings.window_s * 1000)
         self.lateness_ms = int(settings.allowed_lateness_s * 1000)
         self.channels: dict[str, _Channel] = {}
-        self.overall_duplicates = _Rollup(settings.duplicate_span_windows)
+        # `overall`: this judge owns the all-channel incident scope (one judge of several does)
+        self.incidents = IncidentJudge(settings, overall)
         self.last_index: int | None = None
-        self._gap_limit = max(settings.health_span_windows, settings.incident_span_windows) + max(
-            settings.recover_after, settings.incident_resolve_after
-        )
+        self._gap_limit = max(
+            settings.health_span_windows, settings.incident_span_windows, settings.merchant_span_windows
+        ) + max(settings.recover_after, settings.incident_resolve_after)
 
     def on_window(self, index: int, window: Window) -> list[Finding]:
         """Judge a closed window (and, first, any skipped empty ones) for every known channel."""
@@ -124,25 +94,17 @@ class ChannelJudge:
     def _judge(self, index: int, window: Window, found: list[Finding]) -> None:
         at = (index + 1) * self.window_ms + self.lateness_ms
         for key in window:
-            if key != OVERALL and key not in self.channels:
+            if (is_channel(key) or "/" in key) and key not in self.channels:
                 channel = key.split("/", 1)[0]
                 self.channels[key] = _Channel(self.s, self.s.for_channel(channel))
-        duplicates = 0
         for key in sorted(self.channels):
             state = self.channels[key]
             tally = window.get(key) or Tally()
             state.push(tally)
             self._health(key, state, tally, at, found)
-            if "/" in key:
-                continue
-            self._codes(key, state, tally, at, found)
-            self._rollup(key, state.pending, tally.pending, "paid_but_pending_incident", at, found)
-            self._rollup(key, state.duplicates, tally.duplicates, "duplicate_charge_incident", at, found)
-            duplicates += tally.duplicates
-        if OVERALL in window:  # summed over every channel by the Kafka workers (this judge sees only some)
-            duplicates = window[OVERALL].duplicates
-        if self.overall:
-            self._rollup(OVERALL, self.overall_duplicates, duplicates, "duplicate_charge_incident", at, found)
+            if "/" not in key:
+                self._codes(key, state, tally, at, found)
+        self.incidents.judge(at, window, found)
 
     # --- health ---------------------------------------------------------------
     def _health(self, key: str, st: _Channel, tally: Tally, at: int, found: list[Finding]) -> None:
@@ -252,51 +214,4 @@ class ChannelJudge:
             else f"customer error {code} on {channel} back to normal",
             evidence=Evidence(figures={"code": code, "count": count, "finished": n, "baseline": round(base, 4)}),
             payment=FindingPayment(channel=channel),
-        )
-
-    # --- incident rollups ---------------------------------------------------------
-    def _rollup(self, key: str, r: _Rollup, n: int, kind: str, at: int, found: list[Finding]) -> None:
-        s = self.s
-        left = r.push(n)
-        minimum = (
-            s.pending_incident_min_orders if kind == "paid_but_pending_incident" else s.duplicate_incident_min_orders
-        )
-        threshold = max(minimum, s.incident_baseline_factor * r.baseline * len(r.span))
-        if not r.open:
-            if r.total >= threshold:
-                r.open = True
-                r.quiet = 0
-                found.append(self._rollup_finding(key, kind, "open", r, threshold, at))
-            elif left is not None:
-                r.baseline = ewma(r.baseline, left, s.baseline_alpha)
-            return
-        r.quiet = 0 if n else r.quiet + 1
-        if r.quiet >= s.incident_resolve_after:
-            r.open = False
-            found.append(self._rollup_finding(key, kind, "resolved", r, threshold, at))
-            r.span.clear()  # what this incident counted must not re-open it
-            r.total = 0
-
-    def _rollup_finding(self, key: str, kind: str, state: str, r: _Rollup, threshold: float, at: int) -> Finding:
-        what = "paid but still pending" if kind == "paid_but_pending_incident" else "charged more than once"
-        where = "all channels" if key == OVERALL else key
-        span_s = r.span.maxlen * self.s.window_s
-        return make_finding(
-            at=to_dt(at),
-            kind=kind,  # type: ignore[arg-type]
-            state=state,  # type: ignore[arg-type]
-            fingerprint=f"{kind}:{'all' if key == OVERALL else key}",
-            severity="critical",
-            summary=f"{r.total} orders {what} on {where} in {span_s:g} s"
-            if state == "open"
-            else f"no new orders {what} on {where}",
-            evidence=Evidence(
-                figures={
-                    "orders": r.total,
-                    "span_s": span_s,
-                    "threshold": round(threshold, 2),
-                    "baseline_per_window": round(r.baseline, 4),
-                }
-            ),
-            payment=None if key == OVERALL else FindingPayment(channel=key),
         )

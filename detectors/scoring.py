@@ -27,6 +27,7 @@ class Expectation(msgspec.Struct, omit_defaults=True):
     channel: str | None = None
     service: str | None = None
     level: str | None = None
+    merchant: str | None = None
 
 
 class Incident(msgspec.Struct, omit_defaults=True):
@@ -91,6 +92,7 @@ class Mark:
     level: str | None
     channel: str | None
     service: str | None
+    merchant: str | None
     alarm: bool  # an opening that woke (or would wake) someone: counts as a false alarm if unexplained
     source: object  # the finding or page, for reports
     anywhere: bool = False  # about every channel and service (a page whose rule groups by neither)
@@ -104,6 +106,7 @@ def finding_mark(f: Finding) -> Mark:
         level=f.finding.level,
         channel=f.payment.channel if f.payment else None,
         service=f.service.name if f.service else None,
+        merchant=f.payment.merchant_id if f.payment else None,
         alarm=f.finding.state == "open" and is_incident(f),
         source=f,
     )
@@ -114,7 +117,8 @@ def _matches(m: Mark, item: Expectation) -> bool:
         return False
     wrong_channel = item.channel is not None and m.channel != item.channel
     wrong_service = item.service is not None and m.service != item.service
-    if not m.anywhere and (wrong_channel or wrong_service):
+    wrong_merchant = item.merchant is not None and m.merchant != item.merchant
+    if not m.anywhere and (wrong_channel or wrong_service or wrong_merchant):
         return False
     if item.level is not None:
         level = m.level or "healthy"
@@ -133,21 +137,19 @@ def _first(marks: list[Mark], item: Expectation, since: datetime, opened: bool) 
 
 
 def _subject(item: Expectation) -> str:
-    return item.channel or item.service or "*"
-
-
-def _subjects(inc: Incident) -> tuple[set[str], set[str]]:
-    items = inc.expect + inc.recover
-    return {i.channel for i in items if i.channel}, {i.service for i in items if i.service}
+    return item.channel or item.service or item.merchant or "*"
 
 
 def _explained(m: Mark, truth: list[Incident]) -> bool:
+    """An alarm inside an incident's time about one of its subjects (or either side naming none)."""
+    mine = {("channel", m.channel), ("service", m.service), ("merchant", m.merchant)}
     for inc in truth:
         if not inc.start <= m.at <= inc.end + SLACK:
             continue
-        channels, services = _subjects(inc)
-        anywhere = not channels and not services  # e.g. duplicates "on any channel"
-        if anywhere or (m.channel is None and m.service is None) or m.channel in channels or m.service in services:
+        items = inc.expect + inc.recover
+        theirs = {(name, getattr(i, name)) for i in items for name in ("channel", "service", "merchant")}
+        theirs = {(name, value) for name, value in theirs if value is not None}
+        if not theirs or all(value is None for _, value in mine) or mine & theirs:
             return True
     return False
 

@@ -33,6 +33,8 @@ Kind = Literal[
     "clock_skew",
     "compensation_gave_up",
     "query_unavailable",
+    "untrusted_answer",
+    "channel_credentials",
 ]
 State = Literal["open", "resolved"]
 # What pages: an incident-level finding that matches no real incident is a false incident.

@@ -106,3 +106,26 @@ def test_b_lost_callbacks_page_on_the_customers_second_payments():
     [o] = result.outcomes
     assert o.caught and o.delay_s <= 10, o
     assert result.false_incidents == [], [describe(p) for p in result.false_incidents]
+
+
+def test_a_merchant_jam_across_every_channel_pages_the_merchant_once_within_5_min():
+    """One merchant's order service stops applying results (a share of its order shards), every channel
+    healthy: ≥ 30 of its orders stuck in 15 min, a few per channel. One page, naming the merchant and
+    its channels, within 5 min of the first order passing its grace; no per-channel page on top."""
+    merchant = "m-travel-skyfare"
+    findings, truth, pages = _run([f"merchant_jam:merchant={merchant},share=0.05,start=5m,duration=15m"], "30m", seed=3)
+    stuck = {
+        f.payment.order_id
+        for f in findings
+        if f.finding.kind == "paid_but_pending" and f.finding.state == "open" and f.payment.merchant_id == merchant
+    }
+    assert len(stuck) >= 30
+    result = score_pages(pages, truth, load_rules())
+    [o] = result.outcomes
+    assert o.caught and o.delay_s <= 300, o
+    assert result.false_incidents == [], [describe(p) for p in result.false_incidents]
+    firing = [p for p in pages if p.status == "firing"]
+    assert len(firing) == 1 and firing[0].labels == {"merchant": merchant}, [describe(p) for p in pages]
+    channels = {f.payment.channel for f in findings if f.payment and f.payment.order_id in stuck}
+    named = [c for c in channels if f"{c} ×" in firing[0].summary]  # those stuck by the time it paged
+    assert len(channels) >= 4 and len(named) >= 3, firing[0].summary

@@ -79,17 +79,17 @@ def page_marks(pages: Iterable[Page], rules: Rules) -> list[Mark]:
     for page in sorted(pages, key=lambda p: (p.at, p.status == "resolved")):
         kinds, level = meaning.get(page.alertname, (frozenset(), None))
         anywhere = not scoped.get(page.alertname, False)
-        channel, service = page.labels.get("channel"), page.labels.get("service")
-        subject = (kinds, channel, service)
+        channel, service, merchant = (page.labels.get(k) for k in ("channel", "service", "merchant"))
+        subject = (kinds, channel, service, merchant)
         alerts = firing.setdefault(subject, set())
         if page.status == "firing":
             alerts.add(page.fingerprint)
-            marks.append(Mark(page.at, True, kinds, level, channel, service, True, page, anywhere))
+            marks.append(Mark(page.at, True, kinds, level, channel, service, merchant, True, page, anywhere))
             continue
         alerts.discard(page.fingerprint)
         if not alerts:
             after = "healthy" if "channel_health" in kinds else None
-            marks.append(Mark(page.at, False, kinds, after, channel, service, False, page, anywhere))
+            marks.append(Mark(page.at, False, kinds, after, channel, service, merchant, False, page, anywhere))
     return marks
 
 
