@@ -246,3 +246,32 @@ def test_a_live_reader_caps_the_watermark_at_its_wall_clock():
     clock.observe("right", BASE + 99 * S, wall)
     assert clock.observe("ahead", BASE + 139 * S, wall) == wall
     assert clock.judge(BASE + 99 * S) == BASE + 99 * S and clock.judge(BASE + 139 * S) == wall
+
+
+def test_a_kafka_heartbeat_partition_judges_skewed_hosts_like_replay():
+    """`paywatch detect` reading a backlog: the partition's own clock gives the same findings."""
+    from test_detectors_partials import Msg
+
+    from paywatch.config import Config
+    from paywatch.contract import encode
+    from paywatch.detectors.runtime import PartitionWorker, _Heartbeats
+    from paywatch.finding import decode_finding
+
+    events = fleet(900, skews={"api-2": -40, "job-1": +40}, dead={"api-2": 600})
+    config = Config()
+    worker = PartitionWorker(config, "g", 1, "w", heartbeat_partitions=1)
+    worker.heartbeats[0] = _Heartbeats(worker, 0, live_from=len(events) + 1)
+    out = []
+    for offset, e in enumerate(events):
+        out += worker.handle(Msg(config.kafka.topics.heartbeats, 0, offset, encode(e)))
+    kafka = [decode_finding(o.value) for o in out if o.topic == config.kafka.topics.findings]
+
+    def key(findings: list) -> list:
+        return [(f.timestamp, f.finding.fingerprint, f.finding.state) for f in findings]
+
+    assert key(kafka) == key(replayed(events))
+    assert {fp for _, fp, state in key(kafka) if state == "open"} == {
+        "clock_skew:api:api-2",
+        "clock_skew:job:job-1",
+        "heartbeat_missing:api:api-2",
+    }
