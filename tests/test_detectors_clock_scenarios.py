@@ -73,8 +73,9 @@ def skewed_run() -> Backtested:
         [
             *SKEWED,
             "clock_skew:service=compensation-job,instance=0,skew=40",
+            "clock_skew:service=compensation-job,instance=1,skew=-40",
             "instance_dies:service=payment-gateway,instance=0,start=15m,slack=10",  # the host 40 s behind
-            "service_dies:service=compensation-job,start=18m",  # with its host 40 s ahead
+            "service_dies:service=compensation-job,start=18m",  # both its hosts skewed, 40 s ahead and behind
         ]
     )
 
@@ -88,7 +89,7 @@ def test_hosts_40_s_behind_and_ahead_page_nothing_for_themselves_or_anyone_else(
 
 def test_clock_skew_names_each_skewed_host_within_2_min(skewed_run):
     skews = [o for o in skewed_run.by_findings.outcomes if o.kind == "clock_skew"]
-    assert len(skews) == 4 and all(o.caught and o.delay_s <= 120 for o in skews), skews
+    assert len(skews) == 5 and all(o.caught and o.delay_s <= 120 for o in skews), skews
     named = {f.finding.fingerprint.rsplit(":", 1)[0] for f in skewed_run.findings if f.finding.kind == "clock_skew"}
     assert named == {
         "clock_skew:payment-gateway",
@@ -100,7 +101,7 @@ def test_clock_skew_names_each_skewed_host_within_2_min(skewed_run):
 
 
 def test_a_skewed_host_that_dies_is_paged_within_interval_times_grace_plus_10_s(skewed_run):
-    # the service whose instances include the host 40 s ahead: all die, ServiceDown pages
+    # the service whose hosts run 40 s ahead and 40 s behind: all die, ServiceDown pages
     down = skewed_run.outcome("service_dies")
     assert down.caught and down.delay_s <= GRACE_S + 10, down
     # one instance of three (the host 40 s behind) dies: recorded as heartbeat_missing in time
