@@ -1,9 +1,17 @@
 """The table of every service instance ever seen, and who has gone silent.
 
+An instance is alive while its beats *arrive*: a beat counts at paywatch's clock when it
+arrived (`Timebase.judge`: its own `@timestamp` only when that is close to paywatch's
+clock), so a host whose clock runs behind or ahead is neither silent nor immortal. Whether
+a beat is new is decided by the producer's own sequence and stamp, so re-delivered old
+beats change nothing. A producer's clock that stays off by more than `clock_skew_bound_s`
+is reported as `clock_skew` (recorded, not paged).
+
 An instance is missing once silent for longer than its own announced interval ×
 `heartbeat_grace_factor`; a service is down when none of its instances is alive. A
 `stopping` beat is a planned stop and never alerts. An instance that keeps going missing
-and coming back is reported once as flapping, and its further gaps are not paged.
+and coming back is reported once as flapping, and its further gaps are not paged, unless
+one lasts longer than `flapping_page_after_s`: flapping never hides a death.
 Silence is only visible with a clock, so the findings come from `tick`.
 """
 
@@ -13,7 +21,7 @@ from collections import deque
 
 from paywatch.contract import Event
 from paywatch.detectors.settings import DetectorSettings
-from paywatch.detectors.timebase import to_dt
+from paywatch.detectors.timebase import Timebase, to_dt
 from paywatch.finding import Evidence, Finding, FindingService, FindingServiceInstance, make_finding
 
 
@@ -27,14 +35,21 @@ class Instance:
         "last",
         "missing",
         "paged",
+        "seq",
         "service",
+        "skew_ms",
+        "skew_since",
+        "skewed",
+        "stamp",
         "stopped",
     )
 
     def __init__(self, service: str, instance: str) -> None:
         self.service = service
         self.instance = instance
-        self.last = 0
+        self.last = 0  # paywatch's clock (ms) when the latest beat arrived
+        self.stamp = -1  # the producer's newest plausible `@timestamp`, to recognise re-delivered beats
+        self.seq = -1
         self.interval_ms = 0
         self.event_id = ""
         self.stopped = False
@@ -42,31 +57,46 @@ class Instance:
         self.paged = False  # a heartbeat_missing finding is open
         self.flapping = False
         self.flaps: deque[int] = deque()  # ms of recent missing → back transitions
+        self.skewed = False  # a clock_skew finding is open
+        self.skew_since = 0  # ms since when beats disagree with `skewed` (0: they agree)
+        self.skew_ms = 0  # the latest beat's `@timestamp` minus paywatch's clock
 
 
 class HeartbeatTable:
-    def __init__(self, settings: DetectorSettings) -> None:
+    def __init__(self, settings: DetectorSettings, clock: Timebase | None = None) -> None:
         self.s = settings
+        self.clock = clock or Timebase.of(settings)
         self.instances: dict[tuple[str, str], Instance] = {}
         self.down: set[str] = set()  # services with an open service_down finding
         self.started: int | None = None  # ms of the first tick, for required services
         self._flap_ms = int(settings.flap_window_s * 1000)
+        self._flap_page_ms = int(settings.flapping_page_after_s * 1000)
+        self._skew_ms = int(settings.clock_skew_bound_s * 1000)
+        self._skew_after_ms = int(settings.clock_skew_after_s * 1000)
 
-    def feed(self, event: Event, at: int) -> list[Finding]:
-        """Apply one heartbeat whose `@timestamp` is `at` (epoch ms)."""
+    def feed(self, event: Event, claim: int) -> list[Finding]:
+        """Apply one heartbeat whose `@timestamp` is `claim` (epoch ms), arriving at `clock.now`."""
         hb = event.heartbeat
         svc = event.service
         key = (svc.name, svc.instance.id)
         inst = self.instances.get(key)
         if inst is None:
             inst = self.instances[key] = Instance(svc.name, svc.instance.id)
-        if at < inst.last:
-            return []  # an older beat delivered late says nothing new
+        clock = self.clock
+        far = clock.far(claim)
+        if hb.seq <= inst.seq and (far or claim <= inst.stamp):
+            return []  # an older beat delivered again says nothing new
+        if not far and claim > inst.stamp:
+            inst.stamp = claim
+        inst.seq = hb.seq
+        at = max(clock.judge(claim), inst.last)
         found: list[Finding] = []
         inst.last = at
         inst.interval_ms = int(hb.interval_s * 1000)
         inst.event_id = event.event.id
         inst.stopped = hb.status == "stopping"
+        if clock.now:
+            self._skew(inst, claim - clock.now, far, found)
         if inst.missing:
             inst.missing = False
             self._flap(inst, at, found)
@@ -77,6 +107,22 @@ class HeartbeatTable:
             self.down.discard(svc.name)
             found.append(self._service_finding(svc.name, "resolved", at))
         return found
+
+    def _skew(self, inst: Instance, skew: int, far: bool, found: list[Finding]) -> None:
+        """Open clock_skew once beats stay off by more than the bound (at once for a far claim);
+        resolve it once they stay within it."""
+        inst.skew_ms = skew
+        off = far or abs(skew) > self._skew_ms
+        if off == inst.skewed:
+            inst.skew_since = 0
+            return
+        now = self.clock.now
+        if not inst.skew_since:
+            inst.skew_since = now
+        if far or now - inst.skew_since >= self._skew_after_ms:
+            inst.skewed = off
+            inst.skew_since = 0
+            found.append(self._skew_finding(inst, "open" if off else "resolved", now))
 
     def _flap(self, inst: Instance, at: int, found: list[Finding]) -> None:
         inst.flaps.append(at)
@@ -93,21 +139,31 @@ class HeartbeatTable:
         grace = self.s.heartbeat_grace_factor
         forget = int(self.s.heartbeat_forget_s * 1000)
         silent_services: set[str] = set()
+        started = self.started
         for key in sorted(self.instances):
             inst = self.instances[key]
-            deadline = inst.last + int(inst.interval_ms * grace)
+            span = int(inst.interval_ms * grace)
+            deadline = inst.last + span
+            # A beat that arrived before paywatch's clock started was judged by its producer's clock
+            # alone: give the instance one span from the start to show it is alive before judging it.
+            decide = max(deadline, started + span)
             if (inst.stopped or inst.missing) and now - inst.last > forget:
                 del self.instances[key]
+                if inst.skewed:
+                    found.append(self._skew_finding(inst, "resolved", now))
                 continue
             if inst.flapping and (not inst.flaps or inst.flaps[-1] < now - self._flap_ms):
                 inst.flapping = False
                 inst.flaps.clear()
                 found.append(self._flapping_finding(inst, "resolved", now))
-            if not inst.stopped and not inst.missing and deadline < now:
+            if not inst.stopped and not inst.missing and decide < now:
                 inst.missing = True
                 if not inst.flapping:
                     inst.paged = True
                     found.append(self._instance_finding(inst, "open", deadline))
+            if inst.missing and not inst.paged and now - inst.last > self._flap_page_ms:
+                inst.paged = True  # flapping, but silent for too long: this is a death
+                found.append(self._instance_finding(inst, "open", inst.last + self._flap_page_ms))
             if inst.missing:
                 silent_services.add(inst.service)
         alive = {i.service for i in self.instances.values() if not i.missing and not i.stopped}
@@ -138,6 +194,26 @@ class HeartbeatTable:
             evidence=Evidence(
                 event_ids=[inst.event_id],
                 figures={"interval_s": inst.interval_ms / 1000, "grace_factor": self.s.heartbeat_grace_factor},
+            ),
+            service=FindingService(name=inst.service, instance=FindingServiceInstance(id=inst.instance)),
+        )
+
+    def _skew_finding(self, inst: Instance, state: str, at: int) -> Finding:
+        skew_s = inst.skew_ms / 1000
+        return make_finding(
+            at=to_dt(at),
+            kind="clock_skew",
+            state=state,  # type: ignore[arg-type]
+            fingerprint=f"clock_skew:{inst.service}:{inst.instance}",
+            severity="warning",
+            summary=f"{inst.service} instance {inst.instance} stamps its events {abs(skew_s):.0f} s "
+            f"{'ahead of' if skew_s > 0 else 'behind'} paywatch's clock (latest "
+            f"{to_dt(at + inst.skew_ms).isoformat()}); they are judged at arrival"
+            if state == "open"
+            else f"{inst.service} instance {inst.instance}'s clock agrees with paywatch's again",
+            evidence=Evidence(
+                event_ids=[inst.event_id],
+                figures={"skew_s": skew_s, "bound_s": self.s.clock_skew_bound_s},
             ),
             service=FindingService(name=inst.service, instance=FindingServiceInstance(id=inst.instance)),
         )

@@ -1,8 +1,10 @@
-"""Replay events through the detection core at full speed, clocked by event time.
+"""Replay events through the detection core at full speed, clocked by the producers' watermark.
 
-Before each event the engine is ticked at every whole simulated second up to the event's
-`@timestamp`, so deadlines fire exactly as a live worker ticking once a second would
-fire them. Nothing reads the wall clock, so the same input gives byte-identical findings.
+Each event is first counted in the engine's clock (`Timebase`: the time a quorum of
+producers has reached, so one host's clock ahead or behind moves nothing), then the engine is
+ticked at every whole second up to that clock, then the event is judged: deadlines fire
+exactly as a live worker ticking once a second would fire them. Nothing reads the wall
+clock, so the same input gives byte-identical findings.
 """
 
 from __future__ import annotations
@@ -45,24 +47,30 @@ def replay_events(
 ) -> Iterator[Finding]:
     """Findings of `engine` over `events` (in file order); `drain_s` keeps ticking after the last."""
     stats = stats if stats is not None else ReplayStats()
+    timebase = engine.clock
+    observe = timebase.observe
     next_tick: int | None = None
     now = 0
     for event in events:
-        at = to_ms(event.timestamp)
-        if next_tick is None:
-            next_tick = -(-at // TICK_MS) * TICK_MS
-        while next_tick <= at:
+        claim = to_ms(event.timestamp)
+        clock = observe(event.service.instance.id, claim)
+        if next_tick is None and timebase.established:  # before, too few producers to know the time
+            next_tick = -(-clock // TICK_MS) * TICK_MS
+        while next_tick is not None and next_tick <= clock:
             now = next_tick
             next_tick += TICK_MS
             for finding in engine.tick_ms(now):
                 stats.findings += 1
                 yield finding
         stats.events += 1
-        for finding in engine.feed_ms(event, at):
+        for finding in engine.feed_ms(event, claim):
             stats.findings += 1
             yield finding
-    if next_tick is None:
-        return
+    if next_tick is None:  # never established (a short file): drain from the newest claim
+        if not timebase.now:
+            return
+        now = timebase.now
+        next_tick = -(-now // TICK_MS) * TICK_MS
     end = now + int(drain_s * 1000)
     while next_tick <= end:
         for finding in engine.tick_ms(next_tick):

@@ -13,9 +13,12 @@ Two consumer groups run in each worker process:
   window is judged once every payment partition has reported it; the sum equals what one
   worker would have counted, so channel findings are the same with 1 or N workers.
 
-Each partition has its own clock: event time while it is being read, and the wall clock
-(minus `allowed_lateness_s` for payments) once it is caught up and idle. That keeps
-window contents a function of the partition's events, not of which worker read them.
+Each partition has its own clock (`Timebase`): the watermark of its producers while messages
+flow (a consumer that lags cannot tell a backlog from live traffic by its own clock), never
+ahead of the wall clock (minus `allowed_lateness_s` for payments), and that wall clock once
+it is caught up and idle. Events are judged at their `@timestamp` when it agrees with that
+clock, so window contents stay a function of the partition's events, not of which worker read
+them, and one producer's clock ahead or behind changes nothing for the others.
 
 Restart and rebalance: a worker that gains a partition re-reads it from
 `rebuild_horizon_s` ago (offsets-for-times) and re-derives its state. Findings are
@@ -56,7 +59,7 @@ from paywatch.detectors.channel_health import ChannelJudge
 from paywatch.detectors.engine import window_counter
 from paywatch.detectors.heartbeats import HeartbeatTable
 from paywatch.detectors.orders import OrderTracker
-from paywatch.detectors.timebase import to_ms
+from paywatch.detectors.timebase import Timebase, to_ms
 from paywatch.detectors.windows import OVERALL, Tally, Window, overall
 from paywatch.finding import Finding, decode_finding, encode_finding
 from paywatch.intake import Intake
@@ -148,39 +151,40 @@ def start_offsets(consumer: Consumer, partitions: list[TopicPartition], since_ms
 
 
 class _Clocked:
-    """A partition's clock: event time while catching up, the wall clock (minus `lag_ms`) once idle."""
+    """A partition's clock: its producers' watermark while reading (never ahead of the wall clock
+    minus `lag_ms`), the wall clock (minus `lag_ms`) once caught up and idle."""
 
-    def __init__(self, live_from: int, lag_ms: int) -> None:
+    def __init__(self, live_from: int, lag_ms: int, clock: Timebase) -> None:
         self.live_from = live_from  # offset from which the partition is live (end at assignment)
         self.lag_ms = lag_ms
         self.live = live_from <= 0
         self.idle = self.live
-        self.now = 0
+        self.clock = clock
         self.next_tick = 0
 
-    def seen(self, offset: int, at: int) -> None:
+    def seen(self, offset: int, event: Event, claim: int, wall_ms: int) -> None:
         self.idle = False
         if offset + 1 >= self.live_from:
             self.live = True
-        if at > self.now:
-            self.now = at
+        self.clock.observe(event.service.instance.id, claim, wall_ms - self.lag_ms)
 
     def ticks(self, wall_ms: int | None = None) -> Iterable[int]:
         """Whole seconds the clock has passed since the last call."""
         if wall_ms is not None and self.live and self.idle:
-            self.now = max(self.now, wall_ms - self.lag_ms)
-        if not self.now:
-            return
+            self.clock.tick(wall_ms - self.lag_ms)
+        now = self.clock.now
+        if not now or not (self.live or self.clock.established):
+            return  # reading a backlog from too few producers yet to know the time
         if not self.next_tick:
-            self.next_tick = -(-self.now // TICK_MS) * TICK_MS
-        while self.next_tick <= self.now:
+            self.next_tick = -(-now // TICK_MS) * TICK_MS
+        while self.next_tick <= now:
             yield self.next_tick
             self.next_tick += TICK_MS
 
 
 class _Payments(_Clocked):
     def __init__(self, worker: PartitionWorker, partition: int, live_from: int) -> None:
-        super().__init__(live_from, int(worker.settings.allowed_lateness_s * 1000))
+        super().__init__(live_from, int(worker.settings.allowed_lateness_s * 1000), Timebase.of(worker.settings))
         self.partition = partition
         self.windows = window_counter(worker.settings)
         self.orders = OrderTracker(worker.settings, self.windows)
@@ -188,12 +192,12 @@ class _Payments(_Clocked):
 
 class _Heartbeats(_Clocked):
     def __init__(self, worker: PartitionWorker, partition: int, live_from: int) -> None:
-        super().__init__(live_from, 0)
+        super().__init__(live_from, 0, Timebase.of(worker.settings))
         # a required service is awaited by the partition its heartbeats are keyed to
         required = [
             s for s in worker.settings.required_services if key_partition(s, worker.heartbeat_partitions) == partition
         ]
-        self.table = HeartbeatTable(worker.settings.model_copy(update={"required_services": required}))
+        self.table = HeartbeatTable(worker.settings.model_copy(update={"required_services": required}), self.clock)
 
 
 class _Emitter:
@@ -288,19 +292,21 @@ class PartitionWorker:
             self.rejected += 1  # the collector dead-letters bad events; here they are only skipped
             log.warning("skipping %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), exc)
             return []
-        at = to_ms(event.timestamp)
+        claim = to_ms(event.timestamp)
+        wall = to_ms(SystemClock().now())
         if message.topic() == self.topics.payments:
             state = self.payments.get(message.partition())
             if state is None or event.payment is None:
                 return []
-            state.seen(message.offset(), at)
-            return self._advance(state) + self.emitter.outputs(state.orders.feed(event, at))
+            state.seen(message.offset(), event, claim, wall)
+            out = self._advance(state)
+            return out + self.emitter.outputs(state.orders.feed(event, state.clock.judge(claim)))
         hb = self.heartbeats.get(message.partition())
         if hb is None or event.heartbeat is None:
             return []
-        hb.seen(message.offset(), at)
+        hb.seen(message.offset(), event, claim, wall)
         out = self._advance_heartbeats(hb)
-        return out + self.emitter.outputs(hb.table.feed(event, at))
+        return out + self.emitter.outputs(hb.table.feed(event, claim))
 
     def _advance(self, state: _Payments, wall_ms: int | None = None) -> list[Output]:
         out: list[Output] = []

@@ -194,6 +194,54 @@ class DetectorSettings(_Section):
     heartbeat_forget_s: float = Field(
         86400.0, description="A stopped or missing instance is dropped from the table after this long."
     )
+    flapping_page_after_s: float = Field(
+        120.0,
+        description="A flapping instance silent for longer than this is paged anyway: flapping never hides a death.",
+    )
+    # --- paywatch's clock against the producers' clocks -----------------------------
+    arrival_tolerance_s: float = Field(
+        10.0,
+        description="An event whose `@timestamp` is within this of paywatch's clock is judged at its own "
+        "time; one further off (a skewed host, a re-delivered or long-delayed event) is judged at "
+        "paywatch's clock when it arrived. Keep it below interval × (grace_factor − 1).",
+    )
+    clock_skew_bound_s: float = Field(
+        30.0,
+        description="A producer whose heartbeats' `@timestamp` stays further than this from paywatch's clock "
+        "for `clock_skew_after_s` is reported as `clock_skew` (recorded, not paged).",
+    )
+    clock_skew_after_s: float = Field(
+        60.0,
+        description="How long a producer's clock must stay off (or back within the bound) before "
+        "`clock_skew` opens (or resolves).",
+    )
+    future_limit_s: float = Field(
+        600.0,
+        description="A `@timestamp` further than this ahead of paywatch's clock is flagged at once as "
+        "`clock_skew` and never moves paywatch's clock.",
+    )
+    past_limit_s: float = Field(
+        86400.0,
+        description="A new heartbeat whose `@timestamp` is further than this behind paywatch's clock is "
+        "flagged at once as `clock_skew`.",
+    )
+    watermark_quorum: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Replaying, or reading a backlog, paywatch's clock is the time this share of the producers "
+        "(instances heard from within `watermark_window_s`; at least two) have reached: producers ahead, fewer "
+        "than that, cannot drag it forward; producers behind or dead cannot hold it back.",
+    )
+    watermark_window_s: float = Field(
+        300.0,
+        description="A producer not heard from for this long no longer counts towards the watermark's quorum.",
+    )
+    watermark_stall_s: float = Field(
+        60.0,
+        description="When only one producer is still sending for this long (by its own clock), paywatch's "
+        "clock follows it, at the offset it had from the others, so the silence of the rest is seen.",
+    )
 
     # --- the Kafka runtime (`paywatch detect`) ------------------------------------
     heartbeat_interval_s: float = Field(

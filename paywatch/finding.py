@@ -30,6 +30,7 @@ Kind = Literal[
     "heartbeat_missing",
     "service_down",
     "service_flapping",
+    "clock_skew",
     "compensation_gave_up",
     "query_unavailable",
     "untrusted_answer",

@@ -14,7 +14,7 @@ import click
 
 from paywatch.config import Config, ConfigError, load_config, read_secret
 from paywatch.contract import APP, HEARTBEAT, PAYMENT, Event, encode
-from paywatch.simulator.scenarios import DEFAULT_START, ScenarioError, parse_duration
+from paywatch.simulator.scenarios import DEFAULT_START, SCENARIOS, ScenarioError, parse_duration
 from paywatch.simulator.scenarios import simulate as run_simulation
 from paywatch.simulator.settings import SimulatorSettings
 from paywatch.simulator.truth import write_truth
@@ -122,8 +122,8 @@ def _stream(
     multiple=True,
     default=("normal",),
     show_default=True,
-    help="Scenario to inject, repeatable: normal, callback_outage, channel_down, duplicate_burst, "
-    "service_dies, query_api_flaky, with parameters, e.g. callback_outage:channel=alipay,start=20m,duration=10m",
+    help=f"Scenario to inject, repeatable: {', '.join(SCENARIOS)}, with parameters, e.g. "
+    "callback_outage:channel=alipay,start=20m,duration=10m (docs/simulator.md lists them)",
 )
 @click.option("--seed", type=int, default=1, show_default=True, help="Same seed and scenarios → identical output.")
 @click.option("--duration", default="30m", show_default=True, help="Simulated time to cover (90s, 20m, 6h).")

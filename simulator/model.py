@@ -164,6 +164,13 @@ class Faults:
         self.query_errors: list[tuple[str, int, int, float]] = []
         self.deaths: list[tuple[str, int | None, int, int | None]] = []  # service, count, start, end
         self.channel_rate: dict[str, float] = {}
+        # Hosts and fleets (clock and heartbeat shapes). An instance is named by its service and
+        # its index among the service's instances at boot.
+        self.clock_skews: list[tuple[str, int, int, int]] = []  # service, index, from, offset ms
+        self.stray_beats: list[tuple[str, int, int, datetime]] = []  # service, index, at, stamped as
+        self.instance_deaths: list[tuple[str, int, int]] = []  # service, index, at
+        self.interval_changes: list[tuple[str, int, float | None]] = []  # service, at, interval s (None: back)
+        self.scaling: list[tuple[str, int, int, bool]] = []  # service, at, +started/-stopped, stopping beat
 
     @staticmethod
     def _rate(windows: list, channel: str | None, t: int) -> float:
@@ -215,6 +222,7 @@ class Observer:
     def duplicate_seen(self, t: int, order: Order) -> None: ...
     def order_paid(self, t: int, order: Order) -> None: ...
     def outage_failure(self, t: int, attempt: Attempt) -> None: ...
+    def instance_left(self, t: int, instance: Instance, stopping: bool) -> None: ...
     def query_failed(self, t: int, attempt: Attempt) -> None: ...
     def finish(self, sim: Simulation) -> None: ...
 
@@ -313,15 +321,31 @@ class Attempt:
         )
 
 
+class HostClock:
+    """The clock of the host an instance runs on: simulated time plus an offset (0 unless a
+    scenario breaks the host's NTP). It stamps the instance's `@timestamp`s."""
+
+    __slots__ = ("base", "offset")
+
+    def __init__(self, base: ManualClock) -> None:
+        self.base = base
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return self.base.now() + self.offset
+
+
 class Instance:
-    """One process of a simulated service, with its own telemetry emitter."""
+    """One process of a simulated service, with its own telemetry emitter and host clock."""
 
-    __slots__ = ("alive", "beating", "emitter", "instance_id", "name", "seq", "stopping")
+    __slots__ = ("alive", "beating", "clock", "emitter", "instance_id", "interval_s", "name", "seq", "stopping")
 
-    def __init__(self, name: str, instance_id: str, emitter: Emitter) -> None:
+    def __init__(self, name: str, instance_id: str, emitter: Emitter, clock: HostClock, interval_s: float) -> None:
         self.name = name
         self.instance_id = instance_id
         self.emitter = emitter
+        self.clock = clock
+        self.interval_s = interval_s  # announced in every beat, and kept
         self.alive = True
         self.beating = True  # a heartbeat action is scheduled
         self.stopping = False
@@ -377,6 +401,7 @@ class Simulation:
             raise ValueError(f"telemetry must be 'sdk' or 'direct', not {telemetry!r}")
         self._instances: dict[str, list[Instance]] = {}
         self._alive: dict[str, list[Instance]] = {}
+        self._intervals: dict[str, float] = {}  # services whose heartbeat interval was changed
         self._channel_names = list(CHANNELS)
         self._channel_weights = list(itertools.accumulate(CHANNELS[c].share for c in self._channel_names))
         self._merchant_weights = list(itertools.accumulate(m.weight for m in MERCHANTS))
@@ -436,6 +461,17 @@ class Simulation:
             self._at(lo, self._kill, (service, count))
             if hi is not None:
                 self._at(hi, self._revive, service)
+        f = self.faults
+        for service, index, at, offset_ms in f.clock_skews:
+            self._at(at, self._skew, (self._instances[service][index], offset_ms))
+        for service, index, at, stamp in f.stray_beats:
+            self._at(at, self._stray_beat, (self._instances[service][index], stamp))
+        for service, index, at in f.instance_deaths:
+            self._at(at, self._kill_instance, self._instances[service][index])
+        for service, at, interval in f.interval_changes:
+            self._at(at, self._set_interval, (service, interval))
+        for service, at, delta, stopping in f.scaling:
+            self._at(at, self._scale, (service, delta, stopping))
 
     def ms_to_dt(self, t: int) -> datetime:
         return self.start + timedelta(milliseconds=t)
@@ -489,7 +525,9 @@ class Simulation:
     # ------------------------------------------------------------------ services
     def _start_instance(self, name: str) -> None:
         instance_id = f"{name}-{self.rng.getrandbits(24):06x}"
-        instance = Instance(name, instance_id, self.telemetry.open(name, instance_id))
+        clock = HostClock(self.clock)
+        interval = self._intervals.get(name, self.settings.heartbeat_interval_s)
+        instance = Instance(name, instance_id, self.telemetry.open(name, instance_id, clock), clock, interval)
         self._instances[name].append(instance)
         self._alive[name].append(instance)
         self._after(self.rng.uniform(0, self.settings.heartbeat_interval_s * 1000), self._beat, instance)
@@ -498,19 +536,21 @@ class Simulation:
         if not instance.alive:
             instance.beating = False
             return  # died: silence, no stopping beat
-        interval = self.settings.heartbeat_interval_s
+        self._send_beat(instance)
+        if instance.stopping:
+            instance.alive = False
+            return
+        self._after(instance.interval_s * 1000 + self.rng.uniform(-150, 150), self._beat, instance)
+
+    def _send_beat(self, instance: Instance) -> None:
         instance.seq += 1
         section = {
-            "interval_s": interval,
+            "interval_s": instance.interval_s,
             "seq": instance.seq,
             "status": "stopping" if instance.stopping else "up",
             "checks": {"db": "ok", "kafka": "ok"},
         }
         instance.emitter.heartbeat(self._event_id(), section)
-        if instance.stopping:
-            instance.alive = False
-            return
-        self._after(interval * 1000 + self.rng.uniform(-150, 150), self._beat, instance)
 
     def _deploy(self, name: str) -> None:
         """Rolling restart: each instance announces its stop, a new one replaces it."""
@@ -532,6 +572,56 @@ class Simulation:
         for instance in victims:
             instance.alive = False
             self._alive[name].remove(instance)
+
+    def _skew(self, arg: tuple[Instance, int]) -> None:
+        """The host's NTP died (or came back): its clock is `offset` ms off from now on."""
+        instance, offset_ms = arg
+        instance.clock.offset = timedelta(milliseconds=offset_ms)
+
+    def _stray_beat(self, arg: tuple[Instance, datetime]) -> None:
+        """One extra beat stamped with a date no working clock gives (a bad RTC read, a bug)."""
+        instance, stamp = arg
+        if not instance.alive:
+            return
+        saved = instance.clock.offset
+        instance.clock.offset = stamp - self.clock.now()
+        self._send_beat(instance)
+        instance.clock.offset = saved
+
+    def _kill_instance(self, instance: Instance) -> None:
+        if instance.alive and not instance.stopping:
+            instance.alive = False
+            self._alive[instance.name].remove(instance)
+            for observer in self.observers:
+                observer.instance_left(self.now, instance, False)
+
+    def _set_interval(self, arg: tuple[str, float | None]) -> None:
+        """The service is redeployed with another heartbeat interval (None: the usual one); each
+        instance announces it from its next beat on."""
+        name, changed = arg
+        interval = self.settings.heartbeat_interval_s if changed is None else changed
+        self._intervals[name] = interval
+        for instance in self._alive[name]:
+            instance.interval_s = interval
+
+    def _scale(self, arg: tuple[str, int, bool]) -> None:
+        """An autoscaler adds instances, or removes the newest ones (never the last), with or
+        without a `stopping` beat (a graceful shutdown, or a terminated VM)."""
+        name, delta, stopping = arg
+        for _ in range(delta):
+            self._start_instance(name)
+        for _ in range(-delta):
+            alive = self._alive[name]
+            if len(alive) < 2:
+                return
+            instance = alive.pop()
+            if stopping:
+                instance.stopping = True
+                self._beat(instance)
+            else:
+                instance.alive = False
+            for observer in self.observers:
+                observer.instance_left(self.now, instance, stopping)
 
     def _revive(self, name: str) -> None:
         for instance in self._instances[name]:

@@ -13,6 +13,22 @@ faults into one `Faults` and watches the simulation through `Observer` hooks, so
 - service_dies: the death itself;
 - query_api_flaky: the first failing query (nothing customer-facing breaks, so no page
   is expected; the compensation side must back off).
+
+Hosts and fleets (clock and heartbeat shapes; instances are named by service and index at boot):
+
+- clock_skew: the host's clock is `skew` seconds off from `start` (negative: behind); the
+  truth is a `clock_skew` finding within 2 min, and nothing else: every other page is false;
+- stray_beat: one beat stamped in `year` (years ahead): no incident (nothing to act on; the
+  detectors flag it as `clock_skew` at once), and it must not hide a later death;
+- instance_dies: one named instance dies without a stopping beat (the moment it died);
+  `slack` is the paging bound over interval × grace;
+- autoscale: `out` instances start at `start` and `in` are removed at start + duration,
+  with or without a `stopping` beat; only removal without one is expected to page
+  (`heartbeat_missing`, from the moment the instance went);
+- interval_change: a service's heartbeat interval becomes `interval` (and goes back at
+  start + duration when duration > 0): nothing may page;
+- redelivery_storm: a consumer rebalance re-delivers every event stamped in the `span`
+  before `start`, at `start`: nothing may page.
 """
 
 from __future__ import annotations
@@ -30,6 +46,7 @@ from paywatch.simulator.model import (
     MERCHANTS,
     Attempt,
     Faults,
+    Instance,
     Observer,
     Order,
     Simulation,
@@ -92,6 +109,10 @@ class Scenario(Observer):
 
     def validate(self, sim: Simulation) -> None:
         """Check parameters that depend on the simulation's settings."""
+
+    def deliver(self, events: Iterator[Event]) -> Iterator[Event]:
+        """What reaches paywatch of the simulated events (a transport fault rewrites it)."""
+        return events
 
     def incident(self, sim: Simulation, incident_id: str) -> Incident | None:
         """The ground-truth line, after the run (None for scenarios that inject nothing)."""
@@ -377,9 +398,202 @@ class QueryApiFlaky(Scenario):
             self._first(t)
 
 
+@dataclass
+class _OneInstance(Scenario):
+    """Base of the scenarios that break one instance, named by service and index at boot."""
+
+    service: str = "payment-gateway"
+    instance: int = 0
+
+    def validate(self, sim: Simulation) -> None:
+        known = sim.settings.instances
+        if self.service not in known:
+            raise ScenarioError(f"{self.name}: unknown service {self.service!r}; known: {', '.join(known)}")
+        if not 0 <= self.instance < known[self.service]:
+            raise ScenarioError(f"{self.name}: {self.service} has instances 0..{known[self.service] - 1} at boot")
+
+
+@dataclass
+class ClockSkew(_OneInstance):
+    """A host's NTP died: its clock is `skew` seconds off (negative: behind) from `start` on.
+    Nothing breaks for anyone; paywatch must name it (`clock_skew`) and page nothing."""
+
+    name: ClassVar[str] = "clock_skew"
+    skew: float = 40.0
+    start: float = 0.0
+    duration: float = 0.0  # 0: to the end of the run
+
+    @property
+    def end_ms(self) -> int:
+        return int((self.start + self.duration) * 1000) if self.duration > 0 else 2**62
+
+    def install(self, faults: Faults) -> None:
+        faults.clock_skews.append((self.service, self.instance, self.start_ms, int(self.skew * 1000)))
+        if self.duration > 0:
+            faults.clock_skews.append((self.service, self.instance, self.end_ms, 0))
+
+    def expect(self, sim: Simulation) -> list[ExpectItem]:
+        return [ExpectItem("clock_skew", CLOCK_SKEW_WITHIN_S, service=self.service)]
+
+
+@dataclass
+class StrayBeat(_OneInstance):
+    """One beat of an instance stamped in `year` (a bad clock read): flagged at once, and it must
+    not make the instance look alive (or dead) afterwards."""
+
+    name: ClassVar[str] = "stray_beat"
+    year: int = 2099
+
+    def install(self, faults: Faults) -> None:
+        faults.stray_beats.append((self.service, self.instance, self.start_ms, _in_year(self.year)))
+
+    def incident(self, sim: Simulation, incident_id: str) -> Incident | None:
+        return None  # nothing to act on; flagged (`clock_skew`) at paywatch's clock, not the simulation's
+
+
+@dataclass
+class InstanceDies(_OneInstance):
+    """One named instance dies without a stopping beat at `start` (its service lives on)."""
+
+    name: ClassVar[str] = "instance_dies"
+    slack: float = 2.0  # seconds over interval × grace (the skewed-host bound is 10)
+
+    def install(self, faults: Faults) -> None:
+        faults.instance_deaths.append((self.service, self.instance, self.start_ms))
+
+    def instance_left(self, t: int, instance: Instance, stopping: bool) -> None:
+        if instance.name == self.service and not stopping and t == self.start_ms:
+            self._first(t)
+
+    def incident(self, sim: Simulation, incident_id: str) -> Incident | None:
+        if self.detected_ms is None:
+            return None  # it had already left (a deploy): nothing died here
+        found = super().incident(sim, incident_id)
+        if found is not None:
+            found.end = sim.ms_to_dt(sim.end_ms)
+        return found
+
+    def expect(self, sim: Simulation) -> list[ExpectItem]:
+        within = sim.settings.heartbeat_interval_s * 3 + self.slack
+        return [ExpectItem("heartbeat_missing", within, service=self.service)]
+
+
+@dataclass
+class Autoscale(Scenario):
+    """An autoscaler starts `out` instances at `start` and removes `in` (the newest) at start +
+    duration, each with a `stopping` beat (`stopping=1`, a graceful shutdown) or without one
+    (`stopping=0`, a terminated VM). New instances never page; a removal without a stopping
+    beat is indistinguishable from a crash, so that (and only that) is expected to page."""
+
+    name: ClassVar[str] = "autoscale"
+    service: str = "order-service"
+    out: int = 2
+    scale_in: int = 2
+    stopping: int = 1
+    duration: float = 300.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.out < 0 or self.scale_in < 0:
+            raise ScenarioError("autoscale: out and scale_in are instance counts, ≥ 0")
+
+    def validate(self, sim: Simulation) -> None:
+        if self.service not in sim.settings.instances:
+            raise ScenarioError(f"autoscale: unknown service {self.service!r}")
+
+    def install(self, faults: Faults) -> None:
+        faults.scaling.append((self.service, self.start_ms, self.out, bool(self.stopping)))
+        faults.scaling.append((self.service, self.end_ms, -self.scale_in, bool(self.stopping)))
+
+    def instance_left(self, t: int, instance: Instance, stopping: bool) -> None:
+        if instance.name == self.service and t == self.end_ms and not stopping:
+            self._first(t)
+
+    def incident(self, sim: Simulation, incident_id: str) -> Incident | None:
+        if self.detected_ms is None:
+            return None  # graceful: nothing may page
+        return super().incident(sim, incident_id)
+
+    def expect(self, sim: Simulation) -> list[ExpectItem]:
+        return [ExpectItem("heartbeat_missing", sim.settings.heartbeat_interval_s * 3 + 2, service=self.service)]
+
+
+@dataclass
+class IntervalChange(Scenario):
+    """A service is redeployed with another heartbeat interval (and back after `duration` if > 0)."""
+
+    name: ClassVar[str] = "interval_change"
+    service: str = "callback-receiver"
+    interval: float = 30.0
+    duration: float = 0.0
+
+    def validate(self, sim: Simulation) -> None:
+        if self.service not in sim.settings.instances:
+            raise ScenarioError(f"interval_change: unknown service {self.service!r}")
+        if self.interval <= 0:
+            raise ScenarioError("interval_change: interval is seconds, > 0")
+
+    def install(self, faults: Faults) -> None:
+        faults.interval_changes.append((self.service, self.start_ms, self.interval))
+        if self.duration > 0:
+            faults.interval_changes.append((self.service, self.end_ms, None))
+
+    def incident(self, sim: Simulation, incident_id: str) -> Incident | None:
+        return None
+
+
+@dataclass
+class RedeliveryStorm(Scenario):
+    """A consumer-group rebalance: at `start`, every event stamped in the `span` before it is
+    delivered again (same event ids, old `@timestamp`s) in one burst. Nothing may page."""
+
+    name: ClassVar[str] = "redelivery_storm"
+    seconds: ClassVar[frozenset[str]] = frozenset({"start", "duration", "span"})
+    span: float = 120.0
+
+    def deliver(self, events: Iterator[Event]) -> Iterator[Event]:
+        start = self._run_start + timedelta(seconds=self.start)
+        since = start - timedelta(seconds=self.span)
+        buffered: list[Event] | None = []
+        for event in events:
+            if buffered is not None and event.timestamp >= start:
+                yield from buffered
+                buffered = None
+            elif buffered is not None and event.timestamp >= since:
+                buffered.append(event)
+            yield event
+
+    def validate(self, sim: Simulation) -> None:
+        self._run_start = sim.start  # the events carry datetimes; `start` counts from here
+
+    def incident(self, sim: Simulation, incident_id: str) -> Incident | None:
+        return None
+
+
+CLOCK_SKEW_WITHIN_S = 120.0
+
+
+def _in_year(year: int) -> datetime:
+    return datetime(year, 1, 1, tzinfo=UTC)
+
+
 SCENARIOS: dict[str, type[Scenario]] = {
     cls.name: cls
-    for cls in (Normal, CallbackOutage, MerchantJam, DuplicateBurst, ChannelDown, ServiceDies, QueryApiFlaky)
+    for cls in (
+        Normal,
+        CallbackOutage,
+        MerchantJam,
+        DuplicateBurst,
+        ChannelDown,
+        ServiceDies,
+        QueryApiFlaky,
+        ClockSkew,
+        StrayBeat,
+        InstanceDies,
+        Autoscale,
+        IntervalChange,
+        RedeliveryStorm,
+    )
 }
 
 
@@ -433,7 +647,10 @@ class Run:
         self.incidents: list[Incident] = []
 
     def __iter__(self) -> Iterator[Event]:
-        yield from self.sim
+        events: Iterator[Event] = iter(self.sim)
+        for scenario in self.scenarios:
+            events = scenario.deliver(events)
+        yield from events
         self.incidents = incidents(self.scenarios, self.sim)
         self.truth.incidents = self.incidents
 

@@ -40,7 +40,9 @@ class Emitter(Protocol):
 
 
 class Telemetry(Protocol):
-    def open(self, service: str, instance_id: str) -> Emitter: ...
+    def open(self, service: str, instance_id: str, clock: Clock | None = None) -> Emitter:
+        """An emitter for one instance; `clock` (default: the simulation's) stamps its events."""
+        ...
 
     def drain(self) -> list[Event]:
         """Every event emitted so far and not yet drained, in emission order."""
@@ -85,9 +87,9 @@ class DirectTelemetry:
         self._clock = clock
         self._out: list[Event] = []
 
-    def open(self, service: str, instance_id: str) -> Emitter:
+    def open(self, service: str, instance_id: str, clock: Clock | None = None) -> Emitter:
         svc = Service(name=service, instance=ServiceInstance(id=instance_id), version=VERSION)
-        return _DirectEmitter(svc, self._clock, self._out)
+        return _DirectEmitter(svc, clock or self._clock, self._out)
 
     def drain(self) -> list[Event]:
         out, self._out[:] = list(self._out), []
@@ -126,7 +128,7 @@ class SdkTelemetry:
         self._config.sdk.spill_max_bytes = 0
         self._config.sdk.spill_dir = Path("/nonexistent-paywatch-simulator")
 
-    def open(self, service: str, instance_id: str) -> Emitter:
+    def open(self, service: str, instance_id: str, clock: Clock | None = None) -> Emitter:
         from paywatch.collectors.sdk import open_logger
 
         log = open_logger(
@@ -135,7 +137,7 @@ class SdkTelemetry:
             instance_id=instance_id,
             config=self._config,
             transport=self._received.extend,
-            clock=self._clock,
+            clock=clock or self._clock,
             heartbeat=False,  # simulated time: the simulation sends the beats
         )
         self._loggers.append(log)

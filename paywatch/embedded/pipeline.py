@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from paywatch.alerts.runner import AlertRunner, build_engine, build_sinks
+from paywatch.clock import Clock
 from paywatch.config import Config
 from paywatch.contract import Event
 from paywatch.detectors.channel_feed import ChannelBoard
@@ -33,8 +34,11 @@ DETECT_STAGE = "paywatch-detect"
 
 
 class Pipeline:
-    def __init__(self, config: Config, store: SqliteStore, started_at: datetime) -> None:
+    def __init__(self, config: Config, store: SqliteStore, started_at: datetime, clock: Clock | None = None) -> None:
         self.store = store
+        # Live, events are judged at their arrival by this clock (a producer's @timestamp is a claim);
+        # without one (simulated time), at the producers' watermark.
+        self.clock = clock
         self.detection = DetectionEngine(config.detectors)
         self.channels = ChannelBoard()  # what GET /v1/channels answers
         sinks, alertmanager = build_sinks(config.alerts)
@@ -55,10 +59,11 @@ class Pipeline:
         with self._lock:
             self.store.write(msgspec.to_builtins(list(events)))
             self.events_in += len(events)
+            arrived = self.clock.now() if self.clock is not None else None
             for event in events:
                 if self.compensation is not None:
                     self._apply(self.compensation.on_event(event))
-                self._on_findings(self.detection.feed(event))
+                self._on_findings(self.detection.feed(event, arrived))
 
     def tick(self, now: datetime) -> None:
         """Advance the clock: deadlines, windows, heartbeats, alert re-sends, due queries."""

@@ -36,7 +36,7 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
         )
     clock = SystemClock()
     store = SqliteStore(settings.database, clock=clock)
-    pipeline = Pipeline(config, store, started_at=clock.now())
+    pipeline = Pipeline(config, store, started_at=clock.now(), clock=clock)
     if config.compensation.channels:
         from paywatch.embedded.compensation_stage import CompensationStage
 
