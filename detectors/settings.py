@@ -95,7 +95,7 @@ class DetectorSettings(_Section):
         "their own window; later events count in the oldest open window.",
     )
     health_spans_s: list[float] = Field(
-        default_factory=lambda: [10.0, 60.0, 300.0, 900.0],
+        default_factory=lambda: [10.0, 60.0, 120.0, 300.0, 900.0],
         min_length=1,
         description="Spans (seconds, sliding over the windows) over which channel health and error-code "
         "shares are judged at once: a short span pages fast on a busy channel, a long one proves a quiet "
@@ -182,11 +182,15 @@ class DetectorSettings(_Section):
         5, description="Occurrences of one customer-side error code a span needs before its share can page."
     )
     error_code_factor: float = Field(
-        5.0,
-        description="The Wilson lower bound of the code's share of attempts must exceed this multiple of "
-        "its baseline share (and the baseline plus `error_code_margin`).",
+        3.0,
+        description="A code spikes when some span shows its share of finished attempts significantly above "
+        "this multiple of its baseline share (and above the baseline plus `error_code_margin`).",
     )
-    error_code_margin: float = Field(0.05, description="Absolute margin over the baseline share of a code.")
+    error_code_margin: float = Field(
+        0.02,
+        description="Absolute margin over the baseline share of a code: a code at under 1 % spikes "
+        "when significantly above ~3 % of attempts.",
+    )
     # --- heartbeats ------------------------------------------------------------
     heartbeat_grace_factor: float = Field(
         3.0, description="An instance is missing after `interval × grace_factor` seconds of silence."

@@ -233,5 +233,5 @@ def test_memory_per_channel_does_not_grow_with_time():
     ch = Channel(seed=6)
     ch.run(7200, 3, 0.02, CUSTOMER)
     state = ch.judge.channels["bank_q"]
-    assert [len(span.ring) for span in state.spans] == [4, 9, 9, 9]
+    assert [len(span.ring) for span in state.spans] == [4, 9, 9, 9, 9]
     assert set(state.code_baseline) == set(CUSTOMER)
