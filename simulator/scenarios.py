@@ -304,10 +304,11 @@ class ChannelRamp(Scenario):
     failures are answered as failures (20 % time out), and the channel's own failures add to them."""
 
     name: ClassVar[str] = "channel_ramp"
+    duration: float = 720.0
     channel: str = "bank_b"
     fail_from: float = 0.01
     fail_to: float = 0.5
-    rate: float = 5.0
+    rate: float = 20.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
