@@ -4,6 +4,8 @@ Every finding is a *signal* about one source (its fingerprint) being open or res
 A rule turns the source into labels; sources with the same labels are one alert. The
 alert is `pending` (recorded, not paged) until a rule's `page_at` is met, then `firing`
 until its last source resolves (no flapping while an incident drains), then `resolved`.
+A source whose own alert is not firing joins a firing alert of the same name about a wider
+subject that contains it (a merchant's jam, the whole platform), so one jam pages once.
 While firing it is re-sent on a schedule so Alertmanager never times it out.
 """
 
@@ -146,6 +148,10 @@ class AlertEngine:
             labels = _labels(rule, signal)
             target = self._fingerprint(labels)
             state = self._alerts.get(target)
+            if state is None or state.status != "firing":
+                wider = self._firing_around(rule.alertname, signal, target)
+                if wider is not None:
+                    target, state = wider, self._alerts[wider]
             if state is None:
                 state = self._alerts[target] = _State(labels=labels, starts_at=signal.at)
             state.add(signal.key, rule, signal)
@@ -156,6 +162,18 @@ class AlertEngine:
         if target is not None:
             changes += self._transition(target, signal.at)
         return changes
+
+    def _firing_around(self, alertname: str, signal: Signal, own: str) -> str | None:
+        """A firing alert of the same name about a wider subject containing this signal's: a stuck order
+        of merchant m-7 joins `PaidButPending{merchant="m-7"}` (or the platform-wide one) while that
+        pages, instead of paging again per channel. One jam, one page."""
+        facts = {"channel": signal.channel, "service": signal.service, "merchant": signal.merchant}
+        for key, state in self._alerts.items():
+            if key == own or state.status != "firing" or state.labels["alertname"] != alertname:
+                continue
+            if all(facts.get(name) == value for name, value in state.labels.items() if name in facts):
+                return key
+        return None
 
     def tick(self, now: datetime) -> list[AlertChange]:
         """Re-send every firing alert whose last send is older than the resend interval."""
@@ -254,5 +272,6 @@ def _labels(rule: Rule, signal: Signal) -> dict[str, str]:
     labels = {"alertname": rule.alertname, "severity": rule.severity}
     for name in rule.group_by:
         value = getattr(signal, name)
-        labels[name] = value if value else "unknown"
+        if value:  # a merchant-wide incident names no channel: no `channel="unknown"` to route on
+            labels[name] = value
     return labels

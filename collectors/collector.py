@@ -25,9 +25,10 @@ from msgspec import Struct
 
 from paywatch.clock import Clock, SystemClock
 from paywatch.collectors.dlq import INVALID, REJECTED, DeadLetters
-from paywatch.contract import APP, HEARTBEAT, PAYMENT, ContractError, Id, Timestamp, decode, encode
+from paywatch.contract import APP, HEARTBEAT, PAYMENT, ContractError, Id, Timestamp, encode
 from paywatch.elastic import data_stream
 from paywatch.finding import FINDING, decode_finding
+from paywatch.intake import Intake
 from paywatch.metrics import meter
 from paywatch.pan import mask_event, mask_tree, may_contain_pan
 
@@ -52,11 +53,12 @@ _encode_json = msgspec.json.Encoder().encode
 _decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 
 
-def prepare_event(dataset: str, max_bytes: int) -> Prepare:
-    """Contract events (payments, heartbeats, application logs): decode, mask, stamp, re-encode."""
+def prepare_event(dataset: str, max_bytes: int, intake: Intake) -> Prepare:
+    """Contract events (payments, heartbeats, application logs), as the SDK or an ECS logger wrote
+    them: decode, mask, stamp, re-encode."""
 
     def prepare(raw: bytes, now: datetime) -> tuple[str, bytes]:
-        event = decode(raw, max_bytes=max_bytes)
+        event = intake.decode(raw, max_bytes=max_bytes)
         if event.event.dataset != dataset:
             raise ContractError(f"event.dataset {event.event.dataset!r} on a topic that carries {dataset!r}")
         if may_contain_pan(raw):
@@ -118,12 +120,13 @@ class Route(Struct, frozen=True):
     action: bytes  # bulk action line up to the `_id` value
 
 
-def routes(topics: Topics, namespace: str, max_event_bytes: int) -> dict[str, Route]:
+def routes(topics: Topics, namespace: str, max_event_bytes: int, intake: Intake | None = None) -> dict[str, Route]:
     """Topic → route, for every topic the collector consumes."""
+    intake = intake or Intake()
     table: dict[str, tuple[str, Prepare]] = {
-        topics.payments: (PAYMENT, prepare_event(PAYMENT, max_event_bytes)),
-        topics.heartbeats: (HEARTBEAT, prepare_event(HEARTBEAT, max_event_bytes)),
-        topics.logs: (APP, prepare_event(APP, max_event_bytes)),
+        topics.payments: (PAYMENT, prepare_event(PAYMENT, max_event_bytes, intake)),
+        topics.heartbeats: (HEARTBEAT, prepare_event(HEARTBEAT, max_event_bytes, intake)),
+        topics.logs: (APP, prepare_event(APP, max_event_bytes, intake)),
         topics.findings: (FINDING, prepare_finding),
         topics.alerts: ("paywatch.alert", prepare_document("paywatch.alert")),
         topics.actions: ("paywatch.action", prepare_document("paywatch.action")),
@@ -432,7 +435,7 @@ def connect(config: Config, should_stop: Callable[[], bool] = lambda: False) -> 
     from paywatch.kafka import consumer_config, ensure_topics, producer_config
 
     settings, kafka = config.collector, config.kafka
-    table = routes(kafka.topics, config.elasticsearch.namespace, settings.max_event_bytes)
+    table = routes(kafka.topics, config.elasticsearch.namespace, settings.max_event_bytes, Intake(config.intake))
     es = client(config.elasticsearch)
     steps = [lambda: ensure_topics(kafka, [*table, kafka.topics.dead_letter])]
     if settings.install_templates:

@@ -40,15 +40,7 @@ class DeadLetters:
         self._failed: list[tuple[Message, str, str]] = []
 
     def send(self, message: Message, reason: str, kind: str) -> None:
-        headers = [
-            (REASON, mask_text(reason).encode()),
-            (KIND, kind.encode()),
-            (STAGE, self._stage.encode()),
-            (SOURCE_TOPIC, (message.topic() or "").encode()),
-            (SOURCE_PARTITION, str(message.partition()).encode()),
-            (SOURCE_OFFSET, str(message.offset()).encode()),
-            *(message.headers() or ()),
-        ]
+        headers = dead_letter_headers(message, reason, kind, self._stage)
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is None:
@@ -80,6 +72,19 @@ class DeadLetters:
         for message, reason, kind in failed:
             self.send(message, reason, kind)
         return remaining == 0 and not failed
+
+
+def dead_letter_headers(message: Message, reason: str, kind: str, stage: str) -> list[tuple[str, bytes]]:
+    """Why a message was refused and where it came from (plus its own headers)."""
+    return [
+        (REASON, mask_text(reason).encode()),
+        (KIND, kind.encode()),
+        (STAGE, stage.encode()),
+        (SOURCE_TOPIC, (message.topic() or "").encode()),
+        (SOURCE_PARTITION, str(message.partition()).encode()),
+        (SOURCE_OFFSET, str(message.offset()).encode()),
+        *(message.headers() or ()),
+    ]
 
 
 def source(message: Message) -> dict[str, object]:

@@ -49,8 +49,16 @@ def query_section(result: QueryResult) -> dict[str, Any]:
         "api_failed": result.api_failed,
         "throttled": result.throttled,
         "latency_ms": result.latency_ms,
+        "unknown_status": result.unknown_status,
+        "refunded": result.refunded,
     }
     optional = {
+        "untrusted": result.untrusted,
+        "credentials": result.credentials,
+        "sent_at": result.sent_at.isoformat() if result.sent_at else None,
+        "amount_minor": result.amount_minor,
+        "refunded_minor": result.refunded_minor,
+        "currency": result.currency,
         "http_status": result.http_status,
         "channel_status": result.channel_status,
         "error": result.error,

@@ -11,6 +11,11 @@ publish; the executor and the CLI do the I/O.
   a refund (only with `auto_refund`) waits for one more fresh query of its own attempt.
 - Every query answer is also a `channel_query_result` event, so the detectors resolve or
   escalate from what the channel said.
+- An answer serves only the purposes it was sent for: a refund rests on a query sent after
+  its refund candidate existed, never on one already in flight.
+- An untrusted answer (unverified, or about another attempt, amount or currency) acts on
+  nothing and raises `untrusted_answer`; refused credentials raise one `channel_credentials`
+  per channel and wait for the next scheduled query instead of retrying in a storm.
 """
 
 from __future__ import annotations
@@ -64,6 +69,17 @@ class Answer:
     status: str
     refunded: bool = False
     event_id: str | None = None
+    amount_minor: int | None = None
+    refunded_minor: int | None = None
+    currency: str | None = None
+
+    @property
+    def refundable_minor(self) -> int | None:
+        """What is still charged and could be given back: None when the channel did not say
+        both the amount and how much was refunded (then only a person may refund)."""
+        if self.outcome != "success" or self.amount_minor is None or self.refunded_minor is None:
+            return None
+        return self.amount_minor - self.refunded_minor
 
 
 @dataclass
@@ -79,6 +95,9 @@ class Task:
     errors: int = 0
     last_status: str | None = None
     evidence: list[str] = field(default_factory=list)  # finding and query event ids
+    amount_minor: int | None = None  # what the platform expects the channel to confirm
+    currency: str | None = None
+    refund_minor: int | None = None  # the refund candidate's amount, for the pre-refund query
 
     @property
     def key(self) -> Key:
@@ -107,6 +126,8 @@ class Compensator:
         self._paid_orders: set[str] = set()
         self._repaired: set[str] = set()
         self._raised: dict[Key, str] = {}  # attempt → fingerprint of its open give-up/unavailable finding
+        self._untrusted: dict[Key, str] = {}  # attempt → open untrusted_answer fingerprint
+        self._credentials: dict[str, str] = {}  # channel → open channel_credentials fingerprint
 
     # -- inputs ----------------------------------------------------------------------------
     def on_finding(self, finding: Finding) -> Effects:
@@ -121,6 +142,7 @@ class Compensator:
                 self.cases.pop(p.order_id, None)
             return Effects()
         attempts = [(a.channel, a.attempt_id) for a in meta.evidence.attempts]
+        money = {(a.channel, a.attempt_id): (a.amount_minor, a.currency) for a in meta.evidence.attempts}
         if p.attempt_id and p.channel and (p.channel, p.attempt_id) not in attempts:
             attempts.insert(0, (p.channel, p.attempt_id))
         anchor = _started_at(finding) or at
@@ -145,6 +167,9 @@ class Compensator:
                 self._by_order.setdefault(p.order_id, set()).add(task.key)
             task.purposes.add(purpose)
             task.evidence.append(finding.event.id)
+            amount, currency = money.get(task.key, (None, None))
+            task.amount_minor = task.amount_minor if amount is None else amount
+            task.currency = task.currency or currency
             if not task.in_flight:
                 self._schedule(task, at)
         if purpose == "confirm_duplicate":
@@ -184,7 +209,18 @@ class Compensator:
             task.in_flight, task.due_at = True, None
             task.seq += 1
             purposes = tuple(sorted(task.purposes))
-            requests.append(QueryRequest(task.channel, task.order_id, task.attempt_id, task.seq, purposes, at))
+            requests.append(
+                QueryRequest(
+                    task.channel,
+                    task.order_id,
+                    task.attempt_id,
+                    task.seq,
+                    purposes,
+                    at,
+                    amount_minor=task.amount_minor,
+                    currency=task.currency,
+                )
+            )
         return requests
 
     def on_result(self, result: QueryResult, now: datetime) -> Effects:
@@ -210,8 +246,10 @@ class Compensator:
                 query=result,
             )
         )
+        query_action = effects.actions[-1]["event"]["id"]
         if event is not None:
             effects.events.append(event)
+        effects += self._trust_findings(result, now, query_action)
         if task is None:
             return effects
         task.in_flight = False
@@ -220,6 +258,15 @@ class Compensator:
             return effects
         task.evidence.append(event.event.id if event is not None else query_id)
         schedule = self.settings.schedule_for(task.channel)
+        # Money purposes added while this query was in flight need a query of their own.
+        late = (task.purposes - set(req.purposes)) & MONEY_PURPOSES
+        if event is None and (result.credentials or result.untrusted):
+            nxt = next_query(schedule, task.anchor, task.attempt_id, now)
+            if nxt is None:
+                why = f"credentials refused ({result.credentials})" if result.credentials else "answers untrusted"
+                return effects + self._give_up(task, now, why)
+            self._schedule(task, nxt)
+            return effects
         if event is None:
             task.errors += 1
             retry = retry_after_error(schedule, task.anchor, task.attempt_id, now, result.retry_after_s)
@@ -229,24 +276,40 @@ class Compensator:
             return effects
         task.last_status = event.payment.status if event.payment else None
         if outcome not in FINAL_OUTCOMES:
-            nxt = next_query(schedule, task.anchor, task.attempt_id, now)
+            nxt = now if late else next_query(schedule, task.anchor, task.attempt_id, now)
             if nxt is None:
                 return effects + self._give_up(task, now, f"channel still says {task.last_status}")
             self._schedule(task, nxt)
             return effects
-        answer = Answer(outcome, task.last_status or "", result.refunded and outcome == "success", event.event.id)
+        answer = Answer(
+            outcome,
+            task.last_status or "",
+            result.refunded and outcome == "success",
+            event.event.id,
+            amount_minor=result.amount_minor,
+            refunded_minor=result.refunded_minor,
+            currency=result.currency,
+        )
+        if late:  # serve what the query was sent for; ask again, now, for the rest
+            served = set(task.purposes) - late
+            task.purposes = late
+            self._schedule(task, now)
+            return effects + self._serve(task, served, answer, now)
         return effects + self._settle(task, answer, now)
 
     # -- decisions -------------------------------------------------------------------------
     def _settle(self, task: Task, answer: Answer, now: datetime) -> Effects:
         """A final answer (or a final lack of one) for a task: serve every purpose, then forget it."""
         self._forget(task)
+        return self._serve(task, set(task.purposes), answer, now)
+
+    def _serve(self, task: Task, purposes: set[Purpose], answer: Answer, now: datetime) -> Effects:
         effects = Effects()
-        if "confirm_paid" in task.purposes:
+        if "confirm_paid" in purposes:
             effects += self._repair(task, answer, now)
-        if "pre_refund" in task.purposes:
+        if "pre_refund" in purposes:
             effects += self._refund(task, answer, now)
-        if "confirm_duplicate" in task.purposes:
+        if "confirm_duplicate" in purposes:
             case = self.cases.get(task.order_id)
             if case is not None and task.key in case.attempts:
                 case.answers[task.key] = answer
@@ -284,7 +347,9 @@ class Compensator:
         if any(key not in case.answers for key in case.attempts):
             return Effects()
         del self.cases[case.order_id]
-        confirmed = [k for k in case.attempts if case.answers[k].outcome == "success" and not case.answers[k].refunded]
+        # A charge counts only while something of it is still charged, and the channel said how
+        # much was refunded (WeChat's REFUND names no amount: that one is for a person).
+        confirmed = [k for k in case.attempts if (case.answers[k].refundable_minor or 0) > 0]
         answers = {f"{c}/{a}": case.answers[(c, a)].status for c, a in case.attempts}
         evidence = {
             "event_ids": [case.finding_event_id] + [a.event_id for a in case.answers.values() if a.event_id],
@@ -312,7 +377,18 @@ class Compensator:
         for channel, attempt_id in confirmed:
             if (channel, attempt_id) == keep:
                 continue
-            reason = f"charged twice: keep {keep[0]}/{keep[1]}, refund {channel}/{attempt_id}"
+            charge = case.answers[(channel, attempt_id)]
+            refund_minor = charge.refundable_minor or 0
+            reason = (
+                f"charged twice: keep {keep[0]}/{keep[1]}, refund {channel}/{attempt_id} "
+                f"({refund_minor} of {charge.amount_minor} {charge.currency or ''} still charged)"
+            )
+            money = {
+                "refund_minor": refund_minor,
+                "charged_minor": charge.amount_minor or 0,
+                "refunded_minor": charge.refunded_minor or 0,
+                "currency": charge.currency or "",
+            }
             effects.actions.append(
                 self._action(
                     now,
@@ -324,7 +400,7 @@ class Compensator:
                     reason=reason,
                     id_parts=(case.order_id, attempt_id),
                     outcome="success",
-                    evidence={**evidence, "keep": keep[1]},
+                    evidence={**evidence, "keep": keep[1], **money},
                     from_status="paid",
                     to_status="refund_candidate",
                 )
@@ -335,13 +411,26 @@ class Compensator:
                     task = self.tasks[(channel, attempt_id)] = Task(channel, attempt_id, case.order_id, now)
                     self._by_order.setdefault(case.order_id, set()).add(task.key)
                 task.purposes.add("pre_refund")
+                task.refund_minor = refund_minor
                 task.evidence.append(effects.actions[-1]["event"]["id"])
                 if not task.in_flight:
                     self._schedule(task, now)
         return effects
 
     def _refund(self, task: Task, answer: Answer, now: datetime) -> Effects:
-        ok = answer.outcome == "success" and not answer.refunded
+        """Refund only what the fresh query says is still charged, and only if nothing changed
+        since the candidate: a refund sent in error is money that may never come back."""
+        remaining = answer.refundable_minor
+        ok = remaining is not None and remaining > 0 and remaining == task.refund_minor
+        if ok:
+            reason = f"fresh query right before refunding says {answer.status}, {remaining} still charged"
+        elif remaining is None:
+            reason = f"fresh query right before refunding says {answer.status}, refunded amount unknown"
+        else:
+            reason = (
+                f"fresh query right before refunding says {answer.status}: {remaining} still charged, "
+                f"the candidate was for {task.refund_minor}; a person decides"
+            )
         doc = self._action(
             now,
             "refund" if ok else "refund_declined",
@@ -349,10 +438,16 @@ class Compensator:
             task.order_id,
             task.attempt_id,
             rule="duplicate_charge_refund_after_fresh_query",
-            reason=f"fresh query right before refunding says {answer.status}",
+            reason=reason,
             id_parts=(task.order_id, task.attempt_id, "refund"),
             outcome="success" if ok else "failure",
-            evidence={"event_ids": list(task.evidence), "channel_status": answer.status},
+            evidence={
+                "event_ids": list(task.evidence),
+                "channel_status": answer.status,
+                "refund_minor": remaining if ok and remaining is not None else 0,
+                "refunded_minor": answer.refunded_minor if answer.refunded_minor is not None else -1,
+                "currency": answer.currency or "",
+            },
             **({"from_status": "paid", "to_status": "refund_requested"} if ok else {}),
         )
         return Effects(actions=[doc])
@@ -440,15 +535,69 @@ class Compensator:
         return effects
 
     def _resolve(self, at: datetime, fingerprint: str, key: Key, order_id: str) -> Finding:
-        kind = "compensation_gave_up" if fingerprint.startswith("compensation_gave_up") else "query_unavailable"
         return make_finding(
             at=at,
-            kind=kind,
+            kind=fingerprint.split("|")[0],  # type: ignore[arg-type]
             state="resolved",
             fingerprint=fingerprint,
             severity="info",  # type: ignore[arg-type]
-            summary=f"The final status of attempt {key[1]} arrived from {key[0]}",
+            summary=f"A trusted answer about attempt {key[1]} arrived from {key[0]}",
             payment=FindingPayment(order_id=order_id, attempt_id=key[1], channel=key[0]),
+        )
+
+    def _trust_findings(self, result: QueryResult, now: datetime, query_action: str) -> Effects:
+        """Open `untrusted_answer` (per attempt) and `channel_credentials` (per channel, one page
+        however many queries it refuses) findings; a later trusted answer resolves them."""
+        req = result.request
+        key = (req.channel, req.attempt_id)
+        effects = Effects()
+        if result.credentials and req.channel not in self._credentials:
+            fingerprint = self._credentials[req.channel] = f"channel_credentials|{req.channel}"
+            summary = (
+                f"{req.channel} refuses paywatch's credentials: {result.credentials}"
+                + (f" ({result.error})" if result.error else "")
+                + ". Compensating queries to it cannot run until the key, certificate or permission is fixed."
+            )
+            figures = {"provider_code": result.credentials}
+            effects.findings.append(
+                self._opened(result, now, query_action, "channel_credentials", fingerprint, summary, figures)
+            )
+        elif result.answered and req.channel in self._credentials:
+            effects.findings.append(self._resolve(now, self._credentials.pop(req.channel), key, req.order_id))
+        if result.untrusted and key not in self._untrusted:
+            fingerprint = self._untrusted[key] = f"untrusted_answer|{req.channel}|{req.attempt_id}"
+            summary = (
+                f"{req.channel} answered about attempt {req.attempt_id} of order {req.order_id} with an answer "
+                f"that cannot be trusted: {result.untrusted}. Nothing was repaired or refunded."
+            )
+            figures = {"why": result.untrusted[:300]}
+            effects.findings.append(
+                self._opened(result, now, query_action, "untrusted_answer", fingerprint, summary, figures)
+            )
+        elif result.answered and key in self._untrusted:
+            effects.findings.append(self._resolve(now, self._untrusted.pop(key), key, req.order_id))
+        return effects
+
+    def _opened(
+        self,
+        result: QueryResult,
+        now: datetime,
+        query_action: str,
+        kind: Any,
+        fingerprint: str,
+        summary: str,
+        figures: dict[str, Any],
+    ) -> Finding:
+        req = result.request
+        return make_finding(
+            at=now,
+            kind=kind,
+            state="open",
+            fingerprint=fingerprint,
+            severity="critical",
+            summary=summary,
+            evidence=Evidence(event_ids=[query_action], figures={**figures, "http_status": result.http_status or 0}),
+            payment=FindingPayment(order_id=req.order_id, attempt_id=req.attempt_id, channel=req.channel),
         )
 
     # -- plumbing --------------------------------------------------------------------------
@@ -515,7 +664,7 @@ class Compensator:
             order_id=order_id,
             attempt_id=attempt_id,
             actor=self.settings.actor,
-            dry_run=self.settings.dry_run,
+            dry_run=self.settings.dry_run_for(channel),
             **kw,
         )
 

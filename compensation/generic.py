@@ -35,7 +35,7 @@ class GenericAdapter(HttpAdapter):
         path = self.mapping.path.format(
             attempt_id=quote(request.attempt_id, safe=""), order_id=quote(request.order_id, safe="")
         )
-        headers = {"Accept": "application/json"}
+        headers = {}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         return (
@@ -47,6 +47,8 @@ class GenericAdapter(HttpAdapter):
         m = self.mapping
         if status in m.not_found_http:
             return QueryResult(request, "unknown", channel_status="not_found", not_found=True)
+        if status in (401, 403):
+            return QueryResult(request, "unknown", credentials=f"HTTP {status}")
         if status != 200:
             return QueryResult(request, "unknown", api_failed=True, error=f"HTTP {status}")
         value = str(dotted(body, m.status_field))

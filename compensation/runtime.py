@@ -32,8 +32,9 @@ from paywatch.compensation.engine import Compensator, Effects
 from paywatch.compensation.executor import Executor, OrderWebhook
 from paywatch.compensation.settings import CompensationSettings
 from paywatch.config import Config
-from paywatch.contract import HEARTBEAT, ContractError, Event, EventMeta, Heartbeat, decode, encode
+from paywatch.contract import HEARTBEAT, ContractError, Event, EventMeta, Heartbeat, encode
 from paywatch.finding import decode_finding, encode_finding
+from paywatch.intake import Intake
 from paywatch.kafka import ensure_topics
 from paywatch.stage import Output, Stage
 
@@ -99,6 +100,7 @@ class CompensationHandler:
         self.config = config
         self.topics = config.kafka.topics
         self.compensator = Compensator(config.compensation, instance_id)
+        self.intake = Intake(config.intake)
         self.io = io
         self._seq = 0
         self._next_beat = 0.0
@@ -118,7 +120,7 @@ class CompensationHandler:
             if message.topic() == self.topics.findings:
                 effects = self.compensator.on_finding(decode_finding(raw))
             else:
-                effects = self.compensator.on_event(decode(raw))
+                effects = self.compensator.on_event(self.intake.decode(raw))
         except ContractError as exc:  # the collector dead-letters bad input; here it is just skipped
             log.warning("skipped_bad_message", topic=message.topic(), offset=message.offset(), reason=str(exc))
             return []

@@ -8,12 +8,30 @@ budget have stage-wide defaults that each channel may override as a whole.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 AdapterName = Literal["wechatpay", "alipay", "stripe", "generic", "none"]
+
+
+def check_base_url(url: str) -> str:
+    """A channel's query API only over HTTPS: its answers move money. Plain HTTP only to a
+    loopback test server."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return url
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parts.scheme == "http" and loopback:
+        return url
+    raise ValueError(f"base_url {url!r} must be https:// (plain http only to a loopback test server)")
 
 
 class _Section(BaseModel):
@@ -105,6 +123,25 @@ class WechatPaySettings(_Section):
         description="Environment variable holding the merchant API private key (PEM).",
     )
     private_key_file: Path | None = Field(None, description="File holding the merchant API private key (PEM).")
+    platform_key_env: str = Field(
+        "PAYWATCH_WECHATPAY_PLATFORM_KEY",
+        description="Environment variable holding the WeChat Pay platform public key or platform "
+        "certificate (PEM) that every answer's `Wechatpay-Signature` must verify with.",
+    )
+    platform_key_file: Path | None = Field(
+        None, description="File holding the WeChat Pay platform public key or platform certificate (PEM)."
+    )
+    platform_serial: str = Field(
+        "",
+        description="`Wechatpay-Serial` the answers must name: the platform public key id "
+        "(`PUB_KEY_ID_…`) or the platform certificate serial number (unset: any serial, the "
+        "signature must still verify with the configured key).",
+    )
+    sub_mchid: str | None = Field(
+        None,
+        description="Service-provider (partner) mode: the sub-merchant's id; `mchid` is then the "
+        "service provider's `sp_mchid` and queries go to `/v3/pay/partner/transactions/…`.",
+    )
 
 
 class AlipaySettings(_Section):
@@ -116,6 +153,18 @@ class AlipaySettings(_Section):
         description="Environment variable holding the application private key (PEM) used for RSA2.",
     )
     private_key_file: Path | None = Field(None, description="File holding the application private key (PEM).")
+    alipay_public_key_env: str = Field(
+        "PAYWATCH_ALIPAY_PUBLIC_KEY",
+        description="Environment variable holding the Alipay public key (PEM or bare base64) that "
+        "every answer's `sign` must verify with.",
+    )
+    alipay_public_key_file: Path | None = Field(None, description="File holding the Alipay public key.")
+    app_auth_token_env: str | None = Field(
+        None,
+        description="ISV mode: environment variable holding the merchant's `app_auth_token`, sent "
+        "with each query made on the merchant's behalf.",
+    )
+    app_auth_token_file: Path | None = Field(None, description="ISV mode: file holding the `app_auth_token`.")
 
 
 class StripeSettings(_Section):
@@ -126,6 +175,14 @@ class StripeSettings(_Section):
     )
     secret_key_file: Path | None = Field(None, description="File holding the secret key.")
     api_version: str | None = Field(None, description="`Stripe-Version` header; the account default if unset.")
+    lookup: Literal["payment_intent", "metadata"] = Field(
+        "payment_intent",
+        description="`payment_intent`: the attempt id is the PaymentIntent id. `metadata`: the attempt "
+        "id is the merchant's own id, stored in the PaymentIntent's metadata under `metadata_key` "
+        "and found with the search API.",
+    )
+    metadata_key: str = Field("order_id", description="Metadata key holding the attempt id (`lookup: metadata`).")
+    account: str | None = Field(None, description="Connect: the connected account (`acct_…`) sent as `Stripe-Account`.")
 
 
 class GenericSettings(_Section):
@@ -158,6 +215,11 @@ class ChannelSettings(_Section):
     base_url: str = Field("", description="Base URL of the channel's query API.")
     schedule: ScheduleSettings | None = Field(None, description="Overrides the stage-wide schedule.")
     budget: BudgetSettings | None = Field(None, description="Overrides the stage-wide budget.")
+    dry_run: bool | None = Field(
+        None,
+        description="Overrides the stage-wide `dry_run` for this channel's repair and refund actions "
+        "(e.g. true while a new channel's answers are being watched).",
+    )
     wechatpay: WechatPaySettings = Field(default_factory=WechatPaySettings)
     alipay: AlipaySettings = Field(default_factory=AlipaySettings)
     stripe: StripeSettings = Field(default_factory=StripeSettings)
@@ -167,6 +229,8 @@ class ChannelSettings(_Section):
     def _queryable_needs_url(self) -> ChannelSettings:
         if self.adapter != "none" and not self.base_url:
             raise ValueError(f"channel with adapter {self.adapter!r} needs a base_url")
+        if self.base_url:
+            check_base_url(self.base_url)
         return self
 
 
@@ -220,6 +284,10 @@ class CompensationSettings(_Section):
     def budget_for(self, channel: str) -> BudgetSettings:
         ch = self.channels.get(channel)
         return ch.budget if ch is not None and ch.budget is not None else self.budget
+
+    def dry_run_for(self, channel: str | None) -> bool:
+        ch = self.channels.get(channel or "")
+        return ch.dry_run if ch is not None and ch.dry_run is not None else self.dry_run
 
     def queryable(self, channel: str) -> bool:
         ch = self.channels.get(channel)

@@ -17,51 +17,25 @@ proves a busy channel's outage in seconds, a long one a quiet channel's in minut
 - Customer failures (error_category user/limit) never count against the channel, but a
   single code's share jumping far above its baseline is an `error_code_spike`, judged on
   the same spans with the same statistics.
-- Paid-but-pending and duplicate-charged orders opened in the incident span page once
-  per channel (duplicates also overall) when they cross an absolute and a baseline-
-  relative threshold; they resolve after `incident_resolve_after` quiet windows.
+- Stuck and duplicate-charged orders are rolled up into incidents by `incidents.py`
+  (per channel, per merchant, overall), fed the same windows.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
+from paywatch.detectors.incidents import IncidentJudge
 from paywatch.detectors.settings import ChannelSettings, DetectorSettings
-from paywatch.detectors.stats import binomial_head, binomial_tail, ewma
+from paywatch.detectors.stats import binomial_head, binomial_lower_bound, binomial_tail, ewma
 from paywatch.detectors.timebase import to_dt
-from paywatch.detectors.windows import Span, Tally, Window
+from paywatch.detectors.windows import Span, Tally, Window, is_channel
 from paywatch.finding import Evidence, Finding, FindingPayment, Severity, make_finding
 
-OVERALL = "*"
 # A baseline does not learn while a span is significantly above this fraction of the way from the
 # baseline to the entry threshold (for a 2 % baseline: 4.5 %): well before an incident, well above noise.
 GUARD = 0.25
 PRIOR_ATTEMPTS = 20  # what a baseline's prior is worth, in attempts, while the channel is new
-
-
-class _Rollup:
-    """An incident-level count (stuck or duplicate-charged orders) for one channel."""
-
-    __slots__ = ("baseline", "open", "quiet", "span", "total")
-
-    def __init__(self, span: int) -> None:
-        self.span: deque[int] = deque(maxlen=span)
-        self.total = 0
-        self.baseline = 0.0
-        self.open = False
-        self.quiet = 0
-
-    def push(self, n: int) -> int | None:
-        """Add the newest window; return the one that left the span (the baseline learns only those,
-        so a rising count never raises its own threshold)."""
-        left = None
-        if len(self.span) == self.span.maxlen:
-            left = self.span[0]
-            self.total -= left
-        self.span.append(n)
-        self.total += n
-        return left
 
 
 class _Channel:
@@ -71,13 +45,11 @@ class _Channel:
         "code_baseline",
         "code_learned",
         "codes_open",
-        "duplicates",
         "good",
         "knobs",
         "learned",
         "level",
         "outage",
-        "pending",
         "since",
         "spans",
     )
@@ -96,8 +68,6 @@ class _Channel:
         self.outage = 1.0  # failure rate of the span that last changed the level
         self.good = 0
         self.since = 0  # windows judged since the channel became unhealthy
-        self.pending = _Rollup(settings.incident_span_windows)
-        self.duplicates = _Rollup(settings.duplicate_span_windows)
 
 
 Count = Callable[[Tally], int]
@@ -155,18 +125,18 @@ def back_to_normal(
 class ChannelJudge:
     def __init__(self, settings: DetectorSettings, overall: bool = True) -> None:
         self.s = settings
-        self.overall = overall  # judge duplicates across all channels (one judge of several does)
         self.window_ms = int(settings.window_s * 1000)
         self.lateness_ms = int(settings.allowed_lateness_s * 1000)
         self.channels: dict[str, _Channel] = {}
-        self.overall_duplicates = _Rollup(settings.duplicate_span_windows)
+        # `overall`: this judge owns the all-channel incident scope (one judge of several does)
+        self.incidents = IncidentJudge(settings, overall)
         self.last_index: int | None = None
         self.warmup_windows = round(settings.baseline_warmup_s / settings.window_s)
         self.window_weight = min(1.0, settings.window_s / settings.baseline_tau_s)
         self.span_windows = sorted({max(1, round(span / settings.window_s)) for span in settings.health_spans_s})
-        self._gap_limit = max(self.span_windows[-1], settings.incident_span_windows) + max(
-            settings.recover_after, settings.incident_resolve_after
-        )
+        self._gap_limit = max(
+            self.span_windows[-1], settings.incident_span_windows, settings.merchant_span_windows
+        ) + max(settings.recover_after, settings.incident_resolve_after)
 
     def on_window(self, index: int, window: Window) -> list[Finding]:
         """Judge a closed window (and, first, any skipped empty ones) for every known channel."""
@@ -183,24 +153,16 @@ class ChannelJudge:
     def _judge(self, index: int, window: Window, found: list[Finding]) -> None:
         at = (index + 1) * self.window_ms + self.lateness_ms
         for key in window:
-            if key != OVERALL and key not in self.channels:
+            if (is_channel(key) or "/" in key) and key not in self.channels:
                 channel = key.split("/", 1)[0]
                 self.channels[key] = _Channel(self.s, self.s.for_channel(channel), self.span_windows)
-        duplicates = 0
         for key in sorted(self.channels):
             state = self.channels[key]
             tally = window.get(key) or Tally()
             self._health(key, state, tally, at, found)
-            if "/" in key:
-                continue
-            self._codes(key, state, tally, at, found)
-            self._rollup(key, state.pending, tally.pending, "paid_but_pending_incident", at, found)
-            self._rollup(key, state.duplicates, tally.duplicates, "duplicate_charge_incident", at, found)
-            duplicates += tally.duplicates
-        if OVERALL in window:  # summed over every channel by the Kafka workers (this judge sees only some)
-            duplicates = window[OVERALL].duplicates
-        if self.overall:
-            self._rollup(OVERALL, self.overall_duplicates, duplicates, "duplicate_charge_incident", at, found)
+            if "/" not in key:
+                self._codes(key, state, tally, at, found)
+        self.incidents.judge(at, window, found)
 
     # --- health ---------------------------------------------------------------
     def _health(self, key: str, st: _Channel, tally: Tally, at: int, found: list[Finding]) -> None:
@@ -217,7 +179,10 @@ class ChannelJudge:
         if st.level == "healthy":
             if worst is not None:
                 p, span = worst
-                st.level = "down" if self._down(st, span) else "degraded"
+                down = self._down(st)
+                if down is not None:
+                    p, span = binomial_tail(down.sums.failures, down.sums.finished, enter), down
+                st.level = "degraded" if down is None else "down"
                 st.outage = span.sums.failures / span.sums.finished
                 st.good = st.since = 0
                 found.append(self._health_finding(key, st, at, span, p, enter))
@@ -226,8 +191,9 @@ class ChannelJudge:
                 st.baseline = ewma(st.baseline, tally.failures / tally.finished, weight)
                 st.learned += tally.finished
             return
-        if worst is not None and st.level == "degraded" and self._down(st, worst[1]):
-            p, span = worst
+        down = self._down(st) if worst is not None and st.level == "degraded" else None
+        if down is not None:
+            p, span = binomial_tail(down.sums.failures, down.sums.finished, enter), down
             st.level = "down"
             st.outage = span.sums.failures / span.sums.finished
             found.append(self._health_finding(key, st, at, span, p, enter))
@@ -246,11 +212,18 @@ class ChannelJudge:
             for sp in st.spans:
                 sp.clear()  # what the outage counted must not re-open it
 
-    def _down(self, st: _Channel, span: Span) -> bool:
-        """Down: the span's failure rate is significantly above `down_failure_rate`."""
-        n, f, rate = span.sums.finished, span.sums.failures, st.knobs.down_failure_rate
-        alpha = self.s.significance
-        return f > rate * n and binomial_tail(f, n, rate, alpha) < alpha
+    def _down(self, st: _Channel) -> Span | None:
+        """The span showing an unhealthy channel `down`: one that counts as evidence (`min_attempts`,
+        `degrade_after` failing windows) with a failure rate above `down_failure_rate` at
+        `lenient_significance`. The channel is already proven unhealthy; how bad it is needs less
+        proof (100 failures out of 100 say down, though at 1e-5 they cannot tell 100 % from 90 %)."""
+        rate, lenient = st.knobs.down_failure_rate, self.s.lenient_significance
+        for span in st.spans:
+            n, f = span.sums.finished, span.sums.failures
+            evidence = n >= st.knobs.min_attempts and span.marks >= self.s.degrade_after
+            if evidence and f > rate * n and binomial_tail(f, n, rate, lenient) < lenient:
+                return span
+        return None
 
     def _weight(self, learned: int, finished: int, min_n: int) -> float:
         """EWMA weight of one window of `finished` attempts, after `learned` ones: the running mean of
@@ -283,6 +256,7 @@ class ChannelJudge:
         severity: Severity = {"healthy": "info", "degraded": "warning", "down": "critical"}[st.level]  # type: ignore[assignment]
         rate = s.failures / s.finished if s.finished else 0.0
         span_s = span.windows * self.s.window_s
+        lenient = self.s.lenient_significance
         return make_finding(
             at=to_dt(at),
             kind="channel_health",
@@ -299,6 +273,7 @@ class ChannelJudge:
                     "customer_failures": s.customer_failures,
                     "timeouts": s.timeouts,
                     "failure_rate": round(rate, 4),
+                    "failure_rate_lower_bound": round(binomial_lower_bound(s.failures, s.finished, lenient), 4),
                     "p_value": float(f"{p:.3g}"),
                     "threshold": round(enter, 4),
                     "baseline": round(st.baseline, 4),
@@ -374,51 +349,4 @@ class ChannelJudge:
                 figures={"code": code, "count": count, "finished": n, "baseline": round(base, 4), "span_s": span_s}
             ),
             payment=FindingPayment(channel=channel),
-        )
-
-    # --- incident rollups ---------------------------------------------------------
-    def _rollup(self, key: str, r: _Rollup, n: int, kind: str, at: int, found: list[Finding]) -> None:
-        s = self.s
-        left = r.push(n)
-        minimum = (
-            s.pending_incident_min_orders if kind == "paid_but_pending_incident" else s.duplicate_incident_min_orders
-        )
-        threshold = max(minimum, s.incident_baseline_factor * r.baseline * len(r.span))
-        if not r.open:
-            if r.total >= threshold:
-                r.open = True
-                r.quiet = 0
-                found.append(self._rollup_finding(key, kind, "open", r, threshold, at))
-            elif left is not None:
-                r.baseline = ewma(r.baseline, left, s.baseline_alpha)
-            return
-        r.quiet = 0 if n else r.quiet + 1
-        if r.quiet >= s.incident_resolve_after:
-            r.open = False
-            found.append(self._rollup_finding(key, kind, "resolved", r, threshold, at))
-            r.span.clear()  # what this incident counted must not re-open it
-            r.total = 0
-
-    def _rollup_finding(self, key: str, kind: str, state: str, r: _Rollup, threshold: float, at: int) -> Finding:
-        what = "paid but still pending" if kind == "paid_but_pending_incident" else "charged more than once"
-        where = "all channels" if key == OVERALL else key
-        span_s = r.span.maxlen * self.s.window_s
-        return make_finding(
-            at=to_dt(at),
-            kind=kind,  # type: ignore[arg-type]
-            state=state,  # type: ignore[arg-type]
-            fingerprint=f"{kind}:{'all' if key == OVERALL else key}",
-            severity="critical",
-            summary=f"{r.total} orders {what} on {where} in {span_s:g} s"
-            if state == "open"
-            else f"no new orders {what} on {where}",
-            evidence=Evidence(
-                figures={
-                    "orders": r.total,
-                    "span_s": span_s,
-                    "threshold": round(threshold, 2),
-                    "baseline_per_window": round(r.baseline, 4),
-                }
-            ),
-            payment=None if key == OVERALL else FindingPayment(channel=key),
         )

@@ -171,8 +171,8 @@ class OrderTracker:
                     order.flags |= DUPLICATE_OPEN
                     # counted on the channel of the first charge: the one the customer was not
                     # shown as paid (a re-payment elsewhere is the consequence, not the cause)
-                    for t in self.windows.tallies(at, charges[0].channel, charges[0].method):
-                        t.duplicates += 1
+                    first = charges[0]
+                    self.windows.count_order(at, "duplicates", first.channel, first.method, order.merchant)
                 # opened, or updated with the newest charge
                 found.append(self._duplicate_finding(order_id, order, at, "open"))
         elif outcome == "failure" and a.state == PENDING:
@@ -230,8 +230,7 @@ class OrderTracker:
         if charges and not order.flags & PENDING_OPEN:
             order.flags |= PENDING_OPEN
             charge = charges[0]
-            for t in self.windows.tallies(order.charged, charge.channel, charge.method):
-                t.pending += 1
+            self.windows.count_order(order.charged, "pending", charge.channel, charge.method, order.merchant)
             found.append(self._pending_finding(order_id, order, order.charged, "open"))
         elif order.charged and order.charged <= now and not order.flags & PENDING_OPEN:
             order.charged = 0  # the charge was refunded before the grace ran out

@@ -49,17 +49,18 @@ from paywatch.contract import (
     Heartbeat,
     Service,
     ServiceInstance,
-    decode,
     encode,
 )
-from paywatch.detectors.channel_health import OVERALL, ChannelJudge
+from paywatch.detectors.channel_feed import ChannelBoard, ChannelStatus, encode_status
+from paywatch.detectors.channel_health import ChannelJudge
 from paywatch.detectors.engine import window_counter
 from paywatch.detectors.heartbeats import HeartbeatTable
 from paywatch.detectors.orders import OrderTracker
 from paywatch.detectors.timebase import to_ms
-from paywatch.detectors.windows import Tally, Window
+from paywatch.detectors.windows import OVERALL, Tally, Window, overall
 from paywatch.finding import Finding, decode_finding, encode_finding
-from paywatch.kafka import consumer_config, ensure_topics
+from paywatch.intake import Intake
+from paywatch.kafka import consumer_config, ensure_compacted, ensure_topics
 from paywatch.stage import Output, Stage
 
 log = logging.getLogger("paywatch.detect")
@@ -247,6 +248,7 @@ class PartitionWorker:
         self.payments: dict[int, _Payments] = {}
         self.heartbeats: dict[int, _Heartbeats] = {}
         self.emitter = _Emitter(config, group_id, self.horizon_ms)
+        self.intake = Intake(config.intake)  # services' ECS log lines are judged like SDK events
         self.rejected = 0
         self._beat_seq = 0
         self._next_beat = 0
@@ -281,7 +283,7 @@ class PartitionWorker:
 
     def handle(self, message: Message) -> list[Output]:
         try:
-            event = decode(message.value())
+            event = self.intake.decode(message.value())
         except ContractError as exc:
             self.rejected += 1  # the collector dead-letters bad events; here they are only skipped
             log.warning("skipping %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), exc)
@@ -316,13 +318,11 @@ class PartitionWorker:
 
     def _partials(self, source: int, index: int, window: Window) -> list[Output]:
         by_target: list[dict[str, list]] = [{} for _ in range(self.partials)]
-        overall = Tally()
         for key, tally in window.items():
             by_target[partials_partition(key, self.partials)][key] = tally.to_wire()
-            if "/" not in key:
-                overall.duplicates += tally.duplicates
-        if overall.duplicates:  # the all-channel duplicate count goes to the one aggregator that judges it
-            by_target[partials_partition(OVERALL, self.partials)][OVERALL] = overall.to_wire()
+        total = overall(window)
+        if total.pending or total.duplicates:  # the all-channel counts go to the one aggregator that judges them
+            by_target[partials_partition(OVERALL, self.partials)][OVERALL] = total.to_wire()
         return [
             Output(
                 self.topics.channel_partials,
@@ -365,10 +365,11 @@ class PartitionWorker:
 
 
 class _Judged:
-    __slots__ = ("judge", "pending")
+    __slots__ = ("board", "judge", "pending")
 
     def __init__(self, judge: ChannelJudge) -> None:
         self.judge = judge
+        self.board = ChannelBoard()  # the health of the channels this partials partition owns
         self.pending: dict[int, dict[int, dict[str, list]]] = {}  # window -> source -> tallies
 
 
@@ -383,6 +384,8 @@ class ChannelAggregator:
         self.horizon_ms = int(self.settings.judge_horizon_s * 1000)
         self.owned: dict[int, _Judged] = {}
         self.emitter = _Emitter(config, group_id, self.horizon_ms)
+        self.feed_ms = int(self.settings.channel_feed_interval_s * 1000)
+        self._next_feed = 0
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
         if not partitions:
@@ -421,18 +424,29 @@ class ChannelAggregator:
         for tallies in complete.values():
             for key, row in tallies.items():
                 window.setdefault(key, Tally()).add(Tally.from_wire(row))
-        return self.emitter.outputs(owned.judge.on_window(index, window))
+        findings = owned.judge.on_window(index, window)
+        changed = [s for s in map(owned.board.on_finding, findings) if s is not None]
+        return self.emitter.outputs(findings) + self._feed(changed)
+
+    def _feed(self, statuses: Iterable[ChannelStatus]) -> list[Output]:
+        topic = self.config.kafka.topics.channel_health
+        return [Output(topic, s.key.encode(), encode_status(s)) for s in statuses]
 
     def tick(self, now: datetime) -> list[Output]:
-        self.emitter.forget(to_ms(now))
-        return []
+        wall = to_ms(now)
+        self.emitter.forget(wall)
+        if wall < self._next_feed:
+            return []
+        self._next_feed = wall + self.feed_ms
+        return self._feed(s for owned in self.owned.values() for s in owned.board.snapshot())
 
 
 def run(config: Config, group_id: str, instance: str | None = None, stop: threading.Event | None = None) -> None:
     """Run one detector worker (both groups) until SIGTERM/SIGINT or `stop`."""
     topics = config.kafka.topics
-    names = [topics.payments, topics.heartbeats, topics.findings, topics.channel_partials]
+    names = [topics.payments, topics.heartbeats, topics.findings, topics.channel_partials, topics.channel_health]
     ensure_topics(config.kafka, names)
+    ensure_compacted(config.kafka, topics.channel_health)
     probe = Consumer(consumer_config(config.kafka, group_id))
     meta = probe.list_topics(timeout=10).topics
     sources, partials = len(meta[topics.payments].partitions), len(meta[topics.channel_partials].partitions)

@@ -51,7 +51,8 @@ class ChannelSettings(_Section):
     )
     down_failure_rate: float = Field(
         0.9,
-        description="Failure rate (Wilson lower bound) at or above which a degraded channel is `down`.",
+        description="An unhealthy channel is `down` when a span's failure rate is above this "
+        "(at `lenient_significance`: how bad an outage is needs less proof than that there is one).",
     )
     min_attempts: int = Field(
         5,
@@ -166,8 +167,25 @@ class DetectorSettings(_Section):
     )
     duplicate_incident_min_orders: int = Field(
         3,
-        description="Duplicate-charged orders (per channel, and overall) within the incident span needed "
+        description="Duplicate-charged orders (per channel, per merchant, and overall) within the span needed "
         "to page; the normal rate is near zero.",
+    )
+    merchant_span_windows: int = Field(
+        150,
+        description="Sliding span (in windows) over which stuck orders are counted per merchant and across "
+        "all channels: wider than a channel's, because one merchant's jam spreads its orders over every "
+        "channel and builds up slowly.",
+    )
+    merchant_incident_min_orders: int = Field(
+        6,
+        description="Paid-but-pending orders of one merchant (or, spread over channels and merchants, of the "
+        "whole platform) within `merchant_span_windows` needed to page.",
+    )
+    incident_max_share: float = Field(
+        0.6,
+        description="A merchant's rollup leaves the incident to the channel's when one channel holds more than "
+        "this share of its orders (the overall rollup likewise to a channel's or a merchant's): one jam, "
+        "one page, in the narrowest scope that explains it.",
     )
     incident_baseline_factor: float = Field(
         3.0,
@@ -226,6 +244,12 @@ class DetectorSettings(_Section):
         3600.0,
         description="An aggregator that gains a partials partition re-reads this much of it to rebuild the "
         "channel baselines and levels.",
+    )
+    channel_feed_interval_s: float = Field(
+        60.0,
+        gt=0,
+        description="Besides on every level change, the channel aggregator re-publishes each channel's current "
+        "health to the channel-health topic this often (routers read it; see docs/channels.md).",
     )
 
     @cached_property

@@ -32,5 +32,17 @@ def binomial_head(k: int, n: int, p: float, stop: float = 1.0) -> float:
     return binomial_tail(n - k, n, 1.0 - p, stop)
 
 
+def binomial_lower_bound(k: int, n: int, alpha: float) -> float:
+    """The lowest rate at which `k` or more of `n` is not significant at `alpha` (the exact one-sided
+    Clopper-Pearson bound): a rate is significantly above `p` exactly when this bound exceeds `p`."""
+    if k <= 0 or n <= 0:
+        return 0.0
+    lo, hi = 0.0, k / n
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if binomial_tail(k, n, mid, alpha) < alpha else (lo, mid)
+    return lo
+
+
 def ewma(previous: float, value: float, alpha: float) -> float:
     return previous + alpha * (value - previous)

@@ -23,23 +23,30 @@ FIELDS = (
     "pending",  # paid-but-pending orders opened
     "duplicates",  # orders that became duplicate-charged
 )
+NAMED = ("codes", "stuck_by", "duplicated_by")  # count-per-name fields, in wire order after FIELDS
 
 
 class Tally:
     """Counts of one channel (or channel/method) in one window."""
 
-    __slots__ = (*FIELDS, "codes")
+    __slots__ = (*FIELDS, *NAMED)
 
     def __init__(self) -> None:
         for name in FIELDS:
             setattr(self, name, 0)
         self.codes: dict[str, int] = {}  # customer-side error code -> failures
+        # Who the stuck / duplicate-charged orders belong to ("merchant=m-1" on a channel's tally,
+        # "channel=alipay" on a merchant's), so an incident's page names both.
+        self.stuck_by: dict[str, int] = {}
+        self.duplicated_by: dict[str, int] = {}
 
     def add(self, other: Tally) -> None:
         for name in FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for code, n in other.codes.items():
-            self.codes[code] = self.codes.get(code, 0) + n
+        for name in NAMED:
+            mine = getattr(self, name)
+            for key, n in getattr(other, name).items():
+                mine[key] = mine.get(key, 0) + n
 
     def subtract(self, other: Tally) -> None:
         for name in FIELDS:
@@ -53,18 +60,44 @@ class Tally:
                 del codes[code]
 
     def to_wire(self) -> list:
-        return [*(getattr(self, name) for name in FIELDS), self.codes]
+        return [*(getattr(self, name) for name in FIELDS), *(getattr(self, name) for name in NAMED)]
 
     @classmethod
     def from_wire(cls, row: list) -> Tally:
         tally = cls()
         for name, value in zip(FIELDS, row, strict=False):
             setattr(tally, name, int(value))
-        tally.codes = {str(k): int(v) for k, v in row[len(FIELDS)].items()} if len(row) > len(FIELDS) else {}
+        for name, named in zip(NAMED, row[len(FIELDS) :], strict=False):
+            setattr(tally, name, {str(k): int(v) for k, v in named.items()})
         return tally
 
 
-Window = dict[str, Tally]  # key (channel or "channel/method") -> tally
+Window = dict[str, Tally]  # key (channel, "channel/method", "merchant:<id>" or OVERALL) -> tally
+OVERALL = "*"  # every channel summed (sent by Kafka workers to the one aggregator that judges it)
+MERCHANT = "merchant:"  # prefix of a merchant's key: its stuck and duplicate-charged orders, no health
+
+
+def is_channel(key: str) -> bool:
+    """A whole channel's key (not a channel/method, merchant or overall one)."""
+    return "/" not in key and key != OVERALL and not key.startswith(MERCHANT)
+
+
+def overall(window: Window) -> Tally:
+    """Stuck and duplicate-charged orders of every channel, named by channel and by merchant."""
+    total = Tally()
+    for key, tally in window.items():
+        if not is_channel(key):
+            continue
+        for field, by in (("pending", "stuck_by"), ("duplicates", "duplicated_by")):
+            n = getattr(tally, field)
+            if not n:
+                continue
+            setattr(total, field, getattr(total, field) + n)
+            named = getattr(total, by)
+            named[f"channel={key}"] = named.get(f"channel={key}", 0) + n
+            for name, k in getattr(tally, by).items():
+                named[name] = named.get(name, 0) + k
+    return total
 
 
 class Span:
@@ -123,8 +156,8 @@ class WindowCounter:
         self.open_from: int | None = None  # index of the oldest window not yet closed
         self._windows: dict[int, Window] = {}
 
-    def tallies(self, at_ms: int, channel: str, method: str | None) -> tuple[Tally, ...]:
-        """The tallies an event at `at_ms` adds to; late events go to the oldest open window."""
+    def _window(self, at_ms: int) -> Window:
+        """The window an event at `at_ms` counts in; late events go to the oldest open window."""
         index = at_ms // self.window_ms
         if self.open_from is None:
             self.open_from = index
@@ -133,6 +166,11 @@ class WindowCounter:
         window = self._windows.get(index)
         if window is None:
             window = self._windows[index] = {}
+        return window
+
+    def tallies(self, at_ms: int, channel: str, method: str | None) -> tuple[Tally, ...]:
+        """The tallies an event at `at_ms` adds to: its channel's, and its channel/method's."""
+        window = self._window(at_ms)
         tally = window.get(channel)
         if tally is None:
             tally = window[channel] = Tally()
@@ -143,6 +181,26 @@ class WindowCounter:
         if sub is None:
             sub = window[key] = Tally()
         return tally, sub
+
+    def count_order(self, at_ms: int, field: str, channel: str, method: str | None, merchant: str | None) -> None:
+        """One order newly stuck (`pending`) or duplicate-charged (`duplicates`): counted on its channel
+        and on its merchant, each naming the other."""
+        by = "stuck_by" if field == "pending" else "duplicated_by"
+        tallies = self.tallies(at_ms, channel, method)
+        for t in tallies:
+            setattr(t, field, getattr(t, field) + 1)
+        if merchant is None:
+            return
+        named = getattr(tallies[0], by)
+        named[f"merchant={merchant}"] = named.get(f"merchant={merchant}", 0) + 1
+        window = self._window(at_ms)
+        key = MERCHANT + merchant
+        t = window.get(key)
+        if t is None:
+            t = window[key] = Tally()
+        setattr(t, field, getattr(t, field) + 1)
+        named = getattr(t, by)
+        named[f"channel={channel}"] = named.get(f"channel={channel}", 0) + 1
 
     def close_until(self, now_ms: int) -> Iterator[tuple[int, Window]]:
         """Close every window whose end + lateness is ≤ now, in order, empty ones included."""
@@ -157,6 +215,3 @@ class WindowCounter:
             if not self._windows and self.open_from <= last:
                 self.open_from = last + 1  # long silence: nothing left to close but empty windows
                 yield last, {}
-
-    def window_end_ms(self, index: int) -> int:
-        return (index + 1) * self.window_ms

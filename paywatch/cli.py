@@ -10,8 +10,9 @@ import click
 # command name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
     "collect": "paywatch.collectors.cli:collect",
+    "relay-otlp": "paywatch.collectors.otlp_relay:relay_otlp",
     "detect": "paywatch.detectors.cli:detect",
-    "replay": "paywatch.detectors.cli:replay",
+    "replay": "paywatch.app.cli:replay",
     "alert": "paywatch.alerts.cli:alert",
     "compensate": "paywatch.compensation.cli:compensate",
     "simulate": "paywatch.simulator.cli:simulate",

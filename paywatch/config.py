@@ -21,6 +21,7 @@ from paywatch.compensation.settings import CompensationSettings
 from paywatch.dashboards.settings import DashboardSettings
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.embedded.settings import EmbeddedSettings
+from paywatch.intake import IntakeSettings
 from paywatch.simulator.settings import SimulatorSettings
 
 CONFIG_ENV = "PAYWATCH_CONFIG"
@@ -47,6 +48,16 @@ class Topics(Section):
     channel_partials: str = Field(
         "paywatch.channel-partials",
         description="Per-window partial counts that detector workers send to the channel aggregator.",
+    )
+    otlp_logs: str = Field(
+        "paywatch.otlp-logs",
+        description="OpenTelemetry logs as OTLP/JSON (the OpenTelemetry Collector's Kafka exporter); "
+        "`paywatch relay-otlp` puts their records on the contract topics.",
+    )
+    channel_health: str = Field(
+        "paywatch.channel-health",
+        description="Current health of each channel for payment routers (compacted, key: channel or "
+        "channel/method; docs/channels.md).",
     )
 
 
@@ -82,6 +93,7 @@ class Config(Section):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
     sdk: SdkSettings = Field(default_factory=SdkSettings)
+    intake: IntakeSettings = Field(default_factory=IntakeSettings)
     collector: CollectorSettings = Field(default_factory=CollectorSettings)
     detectors: DetectorSettings = Field(default_factory=DetectorSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)

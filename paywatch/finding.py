@@ -32,6 +32,8 @@ Kind = Literal[
     "service_flapping",
     "compensation_gave_up",
     "query_unavailable",
+    "untrusted_answer",
+    "channel_credentials",
 ]
 State = Literal["open", "resolved"]
 # What pages: an incident-level finding that matches no real incident is a false incident.

@@ -41,6 +41,17 @@ def consumer_config(settings: KafkaSettings, group_id: str, **overrides: Any) ->
     }
 
 
+def ensure_compacted(settings: KafkaSettings, name: str) -> None:
+    """Make a topic compacted (only the latest message per key is kept): a feed of current states."""
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+    entry = ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource("topic", name, incremental_configs=[entry])
+    admin = AdminClient(_base(settings))  # kept referenced until the futures resolve
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+
+
 def ensure_topics(settings: KafkaSettings, names: list[str], partitions: int = 6) -> None:
     """Create topics that do not exist yet (idempotent; an existing topic is left as it is)."""
     from confluent_kafka.admin import AdminClient, NewTopic

@@ -29,6 +29,7 @@ class Output(NamedTuple):
     key: bytes | None
     value: bytes
     partition: int | None = None  # None: the producer's partitioner decides by key
+    headers: list[tuple[str, bytes]] | None = None
 
 
 class Handler(Protocol):
@@ -77,6 +78,8 @@ class Stage:
     def produce(self, outputs: Iterable[Output]) -> None:
         for out in outputs:
             kwargs: dict[str, Any] = {} if out.partition is None else {"partition": out.partition}
+            if out.headers:
+                kwargs["headers"] = out.headers
             while True:
                 try:
                     self.producer.produce(out.topic, out.value, out.key, on_delivery=self._delivered, **kwargs)

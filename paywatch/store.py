@@ -77,6 +77,7 @@ def summarise_incidents(findings: Iterable[Doc]) -> list[dict[str, Any]]:
                 "summary": get(doc, "finding.summary"),
                 "channel": get(doc, "payment.channel"),
                 "service": get(doc, "service.name"),
+                "merchant": get(doc, "payment.merchant_id"),
                 "opened_at": doc["@timestamp"],
                 "resolved_at": None,
                 "updates": 0,

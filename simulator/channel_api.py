@@ -1,28 +1,38 @@
 """Local fakes of the channels' order-query APIs, speaking each provider's documented
 request and response shapes: WeChat Pay API v3 (`GET /v3/pay/transactions/out-trade-no/
-{out_trade_no}?mchid=`), Alipay (`alipay.trade.query` on `POST /gateway.do`) and Stripe
-(`GET /v1/payment_intents/{id}`).
+{out_trade_no}?mchid=`, and the partner `/v3/pay/partner/transactions/…?sp_mchid=&sub_mchid=`),
+Alipay (`alipay.trade.query` on `POST /gateway.do`) and Stripe (`GET /v1/payment_intents/{id}`
+and `/v1/payment_intents/search`, with `expand[]=latest_charge`).
 
 They answer from a ground-truth lookup (attempt id → `ChannelRecord`, or None when the
 channel has no record), so the simulator, the demo and the compensation tests share one
 implementation. Realism knobs: response lag, "not found" for the first N queries of each
 attempt (records that have not landed yet), scripted errors (the provider's own
-system-error answer, a bare 503, a 429 with Retry-After), signature/key checks when given
-the public key or secret, and a timestamped log of every request so a test can prove a
-client's rate limit at the server.
+system-error answer, a bare 503, a 429 with Retry-After, a credentials refusal), partial
+refunds, forged answers, request-signature checks when given the merchant public key or
+secret, and a timestamped log of every request so a test can prove a client's rate limit at
+the server.
+
+Like the real platforms, the fakes sign every answer: WeChat Pay with `Wechatpay-Signature`
+over "TIMESTAMP\\nNONCE\\nBODY\\n", Alipay with `sign` over the response object's bytes, each
+with the server's platform key (`platform_public_key` is what a client must be configured
+with). The signing and verifying here is the fakes' own code, written from the providers'
+documentation: it never imports the adapters', so a signing bug cannot pass on both sides.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
@@ -30,12 +40,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 
-from paywatch.compensation.alipay import signing_content
-from paywatch.compensation.wechatpay import AUTH_SCHEME, signature_message
 from paywatch.simulator.truth import ChannelRecord
 
 Provider = Literal["wechatpay", "alipay", "stripe"]
-ErrorKind = Literal["error", "unavailable", "throttle"]
+ErrorKind = Literal["error", "unavailable", "throttle", "credentials"]
+# How a forged answer differs from the truth: unsigned, signed with another key, about
+# another attempt, or for another amount (each still signed with the platform key).
+Forgery = Literal["unsigned", "wrong_key", "other_attempt", "other_amount"]
 TruthLookup = Callable[[str], ChannelRecord | None]
 CST = timezone(timedelta(hours=8))
 
@@ -58,6 +69,9 @@ class RecordedRequest:
     at: float  # the server's clock (time.monotonic() unless given) when the request arrived
     attempt_id: str | None
     status: int
+    headers: dict[str, str] | None = None
+    target: str = ""
+    params: dict[str, str] | None = None  # Alipay's form parameters
 
 
 def _digits(seed: str, n: int) -> str:
@@ -75,6 +89,34 @@ def _verify_rsa(public_key_pem: str, message: bytes, signature_b64: str) -> bool
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+@functools.lru_cache(maxsize=4)
+def _load_private(private_key_pem: str) -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+
+
+def _sign_rsa(private_key_pem: str, message: bytes) -> str:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    key = _load_private(private_key_pem)
+    return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()  # type: ignore[union-attr]
+
+
+# The fakes' own reading of the providers' signing rules (WeChat Pay v3 "签名生成", Alipay
+# "自行实现签名"), kept apart from the adapters' on purpose.
+def wechat_request_string(method: str, url: str, timestamp: str, nonce: str, body: bytes) -> bytes:
+    """WeChat Pay v3 request signing string: five lines, each ending in \\n."""
+    return b"".join(part + b"\n" for part in (method.encode(), url.encode(), timestamp.encode(), nonce.encode(), body))
+
+
+def alipay_request_string(form: dict[str, str]) -> bytes:
+    """Alipay RSA2 request signing string: every non-empty parameter but `sign`, by name."""
+    pairs = sorted((k, v) for k, v in form.items() if k != "sign" and v)
+    return "&".join(k + "=" + v for k, v in pairs).encode()
 
 
 def merchant_keypair() -> tuple[str, str]:
@@ -103,6 +145,8 @@ class ChannelApiServer:
         not_found_first: int = 0,
         public_key: str | None = None,
         secret_key: str | None = None,
+        platform_key: tuple[str, str] | None = None,
+        platform_serial: str = "PUB_KEY_ID_0112345678202411260000000000000001",
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
@@ -114,6 +158,11 @@ class ChannelApiServer:
         self.not_found_first = not_found_first
         self.public_key = public_key  # merchant/app public key: verify request signatures
         self.secret_key = secret_key  # Stripe: the only accepted bearer key
+        # The platform's own keypair (private, public): signs every answer.
+        self.platform_private_key, self.platform_public_key = platform_key or merchant_keypair()
+        self.platform_serial = platform_serial
+        self.refunded_minor: dict[str, int] = {}  # attempt id → amount refunded so far (partial refunds)
+        self.forge: Forgery | None = None
         self.requests: list[RecordedRequest] = []
         self._errors: deque[tuple[ErrorKind, float | None]] = deque()
         self._seen: Counter[str] = Counter()
@@ -147,7 +196,8 @@ class ChannelApiServer:
 
     def fail_next(self, n: int, kind: ErrorKind = "error", retry_after_s: float | None = None) -> None:
         """Answer the next `n` requests with an error: `error` = the provider's own system-error
-        answer, `unavailable` = a bare HTTP 503, `throttle` = 429 (with Retry-After if given)."""
+        answer, `unavailable` = a bare HTTP 503, `throttle` = 429 (with Retry-After if given),
+        `credentials` = the provider's refusal of the caller's key or permission."""
         with self._lock:
             self._errors.extend([(kind, retry_after_s)] * n)
 
@@ -158,9 +208,7 @@ class ChannelApiServer:
         def serve(request: httpx.Request) -> httpx.Response:
             target = request.url.raw_path.decode()
             status, extra, payload = self.handle(request.method, target, request.headers, request.content)
-            if isinstance(payload, str):
-                return httpx.Response(status, headers=extra, text=payload)
-            return httpx.Response(status, headers=extra, json=payload)
+            return httpx.Response(status, headers=extra, content=payload)
 
         return httpx.MockTransport(serve)
 
@@ -178,22 +226,40 @@ class ChannelApiServer:
         return sum(1 for r in self.requests if attempt_id is None or r.attempt_id == attempt_id)
 
     # -- protocol --------------------------------------------------------------------------
-    def handle(self, method: str, target: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], Any]:
+    def handle(self, method: str, target: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """One request → (status, headers, body bytes): the body is serialised once, here,
+        so that the signature covers exactly the bytes the client receives."""
         arrived = self.clock()
         attempt_id, params = self._parse(method, target, body)
-        status, extra, payload = self._answer(method, target, headers, attempt_id, params)
+        status, extra, payload = self._answer(method, target, headers, body, attempt_id, params)
+        if isinstance(payload, str):
+            raw = payload.encode()
+            extra = {"Content-Type": "text/plain", **extra}
+        else:
+            raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+            if self.provider == "alipay" and isinstance(payload, dict):
+                raw = self._alipay_signed(payload)
+            extra = {"Content-Type": "application/json; charset=utf-8", **extra}
+        if self.provider == "wechatpay" and not isinstance(payload, str):
+            extra |= self._wechat_signature(raw)
         with self._lock:
-            self.requests.append(RecordedRequest(arrived, attempt_id, status))
-        return status, extra, payload
+            self.requests.append(
+                RecordedRequest(arrived, attempt_id, status, {k.lower(): v for k, v in headers.items()}, target, params)
+            )
+        return status, extra, raw
 
     def _parse(self, method: str, target: str, body: bytes) -> tuple[str | None, dict[str, str]]:
-        path = urlsplit(target).path
+        parts = urlsplit(target)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         if self.provider == "wechatpay":
-            m = re.fullmatch(r"/v3/pay/transactions/out-trade-no/([^/]+)", path)
-            return (unquote(m.group(1)) if m else None), {}
+            m = re.fullmatch(r"/v3/pay/(?:partner/)?transactions/out-trade-no/([^/]+)", parts.path)
+            return (unquote(m.group(1)) if m else None), query
         if self.provider == "stripe":
-            m = re.fullmatch(r"/v1/payment_intents/([^/]+)", path)
-            return (unquote(m.group(1)) if m else None), {}
+            if parts.path == "/v1/payment_intents/search":
+                m = re.fullmatch(r"metadata\['([^']+)'\]:'((?:[^'\\]|\\.)*)'", query.get("query", ""))
+                return (re.sub(r"\\(.)", r"\1", m.group(2)) if m else None), query
+            m = re.fullmatch(r"/v1/payment_intents/([^/]+)", parts.path)
+            return (unquote(m.group(1)) if m else None), query
         form = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
         try:
             return json.loads(form.get("biz_content", "{}")).get("out_trade_no"), form
@@ -201,15 +267,17 @@ class ChannelApiServer:
             return None, form
 
     def _answer(
-        self, method: str, target: str, headers: Any, attempt_id: str | None, params: dict[str, str]
+        self, method: str, target: str, headers: Any, body: bytes, attempt_id: str | None, params: dict[str, str]
     ) -> tuple[int, dict[str, str], Any]:
+        if self.provider == "wechatpay" and not (headers.get("User-Agent") and headers.get("Accept")):
+            return 400, {}, {"code": "INVALID_REQUEST", "message": "Http头缺少Accept或User-Agent"}
         with self._lock:
             error = self._errors.popleft() if self._errors else None
         if error is not None:
             return self._error(*error)
         if attempt_id is None:
             return 404, {}, {"message": "no such endpoint"}
-        denied = self._check_auth(method, target, headers, params)
+        denied = self._check_auth(method, target, headers, body, params)
         if denied is not None:
             return denied
         if self.lag_s:
@@ -218,9 +286,15 @@ class ChannelApiServer:
             self._seen[attempt_id] += 1
             early = self._seen[attempt_id] <= self.not_found_first
         record = None if early else self.truth(attempt_id)
+        if self.provider == "alipay" and params.get("method") == "alipay.trade.fastpay.refund.query":
+            return self._alipay_refund(record, params)
         if record is None:
-            return self._not_found(attempt_id)
-        return self._found(record)
+            return self._not_found(attempt_id, target)
+        if self.forge == "other_attempt":
+            record = replace(record, attempt_id=record.attempt_id + "-other")
+        elif self.forge == "other_amount":
+            record = replace(record, amount_minor=record.amount_minor + 100)
+        return self._found(record, target, params)
 
     def _error(self, kind: ErrorKind, retry_after_s: float | None) -> tuple[int, dict[str, str], Any]:
         if kind == "unavailable":
@@ -235,61 +309,55 @@ class ChannelApiServer:
                 "alipay": {"alipay_trade_query_response": {"code": "20000", "msg": "Service Currently Unavailable"}},
             }[self.provider]
             return 429, extra, body
+        if kind == "credentials":
+            return self._refused()
         if self.provider == "alipay":  # the gateway reports its own failure in a 200 answer
-            return (
-                200,
-                {},
-                self._alipay_envelope(
-                    {
-                        "code": "20000",
-                        "msg": "Service Currently Unavailable",
-                        "sub_code": "isp.unknow-error",
-                        "sub_msg": "系统繁忙",
-                    }
-                ),
-            )
+            answer = {"code": "20000", "msg": "Service Currently Unavailable", "sub_code": "isp.unknow-error"}
+            return 200, {}, {"alipay_trade_query_response": answer | {"sub_msg": "系统繁忙"}}
         if self.provider == "wechatpay":
             return 500, {}, {"code": "SYSTEM_ERROR", "message": "系统错误"}
         return 500, {}, {"error": {"message": "An unknown error occurred", "type": "api_error"}}
 
+    def _refused(self) -> tuple[int, dict[str, str], Any]:
+        """The provider's own answer to a caller whose key or signature it does not accept."""
+        if self.provider == "wechatpay":
+            return 401, {}, {"code": "SIGN_ERROR", "message": "签名错误"}
+        if self.provider == "stripe":
+            message = "Invalid API Key provided"
+            return 401, {}, {"error": {"message": message, "type": "invalid_request_error"}}
+        answer = {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-signature"}
+        return 200, {}, {"error_response": answer | {"sub_msg": "验签出错"}}
+
     def _check_auth(
-        self, method: str, target: str, headers: Any, params: dict[str, str]
+        self, method: str, target: str, headers: Any, body: bytes, params: dict[str, str]
     ) -> tuple[int, dict[str, str], Any] | None:
         if self.provider == "stripe":
             if self.secret_key is not None and headers.get("Authorization") != f"Bearer {self.secret_key}":
-                message = "Invalid API Key provided"
-                return 401, {}, {"error": {"message": message, "type": "invalid_request_error"}}
+                return self._refused()
             return None
         if self.public_key is None:
             return None
         if self.provider == "wechatpay":
-            auth = headers.get("Authorization") or ""
-            fields = dict(re.findall(r'(\w+)="([^"]*)"', auth))
-            message = signature_message(method, target, fields.get("timestamp", ""), fields.get("nonce_str", ""))
-            if not auth.startswith(AUTH_SCHEME + " ") or not _verify_rsa(
+            scheme, _, rest = (headers.get("Authorization") or "").partition(" ")
+            fields = {k: v.strip('"') for k, _, v in (item.partition("=") for item in rest.split(","))}
+            message = wechat_request_string(
+                method, target, fields.get("timestamp", ""), fields.get("nonce_str", ""), body
+            )
+            if scheme != "WECHATPAY2-SHA256-RSA2048" or not _verify_rsa(
                 self.public_key, message, fields.get("signature", "")
             ):
-                return 401, {}, {"code": "SIGN_ERROR", "message": "签名错误"}
+                return self._refused()
             return None
-        if not _verify_rsa(self.public_key, signing_content(params), params.get("sign", "")):
-            return (
-                200,
-                {},
-                self._alipay_envelope(
-                    {
-                        "code": "40002",
-                        "msg": "Invalid Arguments",
-                        "sub_code": "isv.invalid-signature",
-                        "sub_msg": "验签出错",
-                    }
-                ),
-            )
+        if not _verify_rsa(self.public_key, alipay_request_string(params), params.get("sign", "")):
+            return self._refused()
         return None
 
-    def _not_found(self, attempt_id: str) -> tuple[int, dict[str, str], Any]:
+    def _not_found(self, attempt_id: str, target: str) -> tuple[int, dict[str, str], Any]:
         if self.provider == "wechatpay":
             return 404, {}, {"code": "ORDER_NOT_EXIST", "message": "订单不存在"}
         if self.provider == "stripe":
+            if urlsplit(target).path.endswith("/search"):
+                return 200, {}, {"object": "search_result", "data": [], "has_more": False, "next_page": None}
             return (
                 404,
                 {},
@@ -303,99 +371,151 @@ class ChannelApiServer:
                     }
                 },
             )
-        return (
-            200,
-            {},
-            self._alipay_envelope(
-                {
-                    "code": "40004",
-                    "msg": "Business Failed",
-                    "sub_code": "ACQ.TRADE_NOT_EXIST",
-                    "sub_msg": "交易不存在",
-                    "buyer_pay_amount": "0.00",
-                    "invoice_amount": "0.00",
-                    "out_trade_no": attempt_id,
-                    "point_amount": "0.00",
-                    "receipt_amount": "0.00",
-                }
-            ),
-        )
+        answer = {
+            "code": "40004",
+            "msg": "Business Failed",
+            "sub_code": "ACQ.TRADE_NOT_EXIST",
+            "sub_msg": "交易不存在",
+            "buyer_pay_amount": "0.00",
+            "invoice_amount": "0.00",
+            "out_trade_no": attempt_id,
+            "point_amount": "0.00",
+            "receipt_amount": "0.00",
+        }
+        return 200, {}, {"alipay_trade_query_response": answer}
 
-    def _found(self, r: ChannelRecord) -> tuple[int, dict[str, str], Any]:
+    def _found(self, r: ChannelRecord, target: str, params: dict[str, str]) -> tuple[int, dict[str, str], Any]:
         status = str(r.status)
         paid = status in ("paid", "refunded")
+        refunded = r.amount_minor if status == "refunded" else self.refunded_minor.get(r.attempt_id, 0)
         if self.provider == "wechatpay":
-            state = WECHAT_STATES.get(status, "NOTPAY")
-            body: dict[str, Any] = {
-                "appid": "wxd678efh567hg6787",
-                "mchid": "1230000109",
-                "out_trade_no": r.attempt_id,
-                "trade_type": "NATIVE",
-                "trade_state": state,
-                "trade_state_desc": WECHAT_DESC[state],
-                "attach": "",
-                "amount": {"total": r.amount_minor, "currency": r.currency},
-            }
-            if paid:
-                body["transaction_id"] = "42" + _digits(r.attempt_id, 26)
-                body["bank_type"] = "OTHERS"
-                body["success_time"] = (r.paid_at or r.created_at).astimezone(CST).isoformat(timespec="seconds")
-                body["payer"] = {"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}
-                body["amount"] |= {"payer_total": r.amount_minor, "payer_currency": r.currency}
-            return 200, {}, body
+            return 200, {}, self._wechat_transaction(r, status, paid, refunded, target)
         if self.provider == "stripe":
-            pi_status = STRIPE_STATES.get(status, "requires_payment_method")
-            last_error = None
-            if status == "failed":
-                last_error = {
-                    "code": r.error_code or "card_declined",
-                    "type": "card_error",
-                    "message": "Your card was declined.",
-                }
-            return (
-                200,
-                {},
-                {
-                    "id": r.attempt_id,
-                    "object": "payment_intent",
-                    "amount": r.amount_minor,
-                    "amount_capturable": 0,
-                    "amount_received": r.amount_minor if paid else 0,
-                    "canceled_at": int(r.closed_at.timestamp()) if status == "closed" and r.closed_at else None,
-                    "cancellation_reason": "abandoned" if status == "closed" else None,
-                    "capture_method": "automatic",
-                    "confirmation_method": "automatic",
-                    "created": int(r.created_at.timestamp()),
-                    "currency": r.currency.lower(),
-                    "last_payment_error": last_error,
-                    "latest_charge": ("ch_" + _digits(r.attempt_id, 24)) if paid else None,
-                    "livemode": False,
-                    "metadata": {"order_id": r.order_id},
-                    "status": pi_status,
-                },
-            )
+            pi = self._stripe_intent(r, status, paid, refunded)
+            if urlsplit(target).path.endswith("/search"):
+                return 200, {}, {"object": "search_result", "data": [pi], "has_more": False, "next_page": None}
+            return 200, {}, pi
         amount = f"{r.amount_minor / 100:.2f}"
+        # Alipay: a full refund closes the trade; a partial one leaves it TRADE_SUCCESS.
+        trade_status = "TRADE_CLOSED" if paid and refunded >= r.amount_minor else ALIPAY_STATES.get(status, "")
         answer = {
             "code": "10000",
             "msg": "Success",
             "trade_no": (r.created_at.astimezone(CST).strftime("%Y%m%d") + "2200" + _digits(r.attempt_id, 16)),
             "out_trade_no": r.attempt_id,
             "buyer_logon_id": "159****5620",
-            "trade_status": ALIPAY_STATES.get(status, "WAIT_BUYER_PAY"),
+            "trade_status": trade_status or "WAIT_BUYER_PAY",
             "total_amount": amount,
             "buyer_pay_amount": amount if paid else "0.00",
             "receipt_amount": amount if paid else "0.00",
         }
         if paid:
             answer["send_pay_date"] = (r.paid_at or r.created_at).astimezone(CST).strftime("%Y-%m-%d %H:%M:%S")
-        return 200, {}, self._alipay_envelope(answer)
+        return 200, {}, {"alipay_trade_query_response": answer}
 
-    @staticmethod
-    def _alipay_envelope(answer: dict[str, Any]) -> dict[str, Any]:
-        # Alipay signs its answers with the platform key; the fake has none, so the sign is a
-        # digest placeholder of the right kind (base64) that clients here do not verify.
-        digest = hashlib.sha256(json.dumps(answer, sort_keys=True).encode()).digest()
-        return {"alipay_trade_query_response": answer, "sign": base64.b64encode(digest).decode()}
+    def _alipay_refund(self, r: ChannelRecord | None, params: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        """`alipay.trade.fastpay.refund.query`: the refunds the fake knows are made under the
+        default request number (the out_trade_no); any other number has no refund."""
+        biz = json.loads(params.get("biz_content") or "{}")
+        key = "alipay_trade_fastpay_refund_query_response"
+        if r is None:
+            answer = {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST"}
+            return 200, {}, {key: answer}
+        answer = {"code": "10000", "msg": "Success", "out_trade_no": r.attempt_id}
+        answer |= {"out_request_no": biz.get("out_request_no", ""), "total_amount": f"{r.amount_minor / 100:.2f}"}
+        refunded = r.amount_minor if r.status == "refunded" else self.refunded_minor.get(r.attempt_id, 0)
+        if refunded and biz.get("out_request_no") == r.attempt_id:
+            answer |= {"refund_amount": f"{refunded / 100:.2f}", "refund_status": "REFUND_SUCCESS"}
+        return 200, {}, {key: answer}
+
+    def _wechat_transaction(self, r: ChannelRecord, status: str, paid: bool, refunded: int, target: str) -> dict:
+        state = "REFUND" if paid and refunded else WECHAT_STATES.get(status, "NOTPAY")
+        body: dict[str, Any] = {"appid": "wxd678efh567hg6787"}
+        query = {k: v[0] for k, v in parse_qs(urlsplit(target).query).items()}
+        if "/partner/" in target:
+            body |= {"sp_mchid": query.get("sp_mchid", ""), "sub_mchid": query.get("sub_mchid", "")}
+        else:
+            body["mchid"] = query.get("mchid", "")
+        body |= {
+            "out_trade_no": r.attempt_id,
+            "trade_type": "NATIVE",
+            "trade_state": state,
+            "trade_state_desc": WECHAT_DESC[state],
+            "attach": "",
+            "amount": {"total": r.amount_minor, "currency": r.currency},
+        }
+        if paid:
+            body["transaction_id"] = "42" + _digits(r.attempt_id, 26)
+            body["bank_type"] = "OTHERS"
+            body["success_time"] = (r.paid_at or r.created_at).astimezone(CST).isoformat(timespec="seconds")
+            body["payer"] = {"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}
+            body["amount"] |= {"payer_total": r.amount_minor, "payer_currency": r.currency}
+        return body
+
+    def _stripe_intent(self, r: ChannelRecord, status: str, paid: bool, refunded: int) -> dict:
+        pi_status = STRIPE_STATES.get(status, "requires_payment_method")
+        last_error = None
+        if status == "failed":
+            last_error = {"code": r.error_code or "card_declined", "type": "card_error", "message": "Declined."}
+        charge = None
+        if paid:
+            charge = {
+                "id": "ch_" + _digits(r.attempt_id, 24),
+                "object": "charge",
+                "amount": r.amount_minor,
+                "amount_captured": r.amount_minor,
+                "amount_refunded": refunded,
+                "captured": True,
+                "currency": r.currency.lower(),
+                "paid": True,
+                "refunded": refunded >= r.amount_minor,
+                "status": "succeeded",
+            }
+        return {
+            "id": r.attempt_id,
+            "object": "payment_intent",
+            "amount": r.amount_minor,
+            "amount_capturable": 0,
+            "amount_received": r.amount_minor if paid else 0,
+            "canceled_at": int(r.closed_at.timestamp()) if status == "closed" and r.closed_at else None,
+            "cancellation_reason": "abandoned" if status == "closed" else None,
+            "capture_method": "automatic",
+            "confirmation_method": "automatic",
+            "created": int(r.created_at.timestamp()),
+            "currency": r.currency.lower(),
+            "last_payment_error": last_error,
+            "latest_charge": charge,
+            "livemode": False,
+            "metadata": {"order_id": r.attempt_id, "platform_order": r.order_id},
+            "status": pi_status,
+        }
+
+    def _wechat_signature(self, raw: bytes) -> dict[str, str]:
+        """WeChat Pay signs every answer: SHA256withRSA over "TIMESTAMP\nNONCE\nBODY\n"."""
+        if self.forge == "unsigned":
+            return {}
+        timestamp, nonce = str(int(time.time())), uuid.uuid4().hex.upper()
+        key = merchant_keypair()[0] if self.forge == "wrong_key" else self.platform_private_key
+        message = timestamp.encode() + b"\n" + nonce.encode() + b"\n" + raw + b"\n"
+        return {
+            "Wechatpay-Timestamp": timestamp,
+            "Wechatpay-Nonce": nonce,
+            "Wechatpay-Serial": self.platform_serial,
+            "Wechatpay-Signature": _sign_rsa(key, message),
+            "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
+            "Request-ID": str(uuid.uuid4()),
+        }
+
+    def _alipay_signed(self, payload: dict[str, Any]) -> bytes:
+        """`{"<method>_response": {...}, "sign": "..."}`, the sign over the object's exact bytes;
+        the gateway's `error_response` is not signed."""
+        ((key, answer),) = payload.items()
+        obj = json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
+        if key == "error_response" or self.forge == "unsigned":
+            return f'{{"{key}":{obj}}}'.encode()
+        private = merchant_keypair()[0] if self.forge == "wrong_key" else self.platform_private_key
+        sign = _sign_rsa(private, obj.encode())
+        return f'{{"{key}":{obj},"sign":"{sign}"}}'.encode()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         api = self
@@ -410,11 +530,8 @@ class ChannelApiServer:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                status, extra, payload = api.handle(self.command, self.path, self.headers, body)
-                raw = payload.encode() if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False).encode()
+                status, extra, raw = api.handle(self.command, self.path, self.headers, body)
                 self.send_response(status)
-                ctype = "text/plain" if isinstance(payload, str) else "application/json; charset=utf-8"
-                self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(raw)))
                 self.send_header("Date", datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT"))
                 for k, v in extra.items():

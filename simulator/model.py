@@ -16,6 +16,7 @@ import heapq
 import itertools
 import math
 import random
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -192,7 +193,9 @@ class Faults:
 
     def __init__(self) -> None:
         self.callbacks_lost: list[tuple[str, int, int]] = []
-        self.results_held: list[tuple[str, int, int]] = []
+        self.results_held: list[tuple[str, int, int]] = []  # a channel's results not applied
+        # a merchant's order service (or a `share` of its order shards) jammed: merchant, start, end, share
+        self.merchant_results_held: list[tuple[str, int, int, float]] = []
         self.channel_failing: list[tuple[str, int, int, float]] = []
         self.double_submit: list[tuple[str | None, int, int, float]] = []
         self.query_errors: list[tuple[str, int, int, float]] = []
@@ -216,8 +219,26 @@ class Faults:
     def lost(self, channel: str, t: int) -> bool:
         return any(c == channel and lo <= t < hi for c, lo, hi in self.callbacks_lost)
 
-    def held_until(self, channel: str, t: int) -> int | None:
-        return next((hi for c, lo, hi in self.results_held if c == channel and lo <= t < hi), None)
+    def held_until(self, channel: str, order: Order, t: int) -> int | None:
+        """When a success result seen at `t` is applied at the earliest, if a jam holds it."""
+        held = [hi for c, lo, hi in self.results_held if c == channel and lo <= t < hi]
+        jam = self.merchant_held_until(order, t)
+        if jam is not None:
+            held.append(jam)
+        return max(held, default=None)
+
+    def merchant_held_until(self, order: Order, t: int) -> int | None:
+        if not self.merchant_results_held:
+            return None
+        merchant, shard = order.merchant.merchant_id, zlib.crc32(order.order_id.encode()) % 1000
+        return max(
+            (
+                hi
+                for m, lo, hi, share in self.merchant_results_held
+                if m == merchant and lo <= t < hi and shard < share * 1000
+            ),
+            default=None,
+        )
 
     def failing(self, channel: str, t: int) -> float:
         rate = self._rate(self.channel_failing, channel, t)
@@ -815,7 +836,7 @@ class Simulation:
 
     def _deliver(self, attempt: Attempt) -> None:
         """A success result goes through the order service's result queue."""
-        held = self.faults.held_until(attempt.channel, self.now)
+        held = self.faults.held_until(attempt.channel, attempt.order, self.now)
         if held is not None:
             self._at(held + int(self.rng.uniform(500, 30_000)), self._apply, attempt)
         elif self.rng.random() < 1e-4:

@@ -7,6 +7,7 @@ faults into one `Faults` and watches the simulation through `Observer` hooks, so
 
 - callback_outage: the first order whose success was seen and that is still not paid
   when the 60 s `paid_grace` runs out (grace + that moment);
+- merchant_jam: the same, for the first order of the jammed merchant (on any channel);
 - duplicate_burst: the moment the second order with two successful attempts is seen;
 - channel_down: the first attempt that fails because of the outage;
 - service_dies: the death itself;
@@ -34,6 +35,7 @@ from paywatch.contract import Event
 from paywatch.simulator.model import (
     CHANNELS,
     COMPENSATION,
+    MERCHANTS,
     QUIET_CHANNELS,
     Attempt,
     Faults,
@@ -46,6 +48,7 @@ from paywatch.simulator.truth import ExpectItem, Incident
 
 PAID_GRACE_S = 60.0
 CALLBACK_OUTAGE_WITHIN_S = 30.0
+MERCHANT_JAM_WITHIN_S = 300.0
 DUPLICATE_WITHIN_S = 10.0
 DEGRADED_WITHIN_S = 30.0  # a busy channel (≥ 10 orders/s)
 HEALTHY_WITHIN_S = 120.0
@@ -87,6 +90,7 @@ class Scenario(Observer):
         self.detected_ms: int | None = None
         self._duplicates = 0
         self._charged_here: set[str] = set()
+        self._held: dict[str, int] = {}  # order id -> when its held success was first seen
 
     @property
     def start_ms(self) -> int:
@@ -141,6 +145,21 @@ class Scenario(Observer):
             if self._duplicates == 2:
                 self._first(t)
 
+    def _hold(self, t: int, order: Order) -> None:
+        """A success of this incident's that the business will not apply in time."""
+        self._held.setdefault(order.order_id, t)
+
+    def _applied(self, t: int, order: Order) -> None:
+        """Detection of stuck orders becomes possible when the first held one passes its grace."""
+        seen = self._held.pop(order.order_id, None)
+        if seen is not None and t - seen > PAID_GRACE_S * 1000:
+            self._first(seen + int(PAID_GRACE_S * 1000))
+
+    def _never_applied(self, sim: Simulation) -> None:
+        for seen in self._held.values():
+            if seen + PAID_GRACE_S * 1000 <= sim.end_ms:
+                self._first(seen + int(PAID_GRACE_S * 1000))
+
     def _check_channel(self, channel: str) -> None:
         if channel not in CHANNELS and channel not in QUIET_CHANNELS:
             known = ", ".join([*CHANNELS, *QUIET_CHANNELS])
@@ -185,7 +204,6 @@ class CallbackOutage(Scenario):
         self._check_channel(self.channel)
         if self.mode not in ("unprocessed", "lost"):
             raise ScenarioError(f"callback_outage: mode must be unprocessed or lost, not {self.mode!r}")
-        self._seen: dict[str, int] = {}  # order id -> first time a success on the channel was seen
 
     def install(self, faults: Faults) -> None:
         window = (self.channel, self.start_ms, self.end_ms)
@@ -193,25 +211,21 @@ class CallbackOutage(Scenario):
 
     def success_seen(self, t: int, attempt: Attempt) -> None:
         if attempt.channel == self.channel and self.inside(t) and not attempt.order.paid:
-            self._seen.setdefault(attempt.order.order_id, t)
+            self._hold(t, attempt.order)
         if self.mode == "lost":
             self._charged_on(self.channel, t, attempt)
 
     def order_paid(self, t: int, order: Order) -> None:
-        seen = self._seen.pop(order.order_id, None)
-        if self.mode == "unprocessed" and seen is not None and t - seen > PAID_GRACE_S * 1000:
-            self._first(seen + int(PAID_GRACE_S * 1000))
+        if self.mode == "unprocessed":
+            self._applied(t, order)
 
     def duplicate_seen(self, t: int, order: Order) -> None:
         if self.mode == "lost":
             self._count_duplicate(t, order)
 
     def finish(self, sim: Simulation) -> None:
-        if self.mode != "unprocessed":
-            return
-        for seen in self._seen.values():  # never paid within the run
-            if seen + PAID_GRACE_S * 1000 <= sim.end_ms:
-                self._first(seen + int(PAID_GRACE_S * 1000))
+        if self.mode == "unprocessed":
+            self._never_applied(sim)
 
     def expect(self, sim: Simulation) -> list[ExpectItem]:
         if self.mode == "unprocessed":
@@ -221,6 +235,44 @@ class CallbackOutage(Scenario):
         # A callback outage is due a page within 30 s; here it can only come from the customers'
         # second payments, which trickle in as their patience runs out (not a 10 s burst).
         return [ExpectItem("duplicate_charge_incident", CALLBACK_OUTAGE_WITHIN_S)]
+
+
+@dataclass
+class MerchantJam(Scenario):
+    """One merchant's order service stops applying payment results (its queue, or `share` of its
+    order database's shards, is stuck) while every channel is healthy: those orders stay "unpaid" on
+    every channel until the jam ends and the backlog drains. A few stuck orders per channel is not
+    enough for any channel's rollup, so the page expected is the merchant's paid_but_pending_incident."""
+
+    name: ClassVar[str] = "merchant_jam"
+    merchant: str = "m-food-quickbite"
+    share: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        known = [m.merchant_id for m in MERCHANTS]
+        if self.merchant not in known:
+            raise ScenarioError(f"merchant_jam: unknown merchant {self.merchant!r}; known: {', '.join(known)}")
+        if not 0 < self.share <= 1:
+            raise ScenarioError(f"merchant_jam: share must be in (0, 1], not {self.share}")
+
+    def install(self, faults: Faults) -> None:
+        self._faults = faults
+        faults.merchant_results_held.append((self.merchant, self.start_ms, self.end_ms, self.share))
+
+    def success_seen(self, t: int, attempt: Attempt) -> None:
+        order = attempt.order
+        if self.inside(t) and not order.paid and self._faults.merchant_held_until(order, t) is not None:
+            self._hold(t, order)
+
+    def order_paid(self, t: int, order: Order) -> None:
+        self._applied(t, order)
+
+    def finish(self, sim: Simulation) -> None:
+        self._never_applied(sim)
+
+    def expect(self, sim: Simulation) -> list[ExpectItem]:
+        return [ExpectItem("paid_but_pending_incident", MERCHANT_JAM_WITHIN_S, merchant=self.merchant)]
 
 
 @dataclass
@@ -488,6 +540,7 @@ SCENARIOS: dict[str, type[Scenario]] = {
     for cls in (
         Normal,
         CallbackOutage,
+        MerchantJam,
         DuplicateBurst,
         ChannelDown,
         ServiceDies,

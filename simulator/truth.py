@@ -46,10 +46,11 @@ class ExpectItem:
     channel: str | None = None
     service: str | None = None
     level: str | None = None
+    merchant: str | None = None
 
     def to_dict(self) -> dict:
         out: dict = {"kind": self.kind}
-        for key in ("channel", "service", "level"):
+        for key in ("channel", "service", "merchant", "level"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value

@@ -310,3 +310,41 @@ def test_duplicates_are_one_cross_channel_alert_paged_by_the_burst_not_by_single
         engine.on_finding(duplicate(f"d{i}", 2100, "x", "resolved"))
     [last] = engine.on_finding(duplicate_burst(2200, "resolved"))
     assert (last.reason, last.page) == ("resolved", True) and engine.active() == []
+
+
+def _merchant_incident(merchant: str, seconds: float, state: str = "open"):
+    return make_finding(
+        at=at(seconds),
+        kind="paid_but_pending_incident",
+        state=state,
+        fingerprint=f"paid_but_pending_incident:merchant:{merchant}",
+        severity="critical",
+        summary=f"12 orders paid but still pending for merchant {merchant} in 300 s (channels alipay ×6, bank_a ×6)",
+        payment=FindingPayment(merchant_id=merchant),
+    )
+
+
+def _stuck_of(order: str, seconds: float, channel: str, merchant: str, state: str = "open"):
+    finding = stuck(order, seconds, state, channel)
+    finding.payment.merchant_id = merchant
+    return finding
+
+
+def test_a_merchant_jam_pages_once_and_its_stuck_orders_join_that_page_on_every_channel(engine):
+    [fired] = engine.on_finding(_merchant_incident("m-7", 0))
+    assert fired.page and fired.alert.labels == {
+        "alertname": "PaidButPending",
+        "severity": "critical",
+        "merchant": "m-7",
+    }  # no channel="unknown": the label the finding does not carry is left out
+    joined = [
+        c for i in range(12) for c in engine.on_finding(_stuck_of(f"o{i}", 1 + i, ["alipay", "bank_a"][i % 2], "m-7"))
+    ]
+    assert [c for c in joined if c.page] == []  # the per-channel safety net (page_at 3) stays quiet
+    # another merchant's stuck orders on alipay are another story: their own channel alert pages
+    other = [c for i in range(3) for c in engine.on_finding(_stuck_of(f"x{i}", 20 + i, "alipay", "m-2"))]
+    assert [(c.reason, c.alert.labels.get("channel")) for c in other if c.page] == [("fired", "alipay")]
+    # the merchant's page stays firing while its orders are stuck, and resolves once with the last one
+    assert [c for c in engine.on_finding(_merchant_incident("m-7", 100, "resolved")) if c.page] == []
+    resolved = [c for i in range(12) for c in engine.on_finding(_stuck_of(f"o{i}", 200 + i, "x", "m-7", "resolved"))]
+    assert [(c.reason, c.alert.labels.get("merchant")) for c in resolved if c.page] == [("resolved", "m-7")]

@@ -157,9 +157,9 @@ def test_a_channel_at_one_attempt_per_20_s_failing_everything_pages_within_5_min
         end = ch.now
         ch.run(1800, 1 / 20, 0.06, CUSTOMER)
         changes = ch.health()
-        assert [c[0] for c in changes] == ["degraded", "healthy"], (seed, changes)
+        assert [c[0] for c in changes] in (["degraded", "healthy"], ["degraded", "down", "healthy"]), (seed, changes)
         assert changes[0][1] - start <= 300, (seed, changes)
-        assert 0 < changes[1][1] - end <= 600, (seed, changes)
+        assert 0 < changes[-1][1] - end <= 600, (seed, changes)
 
 
 def test_recovery_waits_for_evidence_of_recovery_not_for_silence():

@@ -240,8 +240,8 @@ def malformed(i: int) -> tuple[bytes, str]:
         return json.dumps(payment(i, "bad", payment={"order_id": "o", "amount_minor": "12.50"})).encode(), (
             "$.payment.amount_minor"
         )
-    if kind == 2:
-        return json.dumps(payment(i, "bad", event={"dataset": "paywatch.payment"})).encode(), "`id`"
+    if kind == 2:  # no event.id is allowed (an ECS line gets one from its content); no action is not
+        return json.dumps(payment(i, "bad", event={"dataset": "paywatch.payment"})).encode(), "event.action None"
     if kind == 3:
         return json.dumps(payment(i, "bad", event={"id": f"b{i}", "dataset": "paywatch.nope"})).encode(), (
             "$.event.dataset"
@@ -254,8 +254,9 @@ def malformed(i: int) -> tuple[bytes, str]:
         return b"[1, 2, 3]", "Expected `object`"
     if kind == 7:
         return json.dumps(payment(i, "bad", **{"@timestamp": "2026-11-22 10:00"})).encode(), "@timestamp"
-    if kind == 8:
-        return json.dumps(payment(i, "bad", surprise=1)).encode(), "surprise"
+    if kind == 8:  # a typo in paywatch's own namespace (other unknown fields are ECS extras, dropped)
+        fields = {"order_id": f"o{i}", "attempt_id": f"a{i}", "channel": "alipay", "surprise": 1}
+        return json.dumps(payment(i, "bad", payment=fields)).encode(), "unknown field payment.surprise"
     return b"\xff\xfe binary", "not valid JSON"
 
 

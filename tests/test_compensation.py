@@ -20,8 +20,8 @@ T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
 def settings(**kw) -> CompensationSettings:
     channels = {
-        "wechatpay": ChannelSettings(adapter="wechatpay", base_url="http://wx"),
-        "alipay": ChannelSettings(adapter="alipay", base_url="http://ali"),
+        "wechatpay": ChannelSettings(adapter="wechatpay", base_url="https://api.mch.weixin.qq.com"),
+        "alipay": ChannelSettings(adapter="alipay", base_url="https://openapi.alipay.com"),
         "bank_b": ChannelSettings(adapter="none"),
     }
     return CompensationSettings(channels=channels, **kw)
@@ -54,6 +54,9 @@ def event(action, order="o1", attempt=None, channel=None, outcome=None, at=T0):
 
 
 def answer(req: QueryRequest, outcome="unknown", status=None, **kw) -> QueryResult:
+    """A channel's answer; a success names the amount charged and refunded, as the adapters do."""
+    if outcome == "success":
+        kw = {"amount_minor": 8888, "refunded_minor": 0, "currency": "CNY", **kw}
     return QueryResult(req, outcome, channel_status=status, **kw)
 
 
@@ -318,7 +321,7 @@ def test_channel_settings_are_validated_and_overrides_apply():
     with pytest.raises(ValueError, match="increasing"):
         ScheduleSettings(offsets_s=[300, 120])
     fast = BudgetSettings(qps=50)
-    s = CompensationSettings(channels={"alipay": ChannelSettings(adapter="alipay", base_url="http://a", budget=fast)})
+    s = CompensationSettings(channels={"alipay": ChannelSettings(adapter="alipay", base_url="https://a", budget=fast)})
     assert s.budget_for("alipay").qps == 50 and s.budget_for("wechatpay").qps == BudgetSettings().qps
     assert s.queryable("alipay") and not s.queryable("wechatpay")
 
@@ -329,3 +332,42 @@ def test_resolving_one_unknown_attempt_keeps_querying_the_other_attempts_of_the_
     comp.on_finding(finding("unknown_attempt", attempt="a2"))
     comp.on_finding(finding("unknown_attempt", attempt="a1", state="resolved"))
     assert [r.attempt_id for r in comp.due(T0)] == ["a2"]
+
+
+def test_a_refund_never_rests_on_a_query_sent_before_its_candidate_existed():
+    """The race: an answer sent at t=2 s, the refund candidate created at t=3 s. The t=2 s answer
+    may settle what it was asked for, never the refund; a fresh query, sent after, decides."""
+    comp = Compensator(settings(auto_refund=True))
+    dup = finding(
+        "duplicate_charge", attempt="a1", channel="wechatpay", attempts=[("alipay", "a2"), ("wechatpay", "a1")]
+    )
+    comp.on_finding(dup)
+    reqs = {r.attempt_id: r for r in comp.due(T0)}
+    comp.on_result(answer(reqs["a1"], "success", "SUCCESS"), T0 + timedelta(seconds=1))
+    comp.on_finding(finding("unknown_attempt", attempt="a1", at=T0 + timedelta(seconds=1)))
+    (status_query,) = comp.due(T0 + timedelta(seconds=2))  # sent at t=2 s, before any candidate
+    assert status_query.attempt_id == "a1" and status_query.purposes == ("status",)
+    fx = comp.on_result(answer(reqs["a2"], "success", "TRADE_SUCCESS"), T0 + timedelta(seconds=3))
+    (cand,) = [a for a in fx.actions if a["action"]["type"] == "refund_candidate"]
+    assert cand["payment"]["attempt_id"] == "a1"  # keep a2, the first charge; refund a1
+    fx = comp.on_result(answer(status_query, "success", "SUCCESS"), T0 + timedelta(seconds=4))
+    assert not [a for a in fx.actions if a["action"]["type"] in ("refund", "refund_declined")]
+    (fresh,) = comp.due(T0 + timedelta(seconds=4))
+    assert fresh.attempt_id == "a1" and fresh.purposes == ("pre_refund",)
+    fx = comp.on_result(answer(fresh, "success", "SUCCESS"), T0 + timedelta(seconds=5))
+    (refund,) = [a for a in fx.actions if a["action"]["type"] == "refund"]
+    assert refund["action"]["evidence"]["refund_minor"] == 8888
+    assert fx.events[0].event.id in refund["action"]["evidence"]["event_ids"]
+
+
+def test_untrusted_answers_and_refused_credentials_act_on_nothing():
+    comp = Compensator(settings())
+    comp.on_finding(finding("paid_but_pending", attempts=[("wechatpay", "a1")]))
+    (req,) = comp.due(T0)
+    fx = comp.on_result(answer(req, "unknown", "SUCCESS", untrusted="Wechatpay-Signature does not verify"), T0)
+    assert [a["action"]["type"] for a in fx.actions] == ["query"] and fx.events == []
+    assert [f.finding.kind for f in fx.findings] == ["untrusted_answer"]
+    (req,) = comp.due(T0 + timedelta(days=1))
+    fx = comp.on_result(answer(req, credentials="NO_AUTH"), T0 + timedelta(days=1))
+    assert [f.finding.kind for f in fx.findings] == ["channel_credentials"] and fx.events == []
+    assert "repair" not in [a["action"]["type"] for a in fx.actions]

@@ -35,6 +35,8 @@ from paywatch.simulator.truth import ChannelRecord
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 STRIPE_KEY = "sk_test_51PaywatchSecretDoNotLog"
 PROVIDERS = ("wechatpay", "alipay", "stripe")
+# The fake platforms' own signing key; secrets_env hands its public half to the client.
+PLATFORM = merchant_keypair()
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,8 @@ def secrets_env(monkeypatch, keypair):
     monkeypatch.setenv("PAYWATCH_WECHATPAY_PRIVATE_KEY", keypair[0])
     monkeypatch.setenv("PAYWATCH_ALIPAY_PRIVATE_KEY", keypair[0])
     monkeypatch.setenv("PAYWATCH_STRIPE_SECRET_KEY", STRIPE_KEY)
+    monkeypatch.setenv("PAYWATCH_WECHATPAY_PLATFORM_KEY", PLATFORM[1])
+    monkeypatch.setenv("PAYWATCH_ALIPAY_PUBLIC_KEY", PLATFORM[1])
     return keypair
 
 
@@ -68,16 +72,21 @@ class Truth(dict):
 
 def fake(provider: str, truth: Truth, keypair: tuple[str, str], **kw) -> ChannelApiServer:
     auth = {"secret_key": STRIPE_KEY} if provider == "stripe" else {"public_key": keypair[1]}
-    return ChannelApiServer(provider, truth.get, **auth, **kw).start()  # type: ignore[arg-type]
+    return ChannelApiServer(provider, truth.get, **auth, platform_key=PLATFORM, **kw).start()  # type: ignore[arg-type]
 
 
-def comp_settings(servers: dict[str, ChannelApiServer], **kw) -> CompensationSettings:
+def comp_settings(servers: dict[str, ChannelApiServer], channel_kw: dict | None = None, **kw) -> CompensationSettings:
     channels = {
         name: ChannelSettings(
             adapter=name,  # type: ignore[arg-type]
             base_url=s.url,
-            wechatpay={"mchid": "1230000109", "serial_no": "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"},
+            wechatpay={
+                "mchid": "1230000109",
+                "serial_no": "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+                "platform_serial": s.platform_serial,
+            },
             alipay={"app_id": "2014072300007148"},
+            **(channel_kw or {}),
         )
         for name, s in servers.items()
     }
@@ -150,7 +159,7 @@ def test_stuck_orders_are_resolved_by_signed_queries(provider, secrets_env):
     assert all(q["query"]["response_body"] for q in queries)  # the raw answer is in the audit
 
 
-def test_bad_signature_is_rejected_by_the_fake_and_counts_as_api_failure(secrets_env, monkeypatch):
+def test_bad_request_signature_is_refused_by_the_fake_and_named_a_credentials_fault(secrets_env, monkeypatch):
     monkeypatch.setenv("PAYWATCH_WECHATPAY_PRIVATE_KEY", merchant_keypair()[0])  # not the key the fake knows
     truth = Truth()
     truth.add("paid-1", "paid")
@@ -163,7 +172,9 @@ def test_bad_signature_is_rejected_by_the_fake_and_counts_as_api_failure(secrets
         server.stop()
     assert [r.status for r in server.requests] == [401]
     assert effects.events == []
-    assert effects.actions[0]["query"]["api_failed"] is True
+    query = effects.actions[0]["query"]
+    assert query["credentials"] == "SIGN_ERROR" and query["api_failed"] is False
+    assert [f.finding.kind for f in effects.findings] == ["channel_credentials"]
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -294,7 +305,10 @@ def test_duplicate_charge_reconfirmed_at_both_channels_before_refund_candidate(s
         effects, _ = asyncio.run(run(comp_settings({"wechatpay": wx, "alipay": ali}), [dup]))
     finally:
         wx.stop(), ali.stop()
-    assert wx.count("wx-1") == 1 and ali.count("ali-1") == 1
+    assert wx.count("wx-1") == 1
+    # Alipay: the trade query, and for the refund decision the refund query (a partial refund
+    # leaves the trade TRADE_SUCCESS)
+    assert [r.params["method"] for r in ali.requests] == ["alipay.trade.query", "alipay.trade.fastpay.refund.query"]
     (cand,) = [a for a in effects.actions if a["action"]["type"] == "refund_candidate"]
     assert cand["payment"]["attempt_id"] == "ali-1" and cand["action"]["evidence"]["keep"] == "wx-1"
 
@@ -392,7 +406,7 @@ def test_generic_adapter_maps_configured_fields():
             return httpx.Response(404, json={"error": "no such order"})
         return httpx.Response(200, json={"data": {"state": "PAID"}})
 
-    adapter = GenericAdapter("http://bank", 5, mapping, token="tok")
+    adapter = GenericAdapter("https://bank", 5, mapping, token="tok")
     req = QueryRequest("bank_a", "o1", "a1", 1, ("status",), T0)
 
     async def go():

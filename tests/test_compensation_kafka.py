@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Consumer, Producer
-from test_compensation_channels import Truth, keypair, secrets_env  # noqa: F401  (fixtures)
+from test_compensation_channels import PLATFORM, Truth, keypair, secrets_env  # noqa: F401  (fixtures)
 
 from paywatch.compensation.runtime import AsyncSide, CompensationHandler
 from paywatch.compensation.settings import ChannelSettings, CompensationSettings
@@ -65,7 +65,7 @@ def collect(bootstrap: str, topics: list[str], want, timeout_s: float = 60) -> l
 def test_stage_repairs_a_confirmed_stuck_order_over_kafka(kafka_bootstrap, secrets_env):  # noqa: F811
     truth = Truth()
     truth.add("ali-1", "paid", channel="alipay", order_id="order-k1")
-    server = ChannelApiServer("alipay", truth.get, public_key=secrets_env[1]).start()
+    server = ChannelApiServer("alipay", truth.get, public_key=secrets_env[1], platform_key=PLATFORM).start()
     config = config_for(kafka_bootstrap, server.url)
     t = config.kafka.topics
     ensure_topics(config.kafka, [t.findings, t.payments, t.actions, t.heartbeats], partitions=1)

@@ -174,7 +174,9 @@ def test_callback_outage_pages_once_is_repaired_by_queries_and_resolves(
             stages.start("collect")
             stages.start("detect", "--group", f"detect-{namespace}")
             stages.start("alert")
-            stages.start("compensate", env={"PAYWATCH_ALIPAY_PRIVATE_KEY": private})
+            # the fake Alipay signs its answers with its own platform key: the stage verifies each one
+            keys = {"PAYWATCH_ALIPAY_PRIVATE_KEY": private, "PAYWATCH_ALIPAY_PUBLIC_KEY": alipay.platform_public_key}
+            stages.start("compensate", env=keys)
             with OrderSystem(config) as order_system:
                 platform = Platform(config, truth, order_system)
                 # no waiting for the stages to join their groups: what arrives meanwhile must be read too

@@ -135,7 +135,7 @@ def list_alerts(status: str | None, limit: int, config_path: Path | None, as_jso
 def incidents(limit: int, config_path: Path | None, as_json: bool) -> None:
     """Incident-level findings, newest first, with when they opened and resolved."""
     rows = history_reader(_config(config_path)).incidents(limit)
-    table = Table("opened", "resolved", "kind", "severity", "channel/service", "summary", title="incidents")
+    table = Table("opened", "resolved", "kind", "severity", "subject", "summary", title="incidents")
     _print(
         rows,
         table,
@@ -144,7 +144,7 @@ def incidents(limit: int, config_path: Path | None, as_json: bool) -> None:
             r["resolved_at"] or "open",
             r["kind"],
             r["severity"],
-            r["channel"] or r["service"],
+            r["channel"] or r["service"] or (f"merchant {r['merchant']}" if r.get("merchant") else "all"),
             r["summary"],
         ),
         as_json,

@@ -159,7 +159,9 @@ def run_demo(
     run = simulate(STORY, seed=seed, duration=duration, settings=SimulatorSettings(peak_orders_per_s=peak_orders_per_s))
     clock = ManualClock(run.sim.start)
     private, public = merchant_keypair()
+    platform = merchant_keypair()  # the fake channels sign their answers with it; paywatch verifies each
     os.environ.update(PAYWATCH_WECHATPAY_PRIVATE_KEY=private, PAYWATCH_ALIPAY_PRIVATE_KEY=private)
+    os.environ.update(PAYWATCH_WECHATPAY_PLATFORM_KEY=platform[1], PAYWATCH_ALIPAY_PUBLIC_KEY=platform[1])
     os.environ["PAYWATCH_STRIPE_SECRET_KEY"] = STRIPE_KEY
     token = secrets.token_urlsafe(24)
     wall_start = time.monotonic()
@@ -167,7 +169,7 @@ def run_demo(
         servers = {}
         for channel, provider in QUERY_APIS.items():
             auth = {"secret_key": STRIPE_KEY} if provider == "stripe" else {"public_key": public}
-            server = ChannelApiServer(provider, run.truth.lookup(channel, clock), **auth)  # type: ignore[arg-type]
+            server = ChannelApiServer(provider, run.truth.lookup(channel, clock), platform_key=platform, **auth)  # type: ignore[arg-type]
             servers[channel] = stack.enter_context(server)
         config = demo_config(out_dir, {name: s.url for name, s in servers.items()})
         store = SqliteStore(database, clock=clock)

@@ -1,4 +1,6 @@
-"""HTTP ingest for the embedded backend: `POST /v1/events`, NDJSON in the event contract.
+"""HTTP ingest for the embedded backend: `POST /v1/events`, NDJSON in the event contract (or ECS
+log lines); `POST /v1/logs`, OpenTelemetry logs over OTLP/HTTP (`paywatch/otlp.py`);
+authenticated reads on GET (`paywatch/embedded/queries.py`).
 
 The same contract as the Kafka topics, so a service moves between backends by changing
 only where its SDK points. Each line is judged on its own: valid events go on, invalid
@@ -14,22 +16,27 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from paywatch.contract import ContractError, Event, decode
+from paywatch.contract import ContractError, Event
+from paywatch.embedded.queries import Queries
 from paywatch.embedded.sqlite_store import SqliteStore
+from paywatch.intake import Intake
+from paywatch.otlp import export_logs
 from paywatch.pan import mask_bytes, mask_event, mask_text
 
 EventSink = Callable[[list[Event]], None]
+JSON = "application/json"
 
 
-def judge_lines(body: bytes) -> tuple[list[Event], list[tuple[int, str, bytes]]]:
-    """Split an NDJSON body into valid, PAN-masked events and (line number, reason, raw line) rejects."""
+def judge_lines(body: bytes, intake: Intake) -> tuple[list[Event], list[tuple[int, str, bytes]]]:
+    """Split an NDJSON body (contract events or ECS log lines) into valid, PAN-masked events and
+    (line number, reason, raw line) rejects."""
     accepted: list[Event] = []
     rejected: list[tuple[int, str, bytes]] = []
     for number, line in enumerate(body.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
-            accepted.append(mask_event(decode(line)))
+            accepted.append(mask_event(intake.decode(line)))
         except ContractError as exc:
             rejected.append((number, str(exc), line))
     return accepted, rejected
@@ -39,11 +46,21 @@ class IngestServer:
     """A threaded HTTP server in front of an event sink; `start()` runs it in the background."""
 
     def __init__(
-        self, sink: EventSink, store: SqliteStore, token: str, host: str, port: int, max_body_bytes: int
+        self,
+        sink: EventSink,
+        store: SqliteStore,
+        token: str,
+        host: str,
+        port: int,
+        max_body_bytes: int,
+        intake: Intake | None = None,
+        queries: Queries | None = None,
     ) -> None:
         if not token:
             raise ValueError("the ingest endpoint needs a bearer token (set it in the environment or a file)")
         self._sink = sink
+        self._intake = intake or Intake()
+        self._queries = queries
         self._store = store
         self._token = token.encode()
         self._max_body = max_body_bytes
@@ -71,12 +88,12 @@ class IngestServer:
 
     def handle(self, path: str, auth: str | None, body: bytes | None, length: int) -> tuple[int, dict[str, Any]]:
         if path != "/v1/events":
-            return 404, {"error": f"no such endpoint {path}; events go to POST /v1/events"}
+            return 404, {"error": f"no such endpoint {path}; events go to POST /v1/events, OTLP logs to /v1/logs"}
         if not self._authorised(auth):
             return 401, {"error": "missing or wrong bearer token"}
         if length > self._max_body:
             return 413, {"error": f"body of {length} bytes is over the {self._max_body}-byte limit"}
-        accepted, rejected = judge_lines(body or b"")
+        accepted, rejected = judge_lines(body or b"", self._intake)
         for number, reason, raw in rejected:
             self._store.dead_letter("http:/v1/events", f"line {number}: {mask_text(reason)}", mask_bytes(raw))
         if accepted:
@@ -87,6 +104,34 @@ class IngestServer:
         }
         return (422 if rejected else 200), reply
 
+    def handle_logs(
+        self, auth: str | None, body: bytes | None, length: int, content_type: str, encoding: str | None
+    ) -> tuple[int, dict[str, Any] | bytes, str]:
+        """OTLP/HTTP logs: the records that break the contract are dead-lettered and counted in the
+        response's partial_success, as the OTLP specification asks; the others go on."""
+        if not self._authorised(auth):
+            return 401, {"error": "missing or wrong bearer token"}, JSON
+        if length > self._max_body:
+            return 413, {"error": f"body of {length} bytes is over the {self._max_body}-byte limit"}, JSON
+        try:
+            export = export_logs(body or b"", content_type, encoding, self._intake)
+        except ContractError as exc:
+            return 400, {"error": mask_text(str(exc))}, JSON
+        for number, reason, raw in export.rejected:
+            self._store.dead_letter("http:/v1/logs", f"record {number}: {mask_text(reason)}", mask_bytes(raw))
+        if export.events:
+            self._sink([mask_event(e) for e in export.events])
+        return 200, export.reply, export.reply_type
+
+    def handle_get(self, path: str, auth: str | None) -> tuple[int, dict[str, Any]]:
+        if path == "/healthz":
+            return 200, {"status": "ok"}
+        if not self._authorised(auth):
+            return 401, {"error": "missing or wrong bearer token"}
+        if self._queries is None:
+            return 404, {"error": "not found"}
+        return self._queries.get(path)
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
@@ -94,19 +139,23 @@ class IngestServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if 0 < length <= server._max_body else None
-                status, reply = server.handle(self.path, self.headers.get("Authorization"), body, length)
+                auth = self.headers.get("Authorization")
+                if self.path == "/v1/logs":
+                    content_type = self.headers.get("Content-Type") or JSON
+                    self._reply(
+                        *server.handle_logs(auth, body, length, content_type, self.headers.get("Content-Encoding"))
+                    )
+                    return
+                status, reply = server.handle(self.path, auth, body, length)
                 self._reply(status, reply)
 
             def do_GET(self) -> None:
-                if self.path == "/healthz":
-                    self._reply(200, {"status": "ok"})
-                else:
-                    self._reply(404, {"error": "not found"})
+                self._reply(*server.handle_get(self.path, self.headers.get("Authorization")))
 
-            def _reply(self, status: int, reply: dict[str, Any]) -> None:
-                data = json.dumps(reply).encode()
+            def _reply(self, status: int, reply: dict[str, Any] | bytes, content_type: str = JSON) -> None:
+                data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -18,6 +18,7 @@ import msgspec
 from paywatch.alerts.runner import AlertRunner, build_engine, build_sinks
 from paywatch.config import Config
 from paywatch.contract import Event
+from paywatch.detectors.channel_feed import ChannelBoard
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.finding import Finding, encode_finding
@@ -35,6 +36,7 @@ class Pipeline:
     def __init__(self, config: Config, store: SqliteStore, started_at: datetime) -> None:
         self.store = store
         self.detection = DetectionEngine(config.detectors)
+        self.channels = ChannelBoard()  # what GET /v1/channels answers
         sinks, alertmanager = build_sinks(config.alerts)
         self.alerting = AlertRunner(
             config.alerts, build_engine(config.alerts), sinks, self._store_docs, started_at, alertmanager
@@ -81,6 +83,7 @@ class Pipeline:
             return
         self.store.write(msgspec.to_builtins(findings))
         for finding in findings:
+            self.channels.on_finding(finding)
             self.alerting.on_finding(encode_finding(finding))
             if self.compensation is not None:
                 self._apply(self.compensation.on_finding(finding))

@@ -17,7 +17,9 @@ from paywatch.clock import SystemClock
 from paywatch.config import Config, read_secret
 from paywatch.embedded.ingest import IngestServer
 from paywatch.embedded.pipeline import Pipeline
+from paywatch.embedded.queries import Queries
 from paywatch.embedded.sqlite_store import SqliteStore
+from paywatch.intake import Intake
 from paywatch.logs import configure_logging
 
 log = structlog.get_logger("paywatch.embedded")
@@ -40,7 +42,14 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
 
         pipeline.compensation = CompensationStage(config.compensation)
     ingest = IngestServer(
-        pipeline.ingest, store, token, settings.listen_host, settings.listen_port, settings.max_body_bytes
+        pipeline.ingest,
+        store,
+        token,
+        settings.listen_host,
+        settings.listen_port,
+        settings.max_body_bytes,
+        Intake(config.intake),
+        Queries(pipeline.channels, store),
     )
     stop = stop or threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

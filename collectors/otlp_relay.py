@@ -1,0 +1,94 @@
+"""`paywatch relay-otlp`: OpenTelemetry logs from Kafka onto paywatch's contract topics.
+
+An OpenTelemetry Collector's Kafka exporter (encoding `otlp_json`) writes one
+ExportLogsServiceRequest per message, many records of many services in it, partitioned without
+regard to orders. This stage reads that topic, turns each record into a contract event with the
+same mapping as the embedded server's `POST /v1/logs` (paywatch/otlp.py), masks card numbers,
+and publishes it to its topic keyed as the contract says (payments by order, heartbeats by
+service), where the collector stores it and the detectors judge it like any SDK event. A
+message that is not OTLP, and each record that breaks the contract, go to the dead-letter topic
+with the reason.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Final
+
+import click
+
+from paywatch.collectors.dlq import INVALID, dead_letter_headers
+from paywatch.config import Config, load_config
+from paywatch.contract import APP, HEARTBEAT, PAYMENT, ContractError, encode
+from paywatch.intake import Intake
+from paywatch.otlp import decode_request, log_events
+from paywatch.pan import mask_bytes, mask_event
+from paywatch.stage import Output, Stage
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Message, TopicPartition
+
+STAGE: Final = "otlp-relay"
+
+
+class OtlpRelay:
+    """The stage's handler: one OTLP/JSON message in, one output per record out."""
+
+    def __init__(self, config: Config) -> None:
+        topics = config.kafka.topics
+        self.intake = Intake(config.intake)
+        self.topic_of = {PAYMENT: topics.payments, HEARTBEAT: topics.heartbeats, APP: topics.logs}
+        self.dead_letter = topics.dead_letter
+
+    def handle(self, message: Message) -> list[Output]:
+        raw = message.value() or b""
+        try:
+            request = decode_request(raw)
+        except ContractError as exc:
+            return [self._dead(message, raw, str(exc))]
+        events, rejected = log_events(request, self.intake)
+        out = [Output(self.topic_of[e.event.dataset], e.key.encode(), encode(mask_event(e))) for e in events]
+        out += [self._dead(message, fields, f"record {n}: {reason}") for n, reason, fields in rejected]
+        return out
+
+    def _dead(self, message: Message, value: bytes, reason: str) -> Output:
+        headers = dead_letter_headers(message, reason, INVALID, STAGE)
+        return Output(self.dead_letter, message.key(), mask_bytes(value), headers=headers)
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return partitions
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        pass
+
+    def on_eof(self, topic: str, partition: int) -> None:
+        pass
+
+    def tick(self, now: datetime) -> Iterable[Output]:
+        return []
+
+
+@click.command("relay-otlp")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="paywatch YAML config (default: $PAYWATCH_CONFIG, else built-in defaults).",
+)
+@click.option("--group", default="paywatch-otlp-relay", show_default=True, help="Kafka consumer group.")
+def relay_otlp(config_path: str | None, group: str) -> None:
+    """Put OpenTelemetry log records (OTLP/JSON on kafka.topics.otlp_logs) on paywatch's topics."""
+    from paywatch.kafka import ensure_topics
+
+    config = load_config(config_path)
+    topics = config.kafka.topics
+    ensure_topics(config.kafka, [topics.otlp_logs, topics.payments, topics.heartbeats, topics.logs, topics.dead_letter])
+    stage = Stage(config.kafka, group, [topics.otlp_logs], OtlpRelay(config))
+    stop: threading.Event = stage.stop
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stage.run()
