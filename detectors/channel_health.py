@@ -77,6 +77,11 @@ def _failures(t: Tally) -> int:
     return t.failures
 
 
+def _occurrences(code: str) -> Count:
+    """Counter of one customer error code in a tally."""
+    return lambda t: t.codes.get(code, 0)
+
+
 def strongest(
     spans: list[Span], count: Count, threshold: float, alpha: float, min_n: int, min_count: int = 1, min_marks: int = 0
 ) -> tuple[float, Span] | None:
@@ -289,15 +294,12 @@ class ChannelJudge:
         """The same evidence as health, per customer error code's share of finished attempts."""
         s = self.s
         alpha, min_n = s.significance, st.knobs.min_attempts
-        newest = st.spans[-1].sums  # the longest span holds every code any span holds
+        longest = st.spans[-1].sums  # holds every code any span holds
         warming = self._warming(st)
-        for code in sorted(set(newest.codes) | set(st.codes_open)):
+        for code in sorted(set(longest.codes) | set(st.codes_open)):
             base = st.code_baseline.get(code, 0.0)
             threshold = max(base * s.error_code_factor, base + s.error_code_margin)
-
-            def count(t: Tally, code: str = code) -> int:
-                return t.codes.get(code, 0)
-
+            count = _occurrences(code)
             spike = None if warming else strongest(st.spans, count, threshold, alpha, min_n, s.error_code_min_count)
             state = st.codes_open.get(code)
             if state is None:
@@ -325,13 +327,9 @@ class ChannelJudge:
                 if code in st.codes_open:
                     continue
                 base = st.code_baseline.get(code, 0.0)
-
-                def count(t: Tally, code: str = code) -> int:
-                    return t.codes.get(code, 0)
-
                 threshold = max(base * s.error_code_factor, base + s.error_code_margin)
-                if warming or self._learnable(st, count, base + (threshold - base) * GUARD):
-                    st.code_baseline[code] = ewma(base, count(tally) / tally.finished, weight)
+                if warming or self._learnable(st, _occurrences(code), base + (threshold - base) * GUARD):
+                    st.code_baseline[code] = ewma(base, tally.codes.get(code, 0) / tally.finished, weight)
 
     def _code_finding(self, channel: str, code: str, state: str, span: Span, base: float, at: int) -> Finding:
         n, count = span.sums.finished, span.sums.codes.get(code, 0)
