@@ -37,13 +37,14 @@ class ChannelSettings(_Section):
     )
     degraded_min_failure_rate: float = Field(
         0.15,
-        description="Absolute floor: a channel whose failure rate is significantly above this (Wilson lower "
-        "bound) is unhealthy whatever its baseline says, so a poisoned baseline can never hide an outage.",
+        description="Absolute floor: a channel whose failure rate is significantly above this (exact binomial "
+        "tail below `significance`) is unhealthy whatever its baseline says, so a poisoned baseline can "
+        "never hide an outage.",
     )
     degraded_baseline_factor: float = Field(
         4.0,
-        description="Below the floor, the Wilson lower bound must exceed this multiple of the channel's own "
-        "baseline failure rate…",
+        description="Below the floor, a channel is unhealthy when its failure rate is significantly above this "
+        "multiple of its own baseline failure rate…",
     )
     degraded_baseline_margin: float = Field(
         0.10,
