@@ -34,7 +34,7 @@ class ChannelStatus(Struct, kw_only=True):
     level: Level
     since: datetime  # event time the channel entered this level
     failure_rate: float  # failures / finished attempts over the judged span
-    failure_rate_lower_bound: float  # Wilson lower bound of that rate: what the judge compares
+    failure_rate_lower_bound: float  # exact binomial lower bound of that rate (97.5 %): down above down_failure_rate
     threshold: float  # the bound above which the channel is not healthy
     baseline: float  # the channel's usual failure rate
     finished: int

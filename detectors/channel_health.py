@@ -1,69 +1,130 @@
 """Judging closed windows per channel: health, error-code spikes, incident rollups.
 
 Fed complete windows (the sum of every worker's partials) in order, so one judge sees
-each channel globally. Each judgement compares a sliding span of windows with the
-channel's own baseline, learned only from windows judged healthy, so an outage never
-teaches the judge that outages are normal.
+each channel globally. Each channel keeps running sums over several spans at once (10 s,
+1 min, 5 min, 15 min by default; ten bucket tallies each, O(1) per window): a short span
+proves a busy channel's outage in seconds, a long one a quiet channel's in minutes.
 
-- Health: the Wilson lower bound of the span's failure rate must exceed the baseline by a
-  factor and a margin (and a floor) for `degrade_after` judgements in a row → degraded,
-  or down when the bound reaches `down_failure_rate`. Back to healthy only after
-  `recover_after` judgements at or below the exit threshold (half the entry threshold).
+- Health: a span is evidence when the exact binomial tail of its failures under the entry
+  threshold — min(floor, max(baseline × factor, baseline + margin)) — is below
+  `significance`, it holds `degrade_after` windows that failed on their own, and
+  `min_attempts` finished attempts → degraded (down when significantly above
+  `down_failure_rate`). Back to healthy after `recover_after` judgements whose newest
+  evidence (spans begun after the change) is significantly below the outage and consistent
+  with the threshold.
+- Baselines learn only while no span is significantly worse than them, slowly (hours), so
+  a slow ramp is never learned as normal; the floor is unhealthy whatever they say.
 - Customer failures (error_category user/limit) never count against the channel, but a
-  single code's share jumping far above its baseline is an `error_code_spike`.
+  single code's share jumping far above its baseline is an `error_code_spike`, judged on
+  the same spans with the same statistics.
 - Stuck and duplicate-charged orders are rolled up into incidents by `incidents.py`
   (per channel, per merchant, overall), fed the same windows.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Callable
 
 from paywatch.detectors.incidents import IncidentJudge
 from paywatch.detectors.settings import ChannelSettings, DetectorSettings
-from paywatch.detectors.stats import ewma, wilson_bounds
+from paywatch.detectors.stats import binomial_head, binomial_lower_bound, binomial_tail, ewma
 from paywatch.detectors.timebase import to_dt
-from paywatch.detectors.windows import FIELDS, Tally, Window, is_channel
+from paywatch.detectors.windows import Span, Tally, Window, is_channel
 from paywatch.finding import Evidence, Finding, FindingPayment, Severity, make_finding
+
+# A baseline does not learn while a span is significantly above this fraction of the way from the
+# baseline to the entry threshold (for a 2 % baseline: 4.5 %): well before an incident, well above noise.
+GUARD = 0.25
+PRIOR_ATTEMPTS = 20  # what a baseline's prior is worth, in attempts, while the channel is new
 
 
 class _Channel:
     __slots__ = (
-        "bad",
+        "age",
         "baseline",
         "code_baseline",
+        "code_learned",
         "codes_open",
         "good",
         "knobs",
+        "learned",
         "level",
-        "span",
-        "sums",
+        "outage",
+        "since",
+        "spans",
     )
 
-    def __init__(self, settings: DetectorSettings, knobs: ChannelSettings) -> None:
+    def __init__(self, settings: DetectorSettings, knobs: ChannelSettings, spans: list[int]) -> None:
         self.knobs = knobs
-        self.span: deque[Tally] = deque(maxlen=settings.health_span_windows)
-        self.sums = Tally()
+        self.spans = [Span(windows) for windows in spans]  # shortest first
+        self.age = 0  # windows judged
+        self.learned = 0  # attempts learned into the baseline failure rate
+        self.code_learned = 0  # attempts learned into the error-code baselines
         self.baseline = settings.baseline_prior_failure_rate
         self.code_baseline: dict[str, float] = {}
-        self.codes_open: dict[str, int] = {}  # code -> healthy judgements in a row while open
+        # code -> [judgements back to normal in a row, share when opened, windows since opened]
+        self.codes_open: dict[str, list] = {}
         self.level = "healthy"
-        self.bad = 0
+        self.outage = 1.0  # failure rate of the span that last changed the level
         self.good = 0
+        self.since = 0  # windows judged since the channel became unhealthy
 
-    def push(self, tally: Tally) -> None:
-        if len(self.span) == self.span.maxlen:
-            old = self.span[0]
-            for name in FIELDS:
-                setattr(self.sums, name, getattr(self.sums, name) - getattr(old, name))
-            for code, n in old.codes.items():
-                left = self.sums.codes[code] - n
-                if left:
-                    self.sums.codes[code] = left
-                else:
-                    del self.sums.codes[code]
-        self.span.append(tally)
-        self.sums.add(tally)
+
+Count = Callable[[Tally], int]
+
+
+def _failures(t: Tally) -> int:
+    return t.failures
+
+
+def _occurrences(code: str) -> Count:
+    """Counter of one customer error code in a tally."""
+    return lambda t: t.codes.get(code, 0)
+
+
+def strongest(
+    spans: list[Span], count: Count, threshold: float, alpha: float, min_n: int, min_count: int = 1, min_marks: int = 0
+) -> tuple[float, Span] | None:
+    """The span with the strongest evidence that the rate `count / finished` is above `threshold`:
+    its p-value (the chance of counting this many if the rate were the threshold) and the span, or
+    None when no span's p-value is below `alpha`. A span proves nothing with fewer than `min_n`
+    finished attempts, `min_count` counted ones or `min_marks` flagged windows."""
+    best: tuple[float, Span] | None = None
+    for span in spans:
+        n = span.sums.finished
+        k = count(span.sums)
+        if n < min_n or k < min_count or k <= threshold * n or span.marks < min_marks:
+            continue
+        p = binomial_tail(k, n, threshold, alpha)
+        if p < alpha and (best is None or p < best[0]):
+            best = (p, span)
+    return best
+
+
+def back_to_normal(
+    spans: list[Span], count: Count, enter: float, outage: float, alpha: float, lenient: float, min_n: int
+) -> bool | None:
+    """What the newest evidence says about a rate that was above `enter` (at `outage`). Spans are read
+    from the shortest: one significantly below `outage` (p-value under `alpha`) and not even leniently
+    significantly above `enter` (p-value under `lenient`) says True (recovered); the shortest with
+    `min_n` attempts significantly above `enter` says False (still failing). A span saying neither
+    defers to the next longer one, which holds more evidence. None: nothing conclusive, e.g. too
+    little traffic. The hysteresis is in the evidence: in, a rate significantly above the threshold;
+    out, one significantly below the outage and consistent with the threshold, `recover_after`
+    judgements in a row."""
+    newest = True
+    for span in spans:
+        n = span.sums.finished
+        if n < min_n:
+            continue
+        k = count(span.sums)
+        above = binomial_tail(k, n, enter, lenient) if k > enter * n else 1.0
+        if above >= lenient and binomial_head(k, n, outage, alpha) < alpha:
+            return True
+        if newest and above < alpha:
+            return False
+        newest = False  # longer spans still hold the incident: only a recovered one is news
+    return None
 
 
 class ChannelJudge:
@@ -75,8 +136,11 @@ class ChannelJudge:
         # `overall`: this judge owns the all-channel incident scope (one judge of several does)
         self.incidents = IncidentJudge(settings, overall)
         self.last_index: int | None = None
+        self.warmup_windows = round(settings.baseline_warmup_s / settings.window_s)
+        self.window_weight = min(1.0, settings.window_s / settings.baseline_tau_s)
+        self.span_windows = sorted({max(1, round(span / settings.window_s)) for span in settings.health_spans_s})
         self._gap_limit = max(
-            settings.health_span_windows, settings.incident_span_windows, settings.merchant_span_windows
+            self.span_windows[-1], settings.incident_span_windows, settings.merchant_span_windows
         ) + max(settings.recover_after, settings.incident_resolve_after)
 
     def on_window(self, index: int, window: Window) -> list[Finding]:
@@ -96,11 +160,10 @@ class ChannelJudge:
         for key in window:
             if (is_channel(key) or "/" in key) and key not in self.channels:
                 channel = key.split("/", 1)[0]
-                self.channels[key] = _Channel(self.s, self.s.for_channel(channel))
+                self.channels[key] = _Channel(self.s, self.s.for_channel(channel), self.span_windows)
         for key in sorted(self.channels):
             state = self.channels[key]
             tally = window.get(key) or Tally()
-            state.push(tally)
             self._health(key, state, tally, at, found)
             if "/" not in key:
                 self._codes(key, state, tally, at, found)
@@ -108,47 +171,97 @@ class ChannelJudge:
 
     # --- health ---------------------------------------------------------------
     def _health(self, key: str, st: _Channel, tally: Tally, at: int, found: list[Finding]) -> None:
-        k = st.knobs
-        n, f = st.sums.finished, st.sums.failures
-        enter = max(k.degraded_min_failure_rate, st.baseline * k.degraded_baseline_factor)
-        enter = max(enter, st.baseline + k.degraded_baseline_margin)
-        low, _ = wilson_bounds(f, n, self.s.wilson_z)
-        bad = n >= k.min_attempts and low > enter
+        k, s = st.knobs, self.s
+        alpha = s.significance
+        st.age += 1
+        relative = max(st.baseline * k.degraded_baseline_factor, st.baseline + k.degraded_baseline_margin)
+        enter = min(k.degraded_min_failure_rate, relative)  # the floor is unhealthy whatever the baseline
+        # A window "fails on its own" when its own failure share is above the threshold: a span counts as
+        # evidence only if it holds `degrade_after` of them, so one short burst never pages.
+        for span in st.spans:
+            span.push(tally, tally.failures > enter * tally.finished)
+        worst = strongest(st.spans, _failures, enter, alpha, k.min_attempts, min_marks=s.degrade_after)
         if st.level == "healthy":
-            if bad:
-                # The span is significant; the streak grows only with windows that fail on their own,
-                # so one burst sliding through the span counts once per window it covers.
-                if tally.failures > enter * tally.finished:
-                    st.bad += 1
-                if st.bad >= self.s.degrade_after:
-                    st.level = "down" if low >= k.down_failure_rate else "degraded"
-                    st.good = 0
-                    found.append(self._health_finding(key, st, at, low, enter))
-                return
-            st.bad = 0
-            if tally.finished:
-                weight = self.s.baseline_alpha * min(1.0, tally.finished / max(k.min_attempts, 1))
+            if worst is not None:
+                p, span = worst
+                down = self._down(st)
+                if down is not None:
+                    p, span = binomial_tail(down.sums.failures, down.sums.finished, enter), down
+                st.level = "degraded" if down is None else "down"
+                st.outage = span.sums.failures / span.sums.finished
+                st.good = st.since = 0
+                found.append(self._health_finding(key, st, at, span, p, enter))
+            elif tally.finished and self._learnable(st, _failures, st.baseline + (enter - st.baseline) * GUARD):
+                weight = self._weight(st.learned, tally.finished, k.min_attempts)
                 st.baseline = ewma(st.baseline, tally.failures / tally.finished, weight)
+                st.learned += tally.finished
             return
-        if bad and st.level == "degraded" and low >= k.down_failure_rate:
+        down = self._down(st) if worst is not None and st.level == "degraded" else None
+        if down is not None:
+            p, span = binomial_tail(down.sums.failures, down.sums.finished, enter), down
             st.level = "down"
-            found.append(self._health_finding(key, st, at, low, enter))
-        if n < k.min_attempts:
+            st.outage = span.sums.failures / span.sums.finished
+            found.append(self._health_finding(key, st, at, span, p, enter))
+        # recovery is judged only on spans that began after the channel became unhealthy
+        st.since += 1
+        recent = [span for span in st.spans if span.windows <= st.since]
+        normal = back_to_normal(recent, _failures, enter, st.outage, alpha, s.lenient_significance, k.min_attempts)
+        if normal is None:
             return  # too little traffic proves nothing either way: keep the count
-        if f / n <= enter / 2:
-            st.good += 1
-            if st.good >= self.s.recover_after:
-                st.level = "healthy"
-                st.bad = 0
-                found.append(self._health_finding(key, st, at, low, enter))
-        else:
-            st.good = 0
+        st.good = st.good + 1 if normal else 0
+        if st.good >= s.recover_after:
+            st.level = "healthy"
+            span = next(sp for sp in st.spans if sp.sums.finished >= k.min_attempts)
+            p = binomial_head(span.sums.failures, span.sums.finished, st.outage)
+            found.append(self._health_finding(key, st, at, span, p, enter))
+            for sp in st.spans:
+                sp.clear()  # what the outage counted must not re-open it
 
-    def _health_finding(self, key: str, st: _Channel, at: int, low: float, enter: float) -> Finding:
+    def _down(self, st: _Channel) -> Span | None:
+        """The span showing an unhealthy channel `down`: one that counts as evidence (`min_attempts`,
+        `degrade_after` failing windows) with a failure rate above `down_failure_rate` at
+        `lenient_significance`. The channel is already proven unhealthy; how bad it is needs less
+        proof (100 failures out of 100 say down, though at 1e-5 they cannot tell 100 % from 90 %)."""
+        rate, lenient = st.knobs.down_failure_rate, self.s.lenient_significance
+        for span in st.spans:
+            n, f = span.sums.finished, span.sums.failures
+            evidence = n >= st.knobs.min_attempts and span.marks >= self.s.degrade_after
+            if evidence and f > rate * n and binomial_tail(f, n, rate, lenient) < lenient:
+                return span
+        return None
+
+    def _weight(self, learned: int, finished: int, min_n: int) -> float:
+        """EWMA weight of one window of `finished` attempts, after `learned` ones: the running mean of
+        the attempts so far while the baseline is young (its prior counts as PRIOR_ATTEMPTS), then
+        1/`baseline_tau_s` per second (less for windows with fewer than `min_n` attempts). Slow on
+        purpose: a baseline that follows a 12-minute ramp has learned the incident."""
+        steady = self.window_weight * min(1.0, finished / max(min_n, 1))
+        return max(steady, finished / (learned + finished + PRIOR_ATTEMPTS))
+
+    def _warming(self, st: _Channel) -> bool:
+        """A new channel's error-code baselines learn from every window at first: there is no baseline
+        yet to be significantly worse than, and code spikes are not judged until there is. (The failure
+        rate starts from a prior and is always gated: the floor needs no baseline.)"""
+        return st.age <= self.warmup_windows
+
+    def _learnable(self, st: _Channel, count: Count, worse: float) -> bool:
+        """A baseline learns from a window only while no span (with `min_attempts`) is significantly
+        worse than `worse` (p-value under `lenient_significance`): a slow ramp is never
+        learned as the new normal. Lenient on purpose: a window wrongly left out costs nothing."""
+        alpha, min_n = self.s.lenient_significance, st.knobs.min_attempts
+        for span in st.spans:
+            n, k = span.sums.finished, count(span.sums)
+            if n >= min_n and k > worse * n and binomial_tail(k, n, worse, alpha) < alpha:
+                return False
+        return True
+
+    def _health_finding(self, key: str, st: _Channel, at: int, span: Span, p: float, enter: float) -> Finding:
         channel, _, method = key.partition("/")
-        s = st.sums
+        s = span.sums
         severity: Severity = {"healthy": "info", "degraded": "warning", "down": "critical"}[st.level]  # type: ignore[assignment]
         rate = s.failures / s.finished if s.finished else 0.0
+        span_s = span.windows * self.s.window_s
+        lenient = self.s.lenient_significance
         return make_finding(
             at=to_dt(at),
             kind="channel_health",
@@ -156,7 +269,7 @@ class ChannelJudge:
             level=st.level,  # type: ignore[arg-type]
             fingerprint=f"channel_health:{key}",
             severity=severity,
-            summary=f"channel {key} is {st.level}: {s.failures} of {s.finished} attempts failed "
+            summary=f"channel {key} is {st.level}: {s.failures} of {s.finished} attempts failed in {span_s:g} s "
             f"({rate:.1%}, baseline {st.baseline:.1%})",
             evidence=Evidence(
                 figures={
@@ -165,11 +278,12 @@ class ChannelJudge:
                     "customer_failures": s.customer_failures,
                     "timeouts": s.timeouts,
                     "failure_rate": round(rate, 4),
-                    "failure_rate_lower_bound": round(low, 4),
+                    "failure_rate_lower_bound": round(binomial_lower_bound(s.failures, s.finished, lenient), 4),
+                    "p_value": float(f"{p:.3g}"),
                     "threshold": round(enter, 4),
                     "baseline": round(st.baseline, 4),
                     "mean_latency_ms": round(s.latency_sum / s.latency_n) if s.latency_n else 0,
-                    "span_s": self.s.health_span_windows * self.s.window_s,
+                    "span_s": span_s,
                 }
             ),
             payment=FindingPayment(channel=channel, method=method or None),
@@ -177,41 +291,60 @@ class ChannelJudge:
 
     # --- customer error codes ---------------------------------------------------
     def _codes(self, key: str, st: _Channel, tally: Tally, at: int, found: list[Finding]) -> None:
+        """The same evidence as health, per customer error code's share of finished attempts."""
         s = self.s
-        n = st.sums.finished
-        for code in sorted(set(st.sums.codes) | set(st.codes_open)):
-            count = st.sums.codes.get(code, 0)
+        alpha, min_n = s.significance, st.knobs.min_attempts
+        longest = st.spans[-1].sums  # holds every code any span holds
+        warming = self._warming(st)
+        for code in sorted(set(longest.codes) | set(st.codes_open)):
             base = st.code_baseline.get(code, 0.0)
             threshold = max(base * s.error_code_factor, base + s.error_code_margin)
-            low, _ = wilson_bounds(count, n, s.wilson_z)
-            spiking = count >= s.error_code_min_count and low > threshold
-            if code in st.codes_open:
-                if spiking or (n and count / n > threshold / 2):
-                    st.codes_open[code] = 0
-                    continue
-                st.codes_open[code] += 1
-                if st.codes_open[code] >= s.recover_after:
+            count = _occurrences(code)
+            spike = None if warming else strongest(st.spans, count, threshold, alpha, min_n, s.error_code_min_count)
+            state = st.codes_open.get(code)
+            if state is None:
+                if spike is not None:
+                    span = spike[1]
+                    share = count(span.sums) / span.sums.finished
+                    st.codes_open[code] = [0, share, 0]
+                    found.append(self._code_finding(key, code, "open", span, base, at))
+                continue
+            state[2] += 1
+            recent = [span for span in st.spans if span.windows <= state[2]]
+            normal = back_to_normal(recent, count, threshold, state[1], alpha, s.lenient_significance, min_n)
+            if spike is not None or normal is False:
+                state[0] = 0
+            elif normal:
+                state[0] += 1
+                if state[0] >= s.recover_after:
                     del st.codes_open[code]
-                    found.append(self._code_finding(key, code, "resolved", count, n, base, at))
-            elif spiking:
-                st.codes_open[code] = 0
-                found.append(self._code_finding(key, code, "open", count, n, base, at))
-        if tally.finished and not st.codes_open:
-            weight = s.baseline_alpha * min(1.0, tally.finished / 20)
+                    span = next(sp for sp in st.spans if sp.sums.finished >= min_n)
+                    found.append(self._code_finding(key, code, "resolved", span, base, at))
+        if tally.finished:
+            weight = self._weight(st.code_learned, tally.finished, min_n)
+            st.code_learned += tally.finished
             for code in set(st.code_baseline) | set(tally.codes):
-                share = tally.codes.get(code, 0) / tally.finished
-                st.code_baseline[code] = ewma(st.code_baseline.get(code, 0.0), share, weight)
+                if code in st.codes_open:
+                    continue
+                base = st.code_baseline.get(code, 0.0)
+                threshold = max(base * s.error_code_factor, base + s.error_code_margin)
+                if warming or self._learnable(st, _occurrences(code), base + (threshold - base) * GUARD):
+                    st.code_baseline[code] = ewma(base, tally.codes.get(code, 0) / tally.finished, weight)
 
-    def _code_finding(self, channel: str, code: str, state: str, count: int, n: int, base: float, at: int) -> Finding:
+    def _code_finding(self, channel: str, code: str, state: str, span: Span, base: float, at: int) -> Finding:
+        n, count = span.sums.finished, span.sums.codes.get(code, 0)
+        span_s = span.windows * self.s.window_s
         return make_finding(
             at=to_dt(at),
             kind="error_code_spike",
             state=state,  # type: ignore[arg-type]
             fingerprint=f"error_code_spike:{channel}:{code}",
             severity="warning",
-            summary=f"customer error {code} on {channel}: {count} of {n} attempts (baseline {base:.1%})"
+            summary=f"customer error {code} on {channel}: {count} of {n} attempts in {span_s:g} s (baseline {base:.1%})"
             if state == "open"
             else f"customer error {code} on {channel} back to normal",
-            evidence=Evidence(figures={"code": code, "count": count, "finished": n, "baseline": round(base, 4)}),
+            evidence=Evidence(
+                figures={"code": code, "count": count, "finished": n, "baseline": round(base, 4), "span_s": span_s}
+            ),
             payment=FindingPayment(channel=channel),
         )

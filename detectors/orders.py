@@ -181,11 +181,16 @@ class OrderTracker:
             a.state = FAILED
             self._finish(a, order_id, p.latency_ms, True, at, found)
             customer = p.error_category in CUSTOMER_CATEGORIES
+            # A compensating query's answer restates the attempt's fate minutes later (often only
+            # "closed" after the channel's timeout): its code is no news about customers now, and
+            # counting it would turn every outage's aftermath into an error-code spike.
+            fresh = event.event.action != "channel_query_result"
             for t in self.windows.tallies(at, channel, p.method):
                 if customer:
                     t.customer_failures += 1
-                    code = p.error_code or p.error_category
-                    t.codes[code] = t.codes.get(code, 0) + 1
+                    if fresh:
+                        code = p.error_code or p.error_category
+                        t.codes[code] = t.codes.get(code, 0) + 1
                 else:
                     t.failures += 1
 

@@ -37,12 +37,14 @@ class ChannelSettings(_Section):
     )
     degraded_min_failure_rate: float = Field(
         0.15,
-        description="Floor for the failure rate the Wilson lower bound must exceed before a channel is "
-        "degraded, whatever its baseline.",
+        description="Absolute floor: a channel whose failure rate is significantly above this (exact binomial "
+        "tail below `significance`) is unhealthy whatever its baseline says, so a poisoned baseline can "
+        "never hide an outage.",
     )
     degraded_baseline_factor: float = Field(
         4.0,
-        description="The Wilson lower bound must also exceed this multiple of the channel's own baseline failure rate.",
+        description="Below the floor, a channel is unhealthy when its failure rate is significantly above this "
+        "multiple of its own baseline failure rate…",
     )
     degraded_baseline_margin: float = Field(
         0.10,
@@ -50,10 +52,13 @@ class ChannelSettings(_Section):
     )
     down_failure_rate: float = Field(
         0.9,
-        description="Failure rate (Wilson lower bound) at or above which a degraded channel is `down`.",
+        description="An unhealthy channel is `down` when a span's failure rate is above this "
+        "(at `lenient_significance`: how bad an outage is needs less proof than that there is one).",
     )
     min_attempts: int = Field(
-        5, description="Fewer finished attempts than this in the health span are never judged unhealthy."
+        5,
+        description="A span with fewer finished attempts than this proves nothing either way (health and "
+        "error-code shares).",
     )
 
 
@@ -91,26 +96,54 @@ class DetectorSettings(_Section):
         description="A window is judged this long after it ends, so slightly late events still count in "
         "their own window; later events count in the oldest open window.",
     )
-    health_span_windows: int = Field(
-        5, description="Channel health is judged on the sum of this many latest windows (a sliding span)."
+    health_spans_s: list[float] = Field(
+        default_factory=lambda: [10.0, 60.0, 120.0, 300.0, 900.0],
+        min_length=1,
+        description="Spans (seconds, sliding over the windows) over which channel health and error-code "
+        "shares are judged at once: a short span pages fast on a busy channel, a long one proves a quiet "
+        "channel's outage. Each costs ten running tallies per channel.",
     )
     degrade_after: int = Field(
         4,
-        description="Consecutive unhealthy judgements before a channel is marked degraded (or down); "
-        "a blip shorter than this never pages.",
+        description="Windows that fail on their own (failure share above the threshold) a significant span "
+        "must hold before the channel is marked degraded (or down): a blip shorter than this never pages.",
     )
     recover_after: int = Field(
         10,
-        description="Consecutive healthy judgements before a degraded/down channel is healthy again "
-        "(hysteresis: the exit is slower than the entry, so a recovering channel does not flap).",
+        description="Consecutive judgements whose newest evidence is back to normal before a degraded/down "
+        "channel is healthy again, or an error-code spike resolves (hysteresis: the exit is slower than "
+        "the entry, so a recovering channel does not flap).",
     )
-    wilson_z: float = Field(
-        3.0, description="z of the Wilson score bounds used for failure rates and error-code shares."
+    significance: float = Field(
+        1e-5,
+        description="A span proves a channel unhealthy (or a code spiking, or a recovery) when the chance of "
+        "its count under the threshold rate (exact binomial tail) is below this. Every span is tested every "
+        "window, so a single test must be very unlikely to fire by chance.",
     )
     baseline_alpha: float = Field(
         0.02,
-        description="EWMA weight of each healthy window in a channel's baseline (failure rate, error-code "
-        "shares, stuck and duplicate orders per window). Windows judged unhealthy are not learned.",
+        description="EWMA weight of each quiet window in the incident rollups' baselines (stuck and duplicate "
+        "orders per window). Windows in an incident are not learned.",
+    )
+    lenient_significance: float = Field(
+        0.025,
+        description="Significance of the judge's cautious decisions, where a wrong 'yes' costs little: a "
+        "baseline does not learn while a span is significantly (at this level) above a quarter of the way "
+        "to the threshold, and a recovering channel or code is not back to normal while its newest span "
+        "is significantly above the threshold.",
+    )
+    baseline_tau_s: float = Field(
+        3600.0,
+        description="Time constant of a channel's baseline failure rate and error-code shares (an EWMA over "
+        "the windows it may learn from; a new channel's is the plain mean of its windows until they are "
+        "this many seconds' worth). Hours, not minutes: a baseline following a slow ramp learns the incident.",
+    )
+    baseline_warmup_s: float = Field(
+        1800.0,
+        description="For this long after a channel is first seen its error-code baselines learn from every "
+        "window (there is no baseline yet to be significantly worse than) and error-code spikes are not "
+        "judged. Channel health is judged from the start, against `baseline_prior_failure_rate` and the "
+        "absolute floor.",
     )
     baseline_prior_failure_rate: float = Field(
         0.03, description="Baseline failure rate of a channel before any window was learned."
@@ -165,14 +198,18 @@ class DetectorSettings(_Section):
         description="Windows with nothing new before an incident-level rollup resolves.",
     )
     error_code_min_count: int = Field(
-        20, description="Occurrences of one customer-side error code in the health span needed to page."
+        5, description="Occurrences of one customer-side error code a span needs before its share can page."
     )
     error_code_factor: float = Field(
-        5.0,
-        description="The Wilson lower bound of the code's share of attempts must exceed this multiple of "
-        "its baseline share (and the baseline plus `error_code_margin`).",
+        3.0,
+        description="A code spikes when some span shows its share of finished attempts significantly above "
+        "this multiple of its baseline share (and above the baseline plus `error_code_margin`).",
     )
-    error_code_margin: float = Field(0.05, description="Absolute margin over the baseline share of a code.")
+    error_code_margin: float = Field(
+        0.02,
+        description="Absolute margin over the baseline share of a code: a code at under 1 % spikes "
+        "when significantly above ~3 % of attempts.",
+    )
     # --- heartbeats ------------------------------------------------------------
     heartbeat_grace_factor: float = Field(
         3.0, description="An instance is missing after `interval × grace_factor` seconds of silence."

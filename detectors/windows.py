@@ -8,6 +8,7 @@ judge. With several workers each one closes its own windows and publishes them a
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
 # Tally fields, in wire order.
@@ -46,6 +47,17 @@ class Tally:
             mine = getattr(self, name)
             for key, n in getattr(other, name).items():
                 mine[key] = mine.get(key, 0) + n
+
+    def subtract(self, other: Tally) -> None:
+        for name in FIELDS:
+            setattr(self, name, getattr(self, name) - getattr(other, name))
+        codes = self.codes
+        for code, n in other.codes.items():
+            left = codes[code] - n
+            if left:
+                codes[code] = left
+            else:
+                del codes[code]
 
     def to_wire(self) -> list:
         return [*(getattr(self, name) for name in FIELDS), *(getattr(self, name) for name in NAMED)]
@@ -86,6 +98,52 @@ def overall(window: Window) -> Tally:
             for name, k in getattr(tally, by).items():
                 named[name] = named.get(name, 0) + k
     return total
+
+
+class Span:
+    """Running sums over the latest `windows` closed windows, for evidence longer than one window.
+
+    Windows are grouped into buckets of `bucket` windows, so a 15-minute span of 2-second windows
+    holds ten tallies, not 450, and each new window costs one addition (plus one subtraction when
+    a bucket leaves). The sums cover between `windows - bucket + 1` and `windows` windows.
+    `marks` counts the windows the caller flagged (e.g. windows that failed on their own)."""
+
+    __slots__ = ("bucket", "current", "current_marks", "filled", "marks", "ring", "sums", "windows")
+
+    def __init__(self, windows: int, buckets: int = 10) -> None:
+        self.windows = max(1, windows)
+        self.bucket = -(-self.windows // buckets)  # windows per bucket, rounded up
+        self.ring: deque[tuple[Tally, int]] = deque(maxlen=-(-self.windows // self.bucket) - 1)
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything (what an incident counted must not re-open it)."""
+        self.ring.clear()
+        self.current = Tally()
+        self.current_marks = 0
+        self.filled = 0
+        self.marks = 0
+        self.sums = Tally()
+
+    def push(self, tally: Tally, marked: bool = False) -> None:
+        if self.filled == self.bucket:  # the current bucket is full: it joins the ring
+            ring = self.ring
+            if len(ring) == ring.maxlen:
+                old, old_marks = ring[0] if ring else (self.current, self.current_marks)
+                self.sums.subtract(old)
+                self.marks -= old_marks
+            if ring.maxlen:
+                ring.append((self.current, self.current_marks))
+            self.current = Tally()
+            self.current_marks = 0
+            self.filled = 0
+        self.filled += 1
+        if marked:
+            self.current_marks += 1
+            self.marks += 1
+        if tally.finished or tally.attempts or tally.timeouts:
+            self.current.add(tally)
+            self.sums.add(tally)
 
 
 class WindowCounter:

@@ -109,6 +109,43 @@ CHANNELS: dict[str, ChannelProfile] = {
     )
 }  # fmt: skip
 
+# The long tail most platforms have: quiet regional banks, BNPL, card schemes, with 5-10 % channel
+# failures as their normal. Not in the default mix (seeded runs stay as they were): the `long_tail`
+# scenario adds them, and scenarios on one of them add that one.
+QUIET_CHANNELS: dict[str, ChannelProfile] = {
+    p.name: p
+    for p in (
+        ChannelProfile(
+            "bank_c", "netbank", 0.012, False, 800, 0.6, 8.0, 0.8,
+            (
+                ("WRONG_PASSWORD", "user", 0.04),
+                ("INSUFFICIENT_FUNDS", "user", 0.03),
+                ("LIMIT_EXCEEDED", "limit", 0.01),
+                ("BANK_SYSTEM_BUSY", "channel", 0.06),
+            ),
+            abandon=0.0, processing=0.03, query_median_ms=900,
+        ),
+        ChannelProfile(
+            "bnpl_d", "bnpl", 0.008, False, 600, 0.6, 5.0, 0.8,
+            (
+                ("CREDIT_DECLINED", "user", 0.05),
+                ("LIMIT_EXCEEDED", "limit", 0.02),
+                ("SERVICE_ERROR", "channel", 0.09),
+            ),
+            abandon=0.0, processing=0.0, query_median_ms=500,
+        ),
+        ChannelProfile(
+            "scheme_e", "card", 0.01, False, 450, 0.6, 4.0, 0.8,
+            (
+                ("WRONG_PASSWORD", "user", 0.02),
+                ("INSUFFICIENT_FUNDS", "user", 0.02),
+                ("SYSTEM_ERROR", "channel", 0.05),
+            ),
+            abandon=0.0, processing=0.02, query_median_ms=400,
+        ),
+    )
+}  # fmt: skip
+
 # What a customer does after a synchronous failure: (retry same channel, switch channel); else abandon.
 REACTION: dict[str, tuple[float, float]] = {
     "user": (0.6, 0.2),
@@ -171,6 +208,11 @@ class Faults:
         self.instance_deaths: list[tuple[str, int, int]] = []  # service, index, at
         self.interval_changes: list[tuple[str, int, float | None]] = []  # service, at, interval s (None: back)
         self.scaling: list[tuple[str, int, int, bool]] = []  # service, at, +started/-stopped, stopping beat
+        self.extra_channels: dict[str, ChannelProfile] = {}  # quiet channels a scenario adds to the mix
+        self.failing_ramps: list[tuple[str, int, int, float, float]] = []  # channel, start, end, from, to
+        # channel, start, end, (error_code, error_category, share of requests)
+        self.code_spikes: list[tuple[str, int, int, tuple[str, str, float]]] = []
+        self.customer_bursts: list[tuple[str, int, int, float]] = []  # channel, start, end, factor
 
     @staticmethod
     def _rate(windows: list, channel: str | None, t: int) -> float:
@@ -206,7 +248,19 @@ class Faults:
         )
 
     def failing(self, channel: str, t: int) -> float:
-        return self._rate(self.channel_failing, channel, t)
+        rate = self._rate(self.channel_failing, channel, t)
+        for c, lo, hi, start, end in self.failing_ramps:
+            if c == channel and lo <= t < hi:
+                rate = max(rate, start + (end - start) * (t - lo) / (hi - lo))
+        return rate
+
+    def code_spike(self, channel: str, t: int) -> tuple[str, str, float] | None:
+        return next((spike for c, lo, hi, spike in self.code_spikes if c == channel and lo <= t < hi), None)
+
+    def customer_factor(self, channel: str, t: int) -> float:
+        """How many times more often than usual customers fail on their own (a burst of wrong
+        passwords or empty accounts, e.g. a promotion drawing new customers)."""
+        return max((f for c, lo, hi, f in self.customer_bursts if c == channel and lo <= t < hi), default=1.0)
 
     def double(self, channel: str, t: int) -> float:
         return self._rate(self.double_submit, channel, t)
@@ -402,8 +456,9 @@ class Simulation:
         self._instances: dict[str, list[Instance]] = {}
         self._alive: dict[str, list[Instance]] = {}
         self._intervals: dict[str, float] = {}  # services whose heartbeat interval was changed
-        self._channel_names = list(CHANNELS)
-        self._channel_weights = list(itertools.accumulate(CHANNELS[c].share for c in self._channel_names))
+        self.channels = {**CHANNELS, **self.faults.extra_channels}
+        self._channel_names = list(self.channels)
+        self._channel_weights = list(itertools.accumulate(self.channels[c].share for c in self._channel_names))
         self._merchant_weights = list(itertools.accumulate(m.weight for m in MERCHANTS))
 
     # ------------------------------------------------------------------ engine
@@ -510,7 +565,7 @@ class Simulation:
         if attempt is not None:
             fields["attempt_id"] = attempt.attempt_id
             fields["channel"] = attempt.channel
-            fields["method"] = CHANNELS[attempt.channel].method
+            fields["method"] = self.channels[attempt.channel].method
         fields["merchant_id"] = order.merchant.merchant_id
         fields["amount_minor"] = attempt.amount if attempt is not None else order.amount
         fields["currency"] = CURRENCY
@@ -640,7 +695,7 @@ class Simulation:
             return override
         s = self.settings
         local_h = (self.start.hour + self.start.minute / 60 + t / 3_600_000 + s.utc_offset_h) % 24
-        return s.peak_orders_per_s * CHANNELS[channel].share * diurnal(local_h)
+        return s.peak_orders_per_s * self.channels[channel].share * diurnal(local_h)
 
     def _next_arrival(self, channel: str) -> None:
         rate = self.arrival_rate(channel, self.now)
@@ -711,7 +766,7 @@ class Simulation:
     # ------------------------------------------------------------------ the channel
     def _request(self, attempt: Attempt) -> None:
         """The gateway sends the attempt; the channel decides what really happens."""
-        profile = CHANNELS[attempt.channel]
+        profile = self.channels[attempt.channel]
         rng = self.rng
         latency = self._lognormal_ms(profile.latency_median_ms, profile.latency_sigma)
         failing = self.faults.failing(attempt.channel, self.now)
@@ -730,8 +785,14 @@ class Simulation:
         else:
             outcome = ("ok", None, None)
             r = rng.random()
-            if not force_success:
+            spike = self.faults.code_spike(attempt.channel, self.now) if self.faults.code_spikes else None
+            if spike is not None and not force_success and rng.random() < spike[2]:
+                outcome = ("fail", spike[0], spike[1])
+            elif not force_success:
+                factor = self.faults.customer_factor(attempt.channel, self.now) if self.faults.customer_bursts else 1.0
                 for code, category, p in profile.failures:
+                    if category != "channel":
+                        p *= factor
                     if r < p:
                         outcome = ("fail", code, category)
                         break
@@ -749,7 +810,7 @@ class Simulation:
 
     def _respond(self, arg: tuple[Attempt, tuple, int, bool]) -> None:
         attempt, (kind, code, category), latency, outage = arg
-        order, profile, rng = attempt.order, CHANNELS[attempt.channel], self.rng
+        order, profile, rng = attempt.order, self.channels[attempt.channel], self.rng
         if outage:
             for observer in self.observers:
                 observer.outage_failure(self.now, attempt)
@@ -818,7 +879,7 @@ class Simulation:
 
     def _charged(self, attempt: Attempt) -> None:
         """The money moved at the channel: it will notify, and the customer waits for the shop."""
-        profile = CHANNELS[attempt.channel]
+        profile = self.channels[attempt.channel]
         self._after(
             self._lognormal_ms(profile.callback_median_s * 1000, profile.callback_sigma), self._callback, (attempt, 0)
         )
@@ -926,7 +987,7 @@ class Simulation:
         self._schedule_queries(attempt, k + 1)
         if not self._alive[COMPENSATION]:
             return
-        profile, order, rng = CHANNELS[attempt.channel], attempt.order, self.rng
+        profile, order, rng = self.channels[attempt.channel], attempt.order, self.rng
         latency = int(self._lognormal_ms(profile.query_median_ms, 0.5))
         error_rate = self.faults.query_error(attempt.channel, self.now)
         if error_rate and rng.random() < error_rate:

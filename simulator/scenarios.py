@@ -12,7 +12,14 @@ faults into one `Faults` and watches the simulation through `Observer` hooks, so
 - channel_down: the first attempt that fails because of the outage;
 - service_dies: the death itself;
 - query_api_flaky: the first failing query (nothing customer-facing breaks, so no page
-  is expected; the compensation side must back off).
+  is expected; the compensation side must back off);
+- channel_ramp: the first injected failure; the bound runs to the moment the planned
+  failure rate crosses the 15 % floor plus 2 min;
+- error_code_spike: the start (a few seconds before the first spiked failure);
+- long_tail: no incident (quiet channels and customer-error bursts: noise that must not page).
+
+channel_down's bounds depend on the channel's volume: 30 s / 2 min at ≥ 10 orders/s,
+2 min / 10 min at ≥ 0.5, 5 min / 10 min below (one attempt per 20 s).
 
 Hosts and fleets (clock and heartbeat shapes; instances are named by service and index at boot):
 
@@ -33,6 +40,7 @@ Hosts and fleets (clock and heartbeat shapes; instances are named by service and
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
@@ -44,6 +52,7 @@ from paywatch.simulator.model import (
     CHANNELS,
     COMPENSATION,
     MERCHANTS,
+    QUIET_CHANNELS,
     Attempt,
     Faults,
     Instance,
@@ -58,8 +67,15 @@ PAID_GRACE_S = 60.0
 CALLBACK_OUTAGE_WITHIN_S = 30.0
 MERCHANT_JAM_WITHIN_S = 300.0
 DUPLICATE_WITHIN_S = 10.0
-DEGRADED_WITHIN_S = 30.0
+DEGRADED_WITHIN_S = 30.0  # a busy channel (≥ 10 orders/s)
 HEALTHY_WITHIN_S = 120.0
+MODEST_DEGRADED_WITHIN_S = 120.0  # ≥ 0.5 orders/s
+MODEST_HEALTHY_WITHIN_S = 600.0
+QUIET_DEGRADED_WITHIN_S = 300.0  # below: down to one attempt per 20 s
+QUIET_HEALTHY_WITHIN_S = 600.0
+RAMP_FLOOR = 0.15  # the absolute floor of channel failures (detectors' degraded_min_failure_rate)
+RAMP_WITHIN_S = 120.0  # after the ramp crosses the floor
+CODE_SPIKE_WITHIN_S = 120.0
 
 
 class ScenarioError(ValueError):
@@ -166,8 +182,15 @@ class Scenario(Observer):
                 self._first(seen + int(PAID_GRACE_S * 1000))
 
     def _check_channel(self, channel: str) -> None:
-        if channel not in CHANNELS:
-            raise ScenarioError(f"{self.name}: unknown channel {channel!r}; known: {', '.join(CHANNELS)}")
+        if channel not in CHANNELS and channel not in QUIET_CHANNELS:
+            known = ", ".join([*CHANNELS, *QUIET_CHANNELS])
+            raise ScenarioError(f"{self.name}: unknown channel {channel!r}; known: {known}")
+
+    @staticmethod
+    def _add_channel(faults: Faults, channel: str) -> None:
+        """A scenario on one of the quiet channels brings that channel into the mix."""
+        if channel in QUIET_CHANNELS:
+            faults.extra_channels[channel] = QUIET_CHANNELS[channel]
 
 
 @dataclass
@@ -317,6 +340,7 @@ class ChannelDown(Scenario):
             raise ScenarioError("channel_down: fail is a share of attempts, in (0, 1]")
 
     def install(self, faults: Faults) -> None:
+        self._add_channel(faults, self.channel)
         faults.channel_failing.append((self.channel, self.start_ms, self.end_ms, self.fail))
         if self.rate > 0:
             faults.channel_rate[self.channel] = self.rate
@@ -325,13 +349,147 @@ class ChannelDown(Scenario):
         if attempt.channel == self.channel:
             self._first(t)
 
+    def _bounds(self) -> tuple[float, float]:
+        """(degraded within, healthy within) by volume: the busier the channel, the sooner the proof."""
+        if self.rate >= 10:
+            return DEGRADED_WITHIN_S, HEALTHY_WITHIN_S
+        if self.rate >= 0.5:
+            return MODEST_DEGRADED_WITHIN_S, MODEST_HEALTHY_WITHIN_S
+        return QUIET_DEGRADED_WITHIN_S, QUIET_HEALTHY_WITHIN_S
+
     def expect(self, sim: Simulation) -> list[ExpectItem]:
-        return [ExpectItem("channel_health", DEGRADED_WITHIN_S, channel=self.channel, level="degraded")]
+        return [ExpectItem("channel_health", self._bounds()[0], channel=self.channel, level="degraded")]
 
     def recover(self, sim: Simulation) -> list[ExpectItem]:
-        if self.end_ms + HEALTHY_WITHIN_S * 1000 > sim.end_ms:
+        within = self._bounds()[1]
+        if self.end_ms + within * 1000 > sim.end_ms:
             return []  # the run ends before recovery could be seen
-        return [ExpectItem("channel_health", HEALTHY_WITHIN_S, channel=self.channel, level="healthy")]
+        return [ExpectItem("channel_health", within, channel=self.channel, level="healthy")]
+
+
+@dataclass
+class ChannelRamp(Scenario):
+    """A slow degradation: the channel's injected failure share rises linearly from `fail_from` at
+    the start to `fail_to` at the end, then stops (the channel is fixed). `rate` fixes the volume as
+    in channel_down. The page is due within 2 min of the observed failure rate crossing the 15 %
+    floor; a page before that is fine, so `detect_from` is the first injected failure and the bound
+    runs to the crossing plus 2 min. The crossing is computed from the plan: 80 % of injected
+    failures are answered as failures (20 % time out), and the channel's own failures add to them."""
+
+    name: ClassVar[str] = "channel_ramp"
+    duration: float = 720.0
+    channel: str = "bank_b"
+    fail_from: float = 0.01
+    fail_to: float = 0.5
+    rate: float = 20.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_channel(self.channel)
+        if not 0 <= self.fail_from < self.fail_to <= 1:
+            raise ScenarioError("channel_ramp: need 0 <= fail_from < fail_to <= 1")
+
+    def install(self, faults: Faults) -> None:
+        self._add_channel(faults, self.channel)
+        faults.failing_ramps.append((self.channel, self.start_ms, self.end_ms, self.fail_from, self.fail_to))
+        if self.rate > 0:
+            faults.channel_rate[self.channel] = self.rate
+
+    def outage_failure(self, t: int, attempt: Attempt) -> None:
+        if attempt.channel == self.channel:
+            self._first(t)
+
+    def observed_rate(self, sim: Simulation, t: int) -> float:
+        """Channel failures among finished attempts at time t, by the plan."""
+        injected = self.fail_from + (self.fail_to - self.fail_from) * (t - self.start_ms) / (
+            self.end_ms - self.start_ms
+        )
+        own = sum(p for _, category, p in sim.channels[self.channel].failures if category == "channel")
+        failed = 0.8 * injected + (1 - injected) * own
+        return failed / (0.8 * injected + (1 - injected))
+
+    def crossing_ms(self, sim: Simulation, rate: float = RAMP_FLOOR) -> int | None:
+        lo, hi = self.start_ms, self.end_ms
+        if self.observed_rate(sim, hi - 1) < rate:
+            return None
+        while hi - lo > 100:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self.observed_rate(sim, mid) < rate else (lo, mid)
+        return hi
+
+    def expect(self, sim: Simulation) -> list[ExpectItem]:
+        cross = self.crossing_ms(sim)
+        if cross is None or self.detected_ms is None or cross + RAMP_WITHIN_S * 1000 > sim.end_ms:
+            return []  # never crossed the floor within the run
+        within = (cross - self.detected_ms) / 1000 + RAMP_WITHIN_S
+        return [ExpectItem("channel_health", round(within, 3), channel=self.channel, level="degraded")]
+
+    def recover(self, sim: Simulation) -> list[ExpectItem]:
+        if self.end_ms + MODEST_HEALTHY_WITHIN_S * 1000 > sim.end_ms:
+            return []
+        return [ExpectItem("channel_health", MODEST_HEALTHY_WITHIN_S, channel=self.channel, level="healthy")]
+
+
+@dataclass
+class ErrorCodeSpike(Scenario):
+    """One customer error code jumps to `share` of a channel's payment requests (a bank lowering its
+    limits overnight): news worth a page, but the customers' failures, not the channel's, so the
+    channel stays healthy. `rate` fixes the channel's volume (orders starting on it per second)."""
+
+    name: ClassVar[str] = "error_code_spike"
+    channel: str = "bank_a"
+    code: str = "LIMIT_EXCEEDED"
+    category: str = "limit"
+    share: float = 0.3
+    rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_channel(self.channel)
+        if not 0 < self.share <= 1:
+            raise ScenarioError("error_code_spike: share is a share of requests, in (0, 1]")
+        if self.category not in ("user", "limit"):
+            raise ScenarioError("error_code_spike: category is a customer's one: user or limit")
+
+    def install(self, faults: Faults) -> None:
+        self._add_channel(faults, self.channel)
+        faults.code_spikes.append((self.channel, self.start_ms, self.end_ms, (self.code, self.category, self.share)))
+        if self.rate > 0:
+            faults.channel_rate[self.channel] = self.rate
+
+    def expect(self, sim: Simulation) -> list[ExpectItem]:
+        # detect_from stays at the start (before the first spiked failure): a slightly stricter bound
+        return [ExpectItem("error_code_spike", CODE_SPIKE_WITHIN_S, channel=self.channel)]
+
+
+@dataclass
+class LongTail(Scenario):
+    """Real traffic's noise, no incident: the quiet channels (regional bank, BNPL, card scheme, with
+    5-10 % channel failures as their normal) join the mix, and customer-error bursts hit random
+    channels `bursts_per_day` times a day per channel: for 1-5 minutes customers fail on their own
+    (wrong password, no funds, limits) `burst_factor` times as often as usual. Nothing here may page."""
+
+    name: ClassVar[str] = "long_tail"
+    bursts_per_day: float = 6.0
+    burst_factor: float = 3.0
+
+    def install(self, faults: Faults) -> None:
+        faults.extra_channels.update(QUIET_CHANNELS)
+        self._faults = faults
+
+    def validate(self, sim: Simulation) -> None:
+        rng = random.Random(f"long_tail-{sim.seed}")  # its own stream: the traffic's draws stay as they were
+        for channel in sim.channels:
+            t = 0.0
+            while self.bursts_per_day > 0:
+                t += rng.expovariate(self.bursts_per_day / 86_400_000)
+                if t >= sim.end_ms:
+                    break
+                length = rng.uniform(60_000, 300_000)
+                self._faults.customer_bursts.append((channel, int(t), int(t + length), self.burst_factor))
+
+    def incident(self, sim: Simulation, incident_id: str) -> Incident | None:
+        return None
 
 
 @dataclass
@@ -593,6 +751,9 @@ SCENARIOS: dict[str, type[Scenario]] = {
         Autoscale,
         IntervalChange,
         RedeliveryStorm,
+        ChannelRamp,
+        ErrorCodeSpike,
+        LongTail,
     )
 }
 

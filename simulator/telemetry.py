@@ -29,6 +29,7 @@ from paywatch.contract import (
     ServiceInstance,
     TraceId,
 )
+from paywatch.pan import mask_event
 
 VERSION = "2026.1"
 
@@ -58,15 +59,14 @@ class _DirectEmitter:
         self._service, self._clock, self._out = service, clock, out
 
     def payment(self, event_id: str, action: str, outcome: str | None, trace_id: str, fields: dict) -> None:
-        self._out.append(
-            Event(
-                timestamp=self._clock.now(),
-                event=EventMeta(id=event_id, dataset=PAYMENT, action=action, outcome=outcome),  # type: ignore[arg-type]
-                service=self._service,
-                payment=Payment(**fields),
-                trace=TraceId(id=trace_id),
-            )
+        event = Event(
+            timestamp=self._clock.now(),
+            event=EventMeta(id=event_id, dataset=PAYMENT, action=action, outcome=outcome),  # type: ignore[arg-type]
+            service=self._service,
+            payment=Payment(**fields),
+            trace=TraceId(id=trace_id),
         )
+        self._out.append(mask_event(event))  # as the SDK does: a trace id may hold a Luhn-valid digit run
 
     def heartbeat(self, event_id: str, section: dict[str, Any]) -> None:
         self._out.append(

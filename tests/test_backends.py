@@ -3,7 +3,7 @@
 collect` → Elasticsearch) gives the same incidents, and both match the simulator's truth.
 
 One run holds every scenario (a merchant's order service jammed, callback outage, channel down,
-duplicate burst, a dying service, a flaky query API) over 16 simulated minutes at a low order
+a quiet channel down, duplicate burst, a dying service, a flaky query API) over 16 simulated minutes at a low order
 rate: the merchant's incident crosses the Kafka stage as `merchant:` keys in the window partials.
 Its events are timed so the simulation ends now: `paywatch detect` replays them clocked by event
 time (a partition is read in event time until it catches up, then follows the wall clock), so
@@ -46,6 +46,9 @@ SCENARIOS = [
     # 2 attempts/s for the whole run: busy enough to judge, not so busy that every stuck order of the
     # merchant's jam lands on bank_b (its rollup would then rightly leave the page to the channel's)
     "channel_down:channel=bank_b,start=6m,duration=3m,fail=0.95,rate=2",
+    # a quiet channel (one order per 20 s) failing everything: only the judge's longer spans prove it,
+    # and they cross the Kafka stage as summed window partials
+    "channel_down:channel=bank_a,start=1m,duration=5m,fail=1,rate=0.05",
     "duplicate_burst:channel=wechatpay,start=10m,duration=2m",
     "service_dies:service=compensation-job,start=12m",
 ]
@@ -192,4 +195,5 @@ def test_embedded_and_kafka_elasticsearch_backends_produce_the_same_incidents(ka
     kinds = {k[1] for k in embedded_keys}
     assert {"paid_but_pending_incident", "channel_health", "duplicate_charge_incident", "service_down"} <= kinds
     assert "paid_but_pending_incident:merchant:m-food-quickbite" in {k[0] for k in kafka_keys}
+    assert "channel_health:bank_a" in {k[0] for k in kafka_keys}  # the quiet channel's outage
     print(f"backends compared: {len(embedded_keys)} incidents, {len(events)} events, {time.monotonic() - began:.0f} s")

@@ -423,7 +423,7 @@ def test_a_blip_shorter_than_the_sustain_never_pages():
 
 
 def test_customer_failures_are_excluded_from_health_but_a_code_jump_is_a_finding():
-    r = Run()
+    r = Run(DetectorSettings(baseline_warmup_s=60))
     _traffic(r, 0, 120, 20, 0.02, category="user", code="INSUFFICIENT_FUNDS")
     _traffic(r, 120, 60, 20, 0.5, category="limit", code="LIMIT_EXCEEDED")
     r.until(190)

@@ -30,7 +30,7 @@ TRAFFIC_S = 60
 DETECTORS = {
     "window_s": 1.0,
     "allowed_lateness_s": 2.0,
-    "health_span_windows": 3,
+    "health_spans_s": [3.0, 60.0],
     "degrade_after": 3,
     "recover_after": 5,
     "incident_span_windows": 20,
