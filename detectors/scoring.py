@@ -28,6 +28,7 @@ class Expectation(msgspec.Struct, omit_defaults=True):
     service: str | None = None
     level: str | None = None
     merchant: str | None = None
+    page: bool = True  # False: recorded, not paged; scored on its finding when pages are scored
 
 
 class Incident(msgspec.Struct, omit_defaults=True):
@@ -154,12 +155,15 @@ def _explained(m: Mark, truth: list[Incident]) -> bool:
     return False
 
 
-def score_marks(marks: list[Mark], truth: list[Incident]) -> Score:
+def score_marks(marks: list[Mark], truth: list[Incident], recorded: list[Mark] | None = None) -> Score:
+    """`marks` meet the expectations and are the alarms. With `recorded` (findings, when `marks`
+    are pages), an expectation that is not to page (`page: false`) is met by those instead."""
     result = Score()
     ordered = sorted(marks, key=lambda m: m.at)
+    findings = ordered if recorded is None else sorted(recorded, key=lambda m: m.at)
     for inc in truth:
         for item in inc.expect:
-            hit = _first(ordered, item, inc.detect_from, True)
+            hit = _first(ordered if item.page else findings, item, inc.detect_from, True)
             delay = (hit.at - inc.detect_from).total_seconds() if hit else None
             result.outcomes.append(Outcome(inc.id, item.kind, _subject(item), hit is not None, delay))
         for item in inc.recover:

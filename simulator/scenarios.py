@@ -531,7 +531,7 @@ class ServiceDies(Scenario):
         total = sim.settings.instances[self.service]
         if self.instances == 0 or self.instances >= total:
             return [ExpectItem("service_down", within, service=self.service)]
-        return [ExpectItem("heartbeat_missing", within, service=self.service)]
+        return [ExpectItem("heartbeat_missing", within, service=self.service, page=False)]
 
 
 @dataclass
@@ -591,7 +591,7 @@ class ClockSkew(_OneInstance):
             faults.clock_skews.append((self.service, self.instance, self.end_ms, 0))
 
     def expect(self, sim: Simulation) -> list[ExpectItem]:
-        return [ExpectItem("clock_skew", CLOCK_SKEW_WITHIN_S, service=self.service)]
+        return [ExpectItem("clock_skew", CLOCK_SKEW_WITHIN_S, service=self.service, page=False)]
 
 
 @dataclass
@@ -633,7 +633,7 @@ class InstanceDies(_OneInstance):
 
     def expect(self, sim: Simulation) -> list[ExpectItem]:
         within = sim.settings.heartbeat_interval_s * 3 + self.slack
-        return [ExpectItem("heartbeat_missing", within, service=self.service)]
+        return [ExpectItem("heartbeat_missing", within, service=self.service, page=False)]
 
 
 @dataclass
@@ -673,7 +673,9 @@ class Autoscale(Scenario):
         return super().incident(sim, incident_id)
 
     def expect(self, sim: Simulation) -> list[ExpectItem]:
-        return [ExpectItem("heartbeat_missing", sim.settings.heartbeat_interval_s * 3 + 2, service=self.service)]
+        return [
+            ExpectItem("heartbeat_missing", sim.settings.heartbeat_interval_s * 3 + 2, service=self.service, page=False)
+        ]
 
 
 @dataclass

@@ -39,7 +39,8 @@ class ChannelRecord:
 
 @dataclass(frozen=True, slots=True)
 class ExpectItem:
-    """A finding that must open (or, in `recover`, a level that must return) within `within_s`."""
+    """A finding that must open (or, in `recover`, a level that must return) within `within_s`, and
+    page on-call unless `page` is False."""
 
     kind: str
     within_s: float
@@ -47,6 +48,7 @@ class ExpectItem:
     service: str | None = None
     level: str | None = None
     merchant: str | None = None
+    page: bool = True  # False: on-call is not woken for it (one instance among live ones), it is recorded
 
     def to_dict(self) -> dict:
         out: dict = {"kind": self.kind}
@@ -55,6 +57,8 @@ class ExpectItem:
             if value is not None:
                 out[key] = value
         out["within_s"] = self.within_s
+        if not self.page:
+            out["page"] = False
         return out
 
 

@@ -99,3 +99,26 @@ def test_pages_of_rules_without_a_channel_label_speak_for_every_channel():
     wrong_channel = score_pages([_page(5, "firing", "PaidButPending", channel="alipay")], [inc], load_rules())
     assert hit.recall == 1.0 and hit.false_incidents == []
     assert wrong_channel.recall == 0.0 and len(wrong_channel.false_incidents) == 1
+
+
+def test_what_the_truth_says_is_recorded_not_paged_is_judged_on_its_finding():
+    """A skewed clock is recorded, not paged (`page: false` in the truth): its expectation is met by
+    the finding, which is no false alarm; without the findings it is an honest miss. The same finding
+    does not meet an expectation that must page."""
+    from paywatch.finding import FindingService, FindingServiceInstance, make_finding
+
+    skew = make_finding(
+        at=T0 + timedelta(seconds=70),
+        kind="clock_skew",
+        state="open",
+        fingerprint="clock_skew:checkout:c1",
+        severity="warning",
+        summary="checkout instance c1 stamps its events 40 s behind paywatch's clock",
+        service=FindingService(name="checkout", instance=FindingServiceInstance(id="c1")),
+    )
+    inc = _incident(scenario="clock_skew", expect=[Expectation("clock_skew", 120, service="checkout", page=False)])
+    with_findings = score_pages([], [inc], load_rules(), [skew])
+    assert with_findings.recall == 1.0 and with_findings.false_incidents == []
+    assert score_pages([], [inc], load_rules()).recall == 0.0
+    paging = _incident(scenario="clock_skew", expect=[Expectation("clock_skew", 120, service="checkout")])
+    assert score_pages([], [paging], load_rules(), [skew]).recall == 0.0

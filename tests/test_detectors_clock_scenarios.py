@@ -40,7 +40,7 @@ class Backtested:
         self.pages: list[Page] = result.pages
         self.truth = [msgspec.convert(i.to_dict(), Incident) for i in run.incidents]
         self.by_findings: Score = score(self.findings, self.truth)
-        self.by_pages: Score = score_pages(self.pages, self.truth, load_rules())
+        self.by_pages: Score = score_pages(self.pages, self.truth, load_rules(), self.findings)
 
     def outcome(self, scenario: str, by_pages: bool = True):
         [inc] = [i for i in self.truth if i.scenario == scenario]

@@ -20,7 +20,7 @@ from paywatch.clock import iso_utc
 from paywatch.contract import Event, Timestamp
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.detectors.replay import replay_events
-from paywatch.detectors.scoring import Incident, Mark, Score, score_marks
+from paywatch.detectors.scoring import Incident, Mark, Score, finding_mark, score_marks
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.finding import Finding
 
@@ -93,8 +93,12 @@ def page_marks(pages: Iterable[Page], rules: Rules) -> list[Mark]:
     return marks
 
 
-def score_pages(pages: list[Page], truth: list[Incident], rules: Rules) -> Score:
-    return score_marks(page_marks(pages, rules), truth)
+def score_pages(pages: list[Page], truth: list[Incident], rules: Rules, findings: Iterable[Finding] = ()) -> Score:
+    """Pages against the truth. An expectation the truth marks `page: false` (a skewed clock, one
+    silent instance among live siblings) is recorded, not paged: it is met by its finding among
+    `findings`, and is a miss without them. Every other expectation must be met by a page, so a
+    rule change that stops paging an incident shows as a miss. Only pages count as false alarms."""
+    return score_marks(page_marks(pages, rules), truth, recorded=[finding_mark(f) for f in findings])
 
 
 def describe(page: Page) -> str:

@@ -111,7 +111,7 @@ def replay(
     incidents = read_truth(truth.read_bytes().splitlines())
     judged = [("findings", score(findings, incidents))]
     if pages_path:
-        judged.append(("pages", score_pages(pages, incidents, rules)))
+        judged.append(("pages", score_pages(pages, incidents, rules, findings)))
     for what, result in judged:
         click.echo(f"— {what}")
         for o in result.outcomes:
