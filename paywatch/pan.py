@@ -248,12 +248,28 @@ def mask_text(text: str, keep: Collection[str] = ()) -> str:
     return "".join(out)
 
 
-def card_in_id(value: str, settings: PanSettings = DEFAULT) -> str | None:
-    """Why an id is a card number by `settings.id_rule`, or None. Only whole digit runs count:
-    an id is a key, and a 19-digit snowflake holds a Luhn-valid 13-digit window half the time."""
+def _glued(text: str, spans: list[tuple[int, int]]) -> bool:
+    """A digit run inside an alphanumeric token (a hex event id): part of the token, not a number
+    written on its own. About 1 in 10,000 random 24-hex ids holds a 14-digit run that a scheme
+    prefix and Luhn would call a card; rejecting those events would lose them for nothing."""
+    start, end = spans[0][0], spans[-1][1]
+    before = text[start - 1] if start > 0 else ""
+    after = text[end] if end < len(text) else ""
+    return (before.isascii() and before.isalpha()) or (after.isascii() and after.isalpha())
+
+
+def _loose_runs(value: str) -> list[tuple[list[tuple[int, int]], str]]:
+    """The digit runs of an id or token that stand on their own."""
     if not _has_run(value):
-        return None
-    for _spans, digits in _runs(value):
+        return []
+    return [(spans, digits) for spans, digits in _runs(value) if not _glued(value, spans)]
+
+
+def card_in_id(value: str, settings: PanSettings = DEFAULT) -> str | None:
+    """Why an id is a card number by `settings.id_rule`, or None. Only whole digit runs standing on
+    their own count: an id is a key, and a 19-digit snowflake holds a Luhn-valid 13-digit window
+    half the time."""
+    for _spans, digits in _loose_runs(value):
         if settings.id_rule == "luhn":
             if len(digits) <= MAX_PAN and luhn_ok(digits):
                 return f"a {len(digits)}-digit Luhn-valid number"
@@ -424,9 +440,10 @@ def _is_id_path(path: tuple[str, ...], settings: PanSettings) -> bool:
 
 def mask_tree(value: Any, settings: PanSettings = DEFAULT) -> Any:
     """Mask card numbers in every string of a JSON-like tree (a stored document, a log line).
-    Ids (by key) are kept, and so are they where its text names them (an alert's description
-    lists its orders), unless they are card numbers by `id_rule`, which a stored document
-    cannot reject: those are masked. Integers long enough to be a card number are checked as text."""
+        Ids (by key) are kept, and so are they where its text names them (an alert's description
+        lists its orders), unless they are card numbers by `id_rule`, which a stored document
+        cannot reject: those are masked. Integers are masked only when they are a card by the scheme
+    rule (so epoch milliseconds, which pass Luhn one time in ten, stay numbers)."""
     return _mask_tree(value, settings, (), id_digits(_tree_ids(value, settings)))
 
 
@@ -440,9 +457,10 @@ def _mask_tree(value: Any, settings: PanSettings, path: tuple[str, ...], keep: f
     if isinstance(value, list | tuple):
         return [_mask_tree(v, settings, path, keep) for v in value]
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** (MIN_PAN - 1):
-        text = str(value)
-        masked = _mask_tree(text, settings, path, keep)
-        return value if masked is text else masked
+        # A number is a number (epoch milliseconds, amounts, counters keep their mapped type): only
+        # one that is a card by the scheme rule is masked, and becomes text.
+        text = str(abs(value))
+        return mask_text(text) if scheme_of(text) else value
     return value
 
 

@@ -301,3 +301,27 @@ def test_card_numbers_escaped_twice_json_inside_json_are_found(fmt):
     out = mask_bytes(raw)
     assert survivors(out, [CARD]) == [] and ORDER_IDS[0].encode() in out
     assert survivors(mask_text(inner), [CARD]) == []
+
+
+def test_a_digit_run_glued_inside_a_hex_id_is_part_of_the_id_not_a_card():
+    """Random hex event ids hold a scheme-prefixed, Luhn-valid run now and then (found when a
+    generated 24-hex id held a 14-digit Diners number): such an event is kept, its id whole. The
+    same run standing on its own, or behind a separator, is still a card."""
+    diners = "30569309025904"
+    assert card_in_id(diners) is not None and card_in_id(f"ord-{diners}") is not None
+    for glued in (f"a{diners}b", f"{diners}ff", f"e3{diners}"):
+        assert card_in_id(glued) is None
+        ev = mask_event(decode(payment(event={"id": glued, "dataset": "paywatch.payment", "action": "order_created"})))
+        assert ev.event.id == glued
+
+
+def test_numbers_in_documents_stay_numbers_unless_they_are_cards():
+    """Epoch milliseconds (13 digits, Luhn-valid one time in ten) in a finding's figures must stay
+    integers: Elasticsearch maps them as numbers and refused the masked text (found by the
+    dashboards' demo test). A card number sent as a JSON number is still masked."""
+    sent_at_ms = 1768444443718
+    assert luhn_ok(str(sent_at_ms))
+    doc = {"finding": {"evidence": {"figures": {"sent_at_ms": sent_at_ms, "card": 4111111111111111}}}}
+    figures = mask_tree(doc)["finding"]["evidence"]["figures"]
+    assert figures["sent_at_ms"] == sent_at_ms
+    assert figures["card"] == "411111******1111"
