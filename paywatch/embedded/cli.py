@@ -192,7 +192,7 @@ def incidents(limit: int, config_path: Path | None, database: Path | None, as_js
 @click.option("--speed", default=20.0, show_default=True, help="Simulated seconds per wall second; 0 = flat out.")
 @click.option("--out", "out_dir", default=DEMO_DIR, show_default=True, type=click.Path(file_okay=False, path_type=Path))
 def demo(seed: int, duration: str, speed: float, out_dir: Path) -> None:
-    """Replay the callback-outage incident of domain.md on the embedded stack and score the result."""
+    """Replay a callback outage, a failing bank and a dead compensation job; score what paywatch caught."""
     from paywatch.embedded.demo import check_duration, print_summary, run_demo
     from paywatch.logs import configure_logging
 

@@ -1,4 +1,4 @@
-"""`paywatch demo`: the incident of domain.md, replayed on the embedded stack in two minutes.
+"""`paywatch demo`: a payments incident, replayed on the embedded stack in two minutes.
 
 The simulator plays 20 minutes of a platform's payments — normal traffic, then a callback
 outage on one channel (customers re-pay, some are charged twice), a bank failing and
