@@ -8,7 +8,6 @@ re-emitted after a replay lands on the same Elasticsearch document.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Final, Literal
 
@@ -16,6 +15,7 @@ import msgspec
 from msgspec import Struct, field
 
 from paywatch.contract import ContractError, Timestamp
+from paywatch.ids import stable_id
 
 FINDING: Final = "paywatch.finding"
 
@@ -116,8 +116,7 @@ def is_incident(finding: Finding) -> bool:
 
 
 def finding_event_id(fingerprint: str, state: str, level: str | None, at: datetime) -> str:
-    raw = f"{fingerprint}|{state}|{level or ''}|{at.isoformat()}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+    return stable_id(fingerprint, state, level or "", at.isoformat())
 
 
 def make_finding(
