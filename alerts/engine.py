@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from paywatch.alerts.kibana import evidence_query
 from paywatch.alerts.model import Alert, AlertChange, Status, fingerprint
 from paywatch.alerts.rules import Rule, Rules
-from paywatch.finding import Finding
+from paywatch.finding import Finding, holds_open
 from paywatch.kibana import discover_url
 from paywatch.pan import id_digits, mask_id, mask_text
 
@@ -47,7 +47,7 @@ def signal_from_finding(finding: Finding) -> Signal:
     return Signal(
         kind=meta.kind,
         key=meta.fingerprint,
-        open=meta.state == "open" and meta.level != "healthy",
+        open=holds_open(meta.state, meta.level),
         at=finding.timestamp,
         summary=meta.summary,
         level=meta.level,

@@ -107,12 +107,20 @@ class Finding(Struct, omit_defaults=True, rename={"timestamp": "@timestamp"}):
     service: FindingService | None = None
 
 
+def is_incident_kind(kind: str | None, level: str | None) -> bool:
+    """Channel health pages only when it leaves healthy; its recovery is a resolve, not a page.
+    Takes the kind and level alone, so a stored document is judged like a decoded finding."""
+    return kind in INCIDENT_KINDS and (kind != "channel_health" or level != "healthy")
+
+
 def is_incident(finding: Finding) -> bool:
-    """Channel health pages only when it leaves healthy; its recovery is a resolve, not a page."""
-    meta = finding.finding
-    if meta.kind not in INCIDENT_KINDS:
-        return False
-    return meta.kind != "channel_health" or meta.level != "healthy"
+    return is_incident_kind(finding.finding.kind, finding.finding.level)
+
+
+def holds_open(state: str | None, level: str | None) -> bool:
+    """A finding holds its problem open; a channel back to healthy closes its health finding
+    whatever state it carries."""
+    return state == "open" and level != "healthy"
 
 
 def finding_event_id(fingerprint: str, state: str, level: str | None, at: datetime) -> str:
