@@ -23,7 +23,7 @@ import click
 from paywatch.cli import config_option
 from paywatch.collectors.dlq import INVALID, dead_letter_headers
 from paywatch.config import Config
-from paywatch.contract import APP, HEARTBEAT, PAYMENT, ContractError, encode
+from paywatch.contract import ContractError, encode
 from paywatch.intake import Intake
 from paywatch.otlp import decode_request, log_events
 from paywatch.pan import mask_bytes, mask_event
@@ -41,7 +41,7 @@ class OtlpRelay:
     def __init__(self, config: Config) -> None:
         topics = config.kafka.topics
         self.intake = Intake(config.intake)
-        self.topic_of = {PAYMENT: topics.payments, HEARTBEAT: topics.heartbeats, APP: topics.logs}
+        self.topic_of = topics.for_events()
         self.dead_letter = topics.dead_letter
 
     def handle(self, message: Message) -> list[Output]:

@@ -18,6 +18,7 @@ from paywatch.alerts.settings import AlertSettings
 from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.collectors.settings import CollectorSettings
 from paywatch.compensation.settings import CompensationSettings
+from paywatch.contract import APP, HEARTBEAT, PAYMENT
 from paywatch.dashboards.settings import DashboardSettings
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.embedded.settings import EmbeddedSettings
@@ -60,6 +61,11 @@ class Topics(Section):
         description="Current health of each channel for payment routers (compacted, key: channel or "
         "channel/method; docs/channels.md).",
     )
+
+    def for_events(self) -> dict[str, str]:
+        """The topic of each dataset a producer emits: what the SDK, the simulator and the OTLP
+        relay publish to, so all three route an event the same way."""
+        return {PAYMENT: self.payments, HEARTBEAT: self.heartbeats, APP: self.logs}
 
 
 class KafkaSettings(Section):

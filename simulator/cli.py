@@ -14,7 +14,7 @@ import click
 
 from paywatch.cli import config_option
 from paywatch.config import Config, read_secret
-from paywatch.contract import APP, HEARTBEAT, PAYMENT, Event, encode
+from paywatch.contract import Event, encode
 from paywatch.simulator.scenarios import DEFAULT_START, SCENARIOS, ScenarioError, parse_duration
 from paywatch.simulator.scenarios import simulate as run_simulation
 from paywatch.simulator.settings import SimulatorSettings
@@ -67,8 +67,7 @@ def _stream(
 ) -> dict:
     from paywatch.collectors.transports import HttpTransport, Record
 
-    topics = config.kafka.topics
-    topic_of = {PAYMENT: topics.payments, HEARTBEAT: topics.heartbeats, APP: topics.logs}
+    topic_of = config.kafka.topics.for_events()
     sinks: list[tuple[str, object]] = []
     if kafka:
         from paywatch.collectors.sdk import kafka_transport

@@ -18,7 +18,7 @@ import yaml
 from confluent_kafka import Producer
 
 from paywatch.config import Config
-from paywatch.contract import APP, HEARTBEAT, PAYMENT, Event, encode
+from paywatch.contract import Event, encode
 from paywatch.devstack import free_port
 from paywatch.kafka import ensure_topics, producer_config
 
@@ -111,8 +111,7 @@ def wait_for(probe: Callable[[], T], timeout: float, what: str, stages: Stages |
 
 def produce(config: Config, events: Iterable[Event]) -> int:
     """Events onto their topics, keyed as the contract says (what the SDK's Kafka transport does)."""
-    topics = config.kafka.topics
-    topic_of = {PAYMENT: topics.payments, HEARTBEAT: topics.heartbeats, APP: topics.logs}
+    topic_of = config.kafka.topics.for_events()
     producer = Producer(producer_config(config.kafka))
     failed: list[str] = []
 
