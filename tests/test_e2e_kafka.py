@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 import pytest
 from alerts_support import Receiver, am_config, posts
 from confluent_kafka import Consumer
-from stack_support import PAYWATCH, Stages, stack_config, wait_for
+from polling import wait_for
+from stack_support import PAYWATCH, Stages, stack_config
 
 from paywatch.collectors.sdk import open_logger
 from paywatch.config import Config

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from alerts_support import Receiver, am_config, posts
 from confluent_kafka import Consumer
-from stack_support import Stages, stack_config, wait_for
+from polling import wait_for
+from stack_support import Stages, stack_config
 
 from paywatch.elastic import data_stream
 from paywatch.kafka import consumer_config
