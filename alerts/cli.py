@@ -78,7 +78,9 @@ class AlertHandler:
         self.watched = set(settings.self_monitor.watched_services)
         sinks, alertmanager = build_sinks(settings)
         self._out: list[Output] = []
-        self.runner = AlertRunner(settings, build_engine(settings), sinks, self._publish, clock.now(), alertmanager)
+        self.runner = AlertRunner(
+            settings, build_engine(settings, config.kibana.url), sinks, self._publish, clock.now(), alertmanager
+        )
         self.findings: dict[int, TopicPartition] = {}
         self.replaying: set[int] = set()
         self._consumer: Consumer | None = None

@@ -35,7 +35,7 @@ def export(directory: Path, kibana_url: str | None, environments: tuple[str, ...
     settings = config.dashboards
     written = write_export(
         directory,
-        kibana_url=kibana_url or settings.kibana_url,
+        kibana_url=kibana_url or config.kibana.url,
         environments=environments or tuple(settings.environments),
         es_url=es_url,
     )
@@ -76,12 +76,12 @@ def provision(
     from paywatch.dashboards.provision import ProvisionError
     from paywatch.dashboards.provision import provision as run
 
-    updates = {k: v for k, v in {"grafana_url": grafana_url, "kibana_url": kibana_url}.items() if v}
-    settings = config.dashboards.model_copy(update=updates)
+    settings = config.dashboards.model_copy(update={"grafana_url": grafana_url} if grafana_url else {})
     try:
         report = run(
             settings,
             settings.elasticsearch_url or config.elasticsearch.url,
+            kibana_url or config.kibana.url,
             to_grafana=not skip_grafana,
             to_kibana=not skip_kibana,
         )

@@ -33,14 +33,13 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 
 from paywatch.dashboards import queries as q
-from paywatch.dashboards.settings import DashboardSettings
-from paywatch.kibana import discover_url
+from paywatch.kibana import KibanaSettings, discover_url
 
 ES_DATASOURCE = DataSourceRef(type_val="elasticsearch", uid="${environment}")
 PROMETHEUS_DATASOURCE = DataSourceRef(type_val="prometheus", uid="paywatch-prometheus")
 DATASOURCE_NAME_PREFIX = "paywatch · "
 TAG = "paywatch"
-DEFAULT_KIBANA_URL: str = DashboardSettings.model_fields["kibana_url"].default
+DEFAULT_KIBANA_URL: str = KibanaSettings.model_fields["url"].default
 DEFAULT_ENVIRONMENTS = ("default",)
 GRID_COLUMNS, PANEL_HEIGHT = 24, 8
 DATE_UNIT = "dateTimeAsIso"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from paywatch.alerts.settings import AlertSettings
 from paywatch.collectors.sdk_settings import SdkSettings
@@ -23,6 +23,7 @@ from paywatch.dashboards.settings import DashboardSettings
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.embedded.settings import EmbeddedSettings
 from paywatch.intake import IntakeSettings
+from paywatch.kibana import KibanaSettings
 from paywatch.pan import PanSettings
 from paywatch.simulator.settings import SimulatorSettings
 
@@ -99,6 +100,7 @@ class Config(Section):
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
+    kibana: KibanaSettings = Field(default_factory=KibanaSettings)
     pan: PanSettings = Field(default_factory=PanSettings)
     sdk: SdkSettings = Field(default_factory=SdkSettings)
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
@@ -109,6 +111,16 @@ class Config(Section):
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
     dashboards: DashboardSettings = Field(default_factory=DashboardSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, raw: object) -> object:
+        """Keys that moved fail by naming their new place (their values could disagree)."""
+        if isinstance(raw, dict):
+            for section in ("alerts", "dashboards"):
+                if isinstance(raw.get(section), dict) and "kibana_url" in raw[section]:
+                    raise ValueError(f"{section}.kibana_url is now kibana.url (one Kibana for links and imports)")
+        return raw
 
 
 class ConfigError(ValueError):

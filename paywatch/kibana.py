@@ -8,6 +8,22 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import quote
 
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class KibanaSettings(BaseModel):
+    """The one Kibana every link and import goes to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        "http://localhost:5601",
+        description="Kibana base URL as people reach it: alerts' evidence links, Grafana's 'Raw events in "
+        "Kibana Discover' links, and where `dashboards provision` imports saved objects. Empty: alerts carry "
+        "no evidence link.",
+    )
+
+
 URL_SAFE = "():,'!*-._~"
 """Left unencoded in a link that is used as is: rison's own punctuation reads better plain."""
 

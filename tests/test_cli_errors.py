@@ -100,7 +100,7 @@ def down(tmp_path: Path, closed_port: int) -> Path:
     (tmp_path / "down.yaml").write_text(
         f"backend: kafka\nkafka:\n  bootstrap_servers: 127.0.0.1:{closed_port}\n"
         f"elasticsearch:\n  url: {url}\n  request_timeout_s: 2\n"
-        f"dashboards:\n  grafana_url: {url}\n  kibana_url: {url}\n  timeout_s: 2\n"
+        f"dashboards:\n  grafana_url: {url}\n  timeout_s: 2\nkibana:\n  url: {url}\n"
         f"collector:\n  metrics_port: null\nsdk:\n  spill_dir: {tmp_path / 'spool'}\n"
     )
     return tmp_path / "down.yaml"

@@ -54,6 +54,16 @@ def test_every_knob_is_described():
     assert undocumented == []
 
 
+def test_the_old_kibana_url_keys_name_the_new_one(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    for section in ("alerts", "dashboards"):
+        cfg.write_text(f"{section}:\n  kibana_url: http://kibana:5601\n")
+        with pytest.raises(ConfigError, match=rf"{section}\.kibana_url is now kibana\.url"):
+            load_config(cfg)
+    cfg.write_text("kibana:\n  url: http://kibana:5601\n")
+    assert load_config(cfg).kibana.url == "http://kibana:5601"
+
+
 def test_unknown_keys_and_bad_values_are_clear_errors(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("kafka:\n  bootstrap_server: x\n")
