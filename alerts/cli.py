@@ -20,9 +20,10 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Message, TopicPartition
 
 from paywatch.alerts.runner import AlertRunner, build_engine, build_sinks
+from paywatch.cli import config_option
 from paywatch.clock import Clock, SystemClock
 from paywatch.collectors.sdk import kafka_transport, open_logger
-from paywatch.config import Config, ConfigError, load_config
+from paywatch.config import Config
 from paywatch.contract import ContractError, decode
 from paywatch.kafka import ensure_topics
 from paywatch.stage import Output, Stage
@@ -32,13 +33,13 @@ SELF = "paywatch-alert"
 
 
 @click.command(epilog="Example: paywatch alert --config paywatch.yaml")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="paywatch.yaml")
+@config_option
 @click.option("--max-seconds", type=float, default=None, help="Stop after this many seconds (demos, tests).")
-def alert(config_path: str | None, max_seconds: float | None) -> None:
+def alert(config: Config, max_seconds: float | None) -> None:
     """Turn findings into pages for on-call: Alertmanager, webhook, Slack, PagerDuty and the log."""
     try:
-        stage = build_stage(load_config(config_path))
-    except (ConfigError, ValueError) as exc:  # bad config or rules file, a sink without its secret
+        stage = build_stage(config)
+    except ValueError as exc:  # a bad rules file, a sink without its secret
         raise click.ClickException(str(exc)) from None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stage.stop.set())
@@ -77,7 +78,9 @@ class AlertHandler:
         self.watched = set(settings.self_monitor.watched_services)
         sinks, alertmanager = build_sinks(settings)
         self._out: list[Output] = []
-        self.runner = AlertRunner(settings, build_engine(settings), sinks, self._publish, clock.now(), alertmanager)
+        self.runner = AlertRunner(
+            settings, build_engine(settings, config.kibana.url), sinks, self._publish, clock.now(), alertmanager
+        )
         self.findings: dict[int, TopicPartition] = {}
         self.replaying: set[int] = set()
         self._consumer: Consumer | None = None

@@ -7,12 +7,12 @@ or re-published change lands on the same Elasticsearch document.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any, Final
 
 from paywatch.alerts.model import AlertChange, Delivery
+from paywatch.ids import stable_id
 
 ALERT: Final = "paywatch.alert"
 
@@ -24,11 +24,10 @@ def _iso(value: Any) -> str | None:
 def alert_document(change: AlertChange, deliveries: Sequence[Delivery] = ()) -> dict[str, Any]:
     alert = change.alert
     mine = [d for d in deliveries if alert.fingerprint in d.fingerprints]
-    raw = f"{alert.fingerprint}|{change.reason}|{alert.status}|{change.at.isoformat()}"
     doc: dict[str, Any] = {
         "@timestamp": change.at.isoformat(),
         "event": {
-            "id": hashlib.sha256(raw.encode()).hexdigest()[:32],
+            "id": stable_id(alert.fingerprint, change.reason, alert.status, change.at.isoformat()),
             "dataset": ALERT,
             "action": change.reason,
         },

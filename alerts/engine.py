@@ -14,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from paywatch.alerts.kibana import discover_url, evidence_query
+from paywatch.alerts.kibana import evidence_query
 from paywatch.alerts.model import Alert, AlertChange, Status, fingerprint
 from paywatch.alerts.rules import Rule, Rules
-from paywatch.finding import Finding
+from paywatch.finding import Finding, holds_open
+from paywatch.kibana import discover_url
 from paywatch.pan import id_digits, mask_id, mask_text
 
 MAX_LISTED_ORDERS = 20
@@ -46,7 +47,7 @@ def signal_from_finding(finding: Finding) -> Signal:
     return Signal(
         kind=meta.kind,
         key=meta.fingerprint,
-        open=meta.state == "open" and meta.level != "healthy",
+        open=holds_open(meta.state, meta.level),
         at=finding.timestamp,
         summary=meta.summary,
         level=meta.level,
@@ -264,7 +265,11 @@ class AlertEngine:
                 },
             )
             annotations["kibana_url"] = discover_url(
-                self._links.kibana_url, self._links.kibana_data_view, query, start, ends_at
+                self._links.kibana_url,
+                self._links.kibana_data_view,
+                query,
+                start.isoformat(),
+                ends_at.isoformat() if ends_at else None,
             )
         # Summaries come from payment data: a card number must not reach a pager or a chat. Ids
         # are not masked (a page must name orders that `paywatch orders show` finds); links are

@@ -1,19 +1,9 @@
-"""Kibana Discover links that open on the evidence of an alert (its orders, events, channel, time).
-
-Kibana keeps Discover state in rison in the URL fragment; only strings need care there
-(`!` and `'` are escaped with `!`), and the query itself is KQL.
-"""
+"""The KQL query of an alert's evidence (its orders, events, channel); the Discover link
+around it is `paywatch.kibana.discover_url`."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from urllib.parse import quote
-
 MAX_IDS = 50
-
-
-def _rison(text: str) -> str:
-    return "'" + text.replace("!", "!!").replace("'", "!'") + "'"
 
 
 def _kql(value: str) -> str:
@@ -34,14 +24,3 @@ def evidence_query(order_ids: list[str], event_ids: list[str], scope: dict[str, 
     if parts:
         return " or ".join(parts)
     return " and ".join(f"{name}:{_kql(value)}" for name, value in sorted(scope.items()))
-
-
-def discover_url(kibana_url: str, data_view: str, query: str, start: datetime, end: datetime | None) -> str:
-    """A Discover URL over [start, end] (end open: 'now' while the alert still fires)."""
-    to = _rison(end.isoformat()) if end else "now"
-    state_g = f"(time:(from:{_rison(start.isoformat())},to:{to}))"
-    state_a = (
-        f"(dataSource:(dataViewId:{_rison(data_view)},type:dataView),query:(language:kuery,query:{_rison(query)}))"
-    )
-    safe = "():,'!*-._~"
-    return f"{kibana_url.rstrip('/')}/app/discover#/?_g={quote(state_g, safe=safe)}&_a={quote(state_a, safe=safe)}"

@@ -38,10 +38,10 @@ log = structlog.get_logger("paywatch.alerts")
 Publish = Callable[[dict], None]
 
 
-def build_engine(settings: AlertSettings) -> AlertEngine:
+def build_engine(settings: AlertSettings, kibana_url: str) -> AlertEngine:
     links = Links(
         runbook_base_url=settings.runbook_base_url,
-        kibana_url=settings.kibana_url,
+        kibana_url=kibana_url,
         kibana_data_view=settings.kibana_data_view,
         kibana_lookback=timedelta(seconds=settings.kibana_lookback_s),
     )

@@ -102,9 +102,6 @@ class AlertSettings(_Section):
         "https://github.com/paywatch/paywatch/blob/main/docs/alerts.md",
         description="Runbook document; each rule's `runbook` is an anchor in it.",
     )
-    kibana_url: str = Field(
-        "http://127.0.0.1:5601", description="Kibana base URL for evidence links; empty omits the links."
-    )
     kibana_data_view: str = Field(
         "logs-paywatch", description="Kibana data view id the evidence links open in Discover."
     )

@@ -7,20 +7,15 @@ import threading
 
 import click
 
-from paywatch.config import load_config
+from paywatch.cli import config_option
+from paywatch.config import Config
 
 SELF = "paywatch-collect"
 
 
 @click.command(epilog="Example: PAYWATCH_CONFIG=paywatch.yaml paywatch collect")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="paywatch YAML config (default: $PAYWATCH_CONFIG, else built-in defaults).",
-)
-def collect(config_path: str | None) -> None:
+@config_option
+def collect(config: Config) -> None:
     """Store paywatch's Kafka topics in Elasticsearch: validated, PAN-masked, exactly once by event.id.
 
     Invalid messages and documents Elasticsearch refuses go to the dead-letter topic with the
@@ -31,7 +26,6 @@ def collect(config_path: str | None) -> None:
     from paywatch.metrics import start_metrics_server
 
     configure_logging()  # on stderr, like every stage: stdout stays free
-    config = load_config(config_path)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

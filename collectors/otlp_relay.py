@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Final
 
 import click
 
+from paywatch.cli import config_option
 from paywatch.collectors.dlq import INVALID, dead_letter_headers
-from paywatch.config import Config, load_config
-from paywatch.contract import APP, HEARTBEAT, PAYMENT, ContractError, encode
+from paywatch.config import Config
+from paywatch.contract import ContractError, encode
 from paywatch.intake import Intake
 from paywatch.otlp import decode_request, log_events
 from paywatch.pan import mask_bytes, mask_event
@@ -40,7 +41,7 @@ class OtlpRelay:
     def __init__(self, config: Config) -> None:
         topics = config.kafka.topics
         self.intake = Intake(config.intake)
-        self.topic_of = {PAYMENT: topics.payments, HEARTBEAT: topics.heartbeats, APP: topics.logs}
+        self.topic_of = topics.for_events()
         self.dead_letter = topics.dead_letter
 
     def handle(self, message: Message) -> list[Output]:
@@ -72,19 +73,12 @@ class OtlpRelay:
 
 
 @click.command("relay-otlp", epilog="Example: paywatch relay-otlp --config paywatch.yaml --group paywatch-otlp-relay")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="paywatch YAML config (default: $PAYWATCH_CONFIG, else built-in defaults).",
-)
+@config_option
 @click.option("--group", default="paywatch-otlp-relay", show_default=True, help="Kafka consumer group.")
-def relay_otlp(config_path: str | None, group: str) -> None:
+def relay_otlp(config: Config, group: str) -> None:
     """Put OpenTelemetry log records (OTLP/JSON on kafka.topics.otlp_logs) on paywatch's topics."""
     from paywatch.kafka import ensure_topics
 
-    config = load_config(config_path)
     topics = config.kafka.topics
     ensure_topics(config.kafka, [topics.otlp_logs, topics.payments, topics.heartbeats, topics.logs, topics.dead_letter])
     stage = Stage(config.kafka, group, [topics.otlp_logs], OtlpRelay(config))

@@ -381,7 +381,7 @@ class Emitter:
         self.service = service
         self.pan = pan
         self.clock = clock
-        self.topics = {PAYMENT: topics.payments, HEARTBEAT: topics.heartbeats, APP: topics.logs}
+        self.topics = topics.for_events()
         self.min_app_level = APP_LEVELS.index(settings.app_log_level)
         self.heartbeat: HeartbeatSender | None = None
         self._transport = transport

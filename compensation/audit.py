@@ -9,12 +9,12 @@ what the document records, so a replay lands on the same Elasticsearch document.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime
 from typing import Any, Final, Literal
 
 from paywatch.compensation.channels import QueryResult
+from paywatch.ids import stable_id
 from paywatch.pan import mask_tree
 
 ACTION: Final = "paywatch.action"
@@ -30,10 +30,6 @@ ActionType = Literal[
 ]
 # Actions an order system acts on (and the optional webhook delivers); the rest are records.
 ORDER_SYSTEM_ACTIONS: Final = frozenset({"repair", "refund"})
-
-
-def stable_id(*parts: object) -> str:
-    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]
 
 
 def query_section(result: QueryResult) -> dict[str, Any]:

@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from paywatch.compensation.audit import action_doc, stable_id
+from paywatch.compensation.audit import action_doc
 from paywatch.compensation.channels import Purpose, QueryRequest, QueryResult
 from paywatch.compensation.schedule import next_query, retry_after_error
 from paywatch.compensation.settings import CompensationSettings
 from paywatch.contract import PAYMENT, Event, EventMeta, Payment, Service, ServiceInstance
 from paywatch.finding import Evidence, Finding, FindingPayment, make_finding
+from paywatch.ids import stable_id
 
 Key = tuple[str, str]  # (channel, attempt_id)
 FINAL_OUTCOMES = ("success", "failure")

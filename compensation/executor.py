@@ -76,14 +76,6 @@ class Executor:
         self.outstanding -= 1
         return result
 
-    def ready(self) -> list[QueryResult]:
-        """Every result already available, without waiting."""
-        out = []
-        while not self._results.empty():
-            out.append(self._results.get_nowait())
-            self.outstanding -= 1
-        return out
-
     def circuit(self, channel: str) -> str:
         return self._lanes[channel].budget.breaker.state
 

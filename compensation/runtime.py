@@ -26,7 +26,6 @@ from datetime import datetime
 import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from paywatch.compensation.audit import stable_id
 from paywatch.compensation.channels import QueryResult, build_adapters
 from paywatch.compensation.engine import Compensator, Effects
 from paywatch.compensation.executor import Executor, OrderWebhook
@@ -34,6 +33,7 @@ from paywatch.compensation.settings import CompensationSettings
 from paywatch.config import Config
 from paywatch.contract import HEARTBEAT, ContractError, Event, EventMeta, Heartbeat, encode
 from paywatch.finding import decode_finding, encode_finding
+from paywatch.ids import stable_id
 from paywatch.intake import Intake
 from paywatch.kafka import ensure_topics
 from paywatch.stage import Output, Stage

@@ -7,11 +7,8 @@ from pathlib import Path
 
 import click
 
-from paywatch.config import Config, load_config
-
-
-def _config(path: Path | None) -> Config:
-    return load_config(path)
+from paywatch.cli import config_option
+from paywatch.config import Config
 
 
 @click.group(epilog="Example: paywatch dashboards provision --grafana http://localhost:3000")
@@ -29,18 +26,16 @@ def dashboards() -> None:
     show_default=True,
     help="Elasticsearch as Grafana's server reaches it, for the provisioned data sources.",
 )
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
-def export(
-    directory: Path, kibana_url: str | None, environments: tuple[str, ...], es_url: str, config_path: Path | None
-) -> None:
+@config_option
+def export(directory: Path, kibana_url: str | None, environments: tuple[str, ...], es_url: str, config: Config) -> None:
     """Write DIRECTORY/grafana/<uid>.json, DIRECTORY/kibana/paywatch.ndjson and Grafana's file
     provisioning config under DIRECTORY/provisioning/."""
     from paywatch.dashboards.export import write_export
 
-    settings = _config(config_path).dashboards
+    settings = config.dashboards
     written = write_export(
         directory,
-        kibana_url=kibana_url or settings.kibana_url,
+        kibana_url=kibana_url or config.kibana.url,
         environments=environments or tuple(settings.environments),
         es_url=es_url,
     )
@@ -73,21 +68,20 @@ def docs(path: Path) -> None:
 )
 @click.option("--skip-grafana", is_flag=True)
 @click.option("--skip-kibana", is_flag=True)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+@config_option
 def provision(
-    grafana_url: str | None, kibana_url: str | None, skip_grafana: bool, skip_kibana: bool, config_path: Path | None
+    grafana_url: str | None, kibana_url: str | None, skip_grafana: bool, skip_kibana: bool, config: Config
 ) -> None:
     """Create the Elasticsearch data sources if missing and import every dashboard (idempotent)."""
     from paywatch.dashboards.provision import ProvisionError
     from paywatch.dashboards.provision import provision as run
 
-    config = _config(config_path)
-    updates = {k: v for k, v in {"grafana_url": grafana_url, "kibana_url": kibana_url}.items() if v}
-    settings = config.dashboards.model_copy(update=updates)
+    settings = config.dashboards.model_copy(update={"grafana_url": grafana_url} if grafana_url else {})
     try:
         report = run(
             settings,
             settings.elasticsearch_url or config.elasticsearch.url,
+            kibana_url or config.kibana.url,
             to_grafana=not skip_grafana,
             to_kibana=not skip_kibana,
         )
@@ -104,16 +98,15 @@ def provision(
 @click.option("--environment", help="Data stream namespace (default: elasticsearch.namespace).")
 @click.option("--channel", multiple=True, help="Fill the channel variable (default: All).")
 @click.option("--merchant", multiple=True, help="Fill the merchant variable (default: All).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+@config_option
 def check(
-    since: str, environment: str | None, channel: tuple[str, ...], merchant: tuple[str, ...], config_path: Path | None
+    since: str, environment: str | None, channel: tuple[str, ...], merchant: tuple[str, ...], config: Config
 ) -> None:
     """Run every panel's query against Elasticsearch; exit 1 if any would show "No data"."""
     from paywatch.dashboards import check as checker
     from paywatch.dashboards import grafana
     from paywatch.elastic import client
 
-    config = _config(config_path)
     namespace = environment or config.elasticsearch.namespace
     units = {"m": "minutes", "h": "hours", "d": "days"}
     if not since[:-1].isdigit() or since[-1] not in units:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote
 
 from grafana_foundation_sdk.builders import barchart, bargauge, statetimeline, table, timeseries
 from grafana_foundation_sdk.builders import dashboard as gdb
@@ -34,13 +33,13 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 
 from paywatch.dashboards import queries as q
-from paywatch.dashboards.settings import DashboardSettings
+from paywatch.kibana import KibanaSettings, discover_url
 
 ES_DATASOURCE = DataSourceRef(type_val="elasticsearch", uid="${environment}")
 PROMETHEUS_DATASOURCE = DataSourceRef(type_val="prometheus", uid="paywatch-prometheus")
 DATASOURCE_NAME_PREFIX = "paywatch · "
 TAG = "paywatch"
-DEFAULT_KIBANA_URL: str = DashboardSettings.model_fields["kibana_url"].default
+DEFAULT_KIBANA_URL: str = KibanaSettings.model_fields["url"].default
 DEFAULT_ENVIRONMENTS = ("default",)
 GRID_COLUMNS, PANEL_HEIGHT = 24, 8
 DATE_UNIT = "dateTimeAsIso"
@@ -117,14 +116,12 @@ def _transformations(panel: q.Panel) -> list[DataTransformerConfig]:
     return out
 
 
-def discover_url(data_view: str, lucene: str) -> str:
-    """A Kibana Discover link over the dashboard's time range. Grafana fills in `${...}`;
-    the rest is rison, URL-encoded so that spaces, quotes and colons survive."""
-    rison_query = "'" + lucene.replace("!", "!!").replace("'", "!'") + "'"
-    app_state = f"(dataSource:(dataViewId:'{data_view}',type:dataView),query:(language:lucene,query:{rison_query}))"
-    global_state = "(time:(from:'${__from:date:iso}',to:'${__to:date:iso}'))"
-    keep = "${}:_-.*,"
-    return "${kibana_url}/app/discover#/?_g=" + quote(global_state, safe=keep) + "&_a=" + quote(app_state, safe=keep)
+def _discover(data_view: str, lucene: str) -> str:
+    """A Kibana Discover link over the dashboard's time range. Grafana fills in `${...}`; the
+    rest is URL-encoded so that spaces, quotes and colons survive Grafana's link handling."""
+    return discover_url(
+        "${kibana_url}", data_view, lucene, "${__from:date:iso}", "${__to:date:iso}", "lucene", safe="${}:_-.*,"
+    )
 
 
 def data_view_id(dataset: str) -> str:
@@ -168,7 +165,7 @@ def es_panel(panel: q.Panel) -> Any:
         built = built.repeat(panel.repeat).repeat_direction("h").max_per_row(3)
     if panel.percent:
         built = built.stacking(StackingConfig().mode(StackingMode.PERCENT)).fill_opacity(40)
-    discover = discover_url(data_view_id(panel.dataset), _grafana_lucene(panel))
+    discover = _discover(data_view_id(panel.dataset), _grafana_lucene(panel))
     built = built.links([gdb.DashboardLink("Raw events in Kibana Discover").url(discover).target_blank(True)])
     for name in _date_fields(panel):
         built = built.override_by_name(name, [DynamicConfigValue(id_val="unit", value=DATE_UNIT)])
@@ -177,7 +174,7 @@ def es_panel(panel: q.Panel) -> Any:
         name = panel.row_field.rsplit(".", 1)[-1]
         row_query = f'{panel.row_field}:"${{__value.raw}}"'
         row_link = gdb.DashboardLink(f"Everything about this {name} in Kibana").url(
-            discover_url(data_view_id(q.ALL), row_query)
+            _discover(data_view_id(q.ALL), row_query)
         )
         built = built.override_by_name(panel.row_field, [_links_property(row_link.target_blank(True))])
     return built

@@ -40,7 +40,7 @@ def _grafana_api(settings: DashboardSettings) -> Any:
     return GrafanaApi.from_url(settings.grafana_url, credential=credential, timeout=settings.timeout_s)
 
 
-def provision_grafana(settings: DashboardSettings, es_url: str, report: ProvisionReport) -> None:
+def provision_grafana(settings: DashboardSettings, es_url: str, kibana_url: str, report: ProvisionReport) -> None:
     from grafana_client.client import GrafanaClientError
 
     api = _grafana_api(settings)
@@ -57,7 +57,7 @@ def provision_grafana(settings: DashboardSettings, es_url: str, report: Provisio
             api.datasource.create_datasource(source)
             report.created_datasources.append(source["uid"])
     environments = tuple(settings.environments)
-    for uid, model in grafana.build_all(settings.kibana_url, environments).items():
+    for uid, model in grafana.build_all(kibana_url, environments).items():
         try:
             api.dashboard.update_dashboard({"dashboard": model, "overwrite": True, "message": "paywatch provision"})
         except GrafanaClientError as exc:
@@ -73,10 +73,10 @@ def _kibana_auth(settings: DashboardSettings) -> tuple[dict[str, str], httpx.Bas
     return {}, httpx.BasicAuth(user, password) if user and password else None
 
 
-def provision_kibana(settings: DashboardSettings, report: ProvisionReport) -> None:
+def provision_kibana(settings: DashboardSettings, kibana_url: str, report: ProvisionReport) -> None:
     headers, auth = _kibana_auth(settings)
     response = httpx.post(
-        f"{settings.kibana_url.rstrip('/')}/api/saved_objects/_import",
+        f"{kibana_url.rstrip('/')}/api/saved_objects/_import",
         params={"overwrite": "true"},
         headers={"kbn-xsrf": "paywatch", **headers},
         auth=auth,
@@ -93,11 +93,12 @@ def provision_kibana(settings: DashboardSettings, report: ProvisionReport) -> No
 
 
 def provision(
-    settings: DashboardSettings, es_url: str, *, to_grafana: bool = True, to_kibana: bool = True
+    settings: DashboardSettings, es_url: str, kibana_url: str, *, to_grafana: bool = True, to_kibana: bool = True
 ) -> ProvisionReport:
+    """`kibana_url` is `kibana.url`: Grafana's Discover links point there, saved objects go there."""
     report = ProvisionReport()
     if to_grafana:
-        provision_grafana(settings, es_url, report)
+        provision_grafana(settings, es_url, kibana_url, report)
     if to_kibana:
-        provision_kibana(settings, report)
+        provision_kibana(settings, kibana_url, report)
     return report

@@ -12,16 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class DashboardSettings(BaseModel):
-    """Where `paywatch dashboards provision` imports the Grafana and Kibana dashboards."""
+    """Where `paywatch dashboards provision` imports the Grafana dashboards (Kibana: `kibana.url`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     grafana_url: str = Field("http://localhost:3000", description="Grafana base URL for `dashboards provision`.")
-    kibana_url: str = Field(
-        "http://localhost:5601",
-        description="Kibana base URL: where saved objects are imported, and where Grafana's "
-        "'Raw events in Kibana Discover' links point.",
-    )
     elasticsearch_url: str | None = Field(
         None,
         description="Elasticsearch URL as Grafana's server reaches it (in Docker, often not the URL "

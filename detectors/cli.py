@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import click
 
-from paywatch.config import ConfigError, load_config
-
-
-def _config(path: str | None):
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+from paywatch.cli import config_option
+from paywatch.config import Config
 
 
 @click.command(epilog="Example: paywatch detect --config paywatch.yaml --group paywatch-detect")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="paywatch.yaml")
+@config_option
 @click.option("--group", default="paywatch-detect", show_default=True, help="Kafka consumer group of the workers.")
 @click.option("--instance", help="This worker's instance id in its heartbeats (default: host-pid).")
-def detect(config_path: str | None, group: str, instance: str | None) -> None:
+def detect(config: Config, group: str, instance: str | None) -> None:
     """Run a detector worker on Kafka; start several with the same --group to scale out."""
     import logging
 
     from paywatch.detectors.runtime import run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run(_config(config_path), group, instance)
+    run(config, group, instance)

@@ -10,8 +10,13 @@ from __future__ import annotations
 import errno
 import importlib
 import re
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from paywatch.config import Config
 
 # command name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
@@ -79,6 +84,26 @@ def user_error(exc: BaseException) -> str | None:
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return f"{exc.strerror}: {exc.filename}"
     return None
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, path: Path | None) -> Config:
+    from paywatch.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:  # a missing, unreadable or invalid file: one line, exit 1
+        raise click.ClickException(str(exc)) from None
+
+
+config_option = click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_load_config,
+    help="paywatch YAML config (default: $PAYWATCH_CONFIG, else built-in defaults).",
+)
+"""`--config FILE` on every command: the command receives the loaded `Config`, never a path, so
+every command reads the file the same way and reports a bad one the same way."""
 
 
 class LazyGroup(click.Group):

@@ -12,16 +12,18 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from paywatch.alerts.settings import AlertSettings
 from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.collectors.settings import CollectorSettings
 from paywatch.compensation.settings import CompensationSettings
+from paywatch.contract import APP, HEARTBEAT, PAYMENT
 from paywatch.dashboards.settings import DashboardSettings
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.embedded.settings import EmbeddedSettings
 from paywatch.intake import IntakeSettings
+from paywatch.kibana import KibanaSettings
 from paywatch.pan import PanSettings
 from paywatch.simulator.settings import SimulatorSettings
 
@@ -61,6 +63,11 @@ class Topics(Section):
         "channel/method; docs/channels.md).",
     )
 
+    def for_events(self) -> dict[str, str]:
+        """The topic of each dataset a producer emits: what the SDK, the simulator and the OTLP
+        relay publish to, so all three route an event the same way."""
+        return {PAYMENT: self.payments, HEARTBEAT: self.heartbeats, APP: self.logs}
+
 
 class KafkaSettings(Section):
     """Where the Kafka backend's brokers are and what the topics are called."""
@@ -93,6 +100,7 @@ class Config(Section):
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
+    kibana: KibanaSettings = Field(default_factory=KibanaSettings)
     pan: PanSettings = Field(default_factory=PanSettings)
     sdk: SdkSettings = Field(default_factory=SdkSettings)
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
@@ -103,6 +111,16 @@ class Config(Section):
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
     dashboards: DashboardSettings = Field(default_factory=DashboardSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, raw: object) -> object:
+        """Keys that moved fail by naming their new place (their values could disagree)."""
+        if isinstance(raw, dict):
+            for section in ("alerts", "dashboards"):
+                if isinstance(raw.get(section), dict) and "kibana_url" in raw[section]:
+                    raise ValueError(f"{section}.kibana_url is now kibana.url (one Kibana for links and imports)")
+        return raw
 
 
 class ConfigError(ValueError):
@@ -121,7 +139,8 @@ def load_config(path: str | Path | None = None) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"invalid config {path}:\n{exc}") from None
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid config {path}: {problems}") from None
 
 
 def read_secret(env: str | None, file: Path | None = None) -> str | None:

@@ -11,7 +11,7 @@ processing time, set by paywatch when it stores the event. They are never mixed.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -166,14 +166,6 @@ def decode(raw: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> Event:
 
 def encode(event: Event) -> bytes:
     return _encoder.encode(event)
-
-
-def to_builtins(event: Event) -> dict:
-    return msgspec.to_builtins(event)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _when(dataset: str, actions: frozenset[str] | None = None) -> dict:

@@ -8,7 +8,6 @@ re-emitted after a replay lands on the same Elasticsearch document.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Final, Literal
 
@@ -16,6 +15,7 @@ import msgspec
 from msgspec import Struct, field
 
 from paywatch.contract import ContractError, Timestamp
+from paywatch.ids import stable_id
 
 FINDING: Final = "paywatch.finding"
 
@@ -107,17 +107,24 @@ class Finding(Struct, omit_defaults=True, rename={"timestamp": "@timestamp"}):
     service: FindingService | None = None
 
 
+def is_incident_kind(kind: str | None, level: str | None) -> bool:
+    """Channel health pages only when it leaves healthy; its recovery is a resolve, not a page.
+    Takes the kind and level alone, so a stored document is judged like a decoded finding."""
+    return kind in INCIDENT_KINDS and (kind != "channel_health" or level != "healthy")
+
+
 def is_incident(finding: Finding) -> bool:
-    """Channel health pages only when it leaves healthy; its recovery is a resolve, not a page."""
-    meta = finding.finding
-    if meta.kind not in INCIDENT_KINDS:
-        return False
-    return meta.kind != "channel_health" or meta.level != "healthy"
+    return is_incident_kind(finding.finding.kind, finding.finding.level)
+
+
+def holds_open(state: str | None, level: str | None) -> bool:
+    """A finding holds its problem open; a channel back to healthy closes its health finding
+    whatever state it carries."""
+    return state == "open" and level != "healthy"
 
 
 def finding_event_id(fingerprint: str, state: str, level: str | None, at: datetime) -> str:
-    raw = f"{fingerprint}|{state}|{level or ''}|{at.isoformat()}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+    return stable_id(fingerprint, state, level or "", at.isoformat())
 
 
 def make_finding(

@@ -26,7 +26,6 @@ The rules, in one place (docs/contract.md describes them for producers):
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Final
 
 import msgspec
@@ -44,6 +43,7 @@ from paywatch.contract import (
     check,
     decode,
 )
+from paywatch.ids import content_id
 
 _PAYMENT_FIELDS: Final = frozenset(f"payment.{f.encode_name}" for f in msgspec.structs.fields(Payment))
 _HEARTBEAT_FIELDS: Final = frozenset(
@@ -135,7 +135,7 @@ class Intake:
                     raise ContractError(f"{source} (mapped to {target}) and {target} disagree")
                 flat[target] = value
         if "event.id" not in flat:
-            flat["event.id"] = hashlib.sha256(_encode_json(flat)).hexdigest()[:32]
+            flat["event.id"] = content_id(_encode_json(flat))
         return _to_event(flat)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from paywatch.finding import INCIDENT_KINDS
+from paywatch.finding import holds_open, is_incident_kind
 
 Doc = Mapping[str, Any]
 
@@ -46,10 +46,7 @@ def fingerprint_of(doc: Doc) -> str | None:
 
 
 def is_incident_doc(doc: Doc) -> bool:
-    kind = get(doc, "finding.kind")
-    if kind not in INCIDENT_KINDS:
-        return False
-    return kind != "channel_health" or get(doc, "finding.level") != "healthy"
+    return is_incident_kind(get(doc, "finding.kind"), get(doc, "finding.level"))
 
 
 def summarise_incidents(findings: Iterable[Doc]) -> list[dict[str, Any]]:
@@ -63,9 +60,7 @@ def summarise_incidents(findings: Iterable[Doc]) -> list[dict[str, Any]]:
         fp = get(doc, "finding.fingerprint")
         if fp is None:
             continue
-        closes = get(doc, "finding.state") == "resolved" or (
-            get(doc, "finding.kind") == "channel_health" and get(doc, "finding.level") == "healthy"
-        )
+        closes = not holds_open(get(doc, "finding.state"), get(doc, "finding.level"))
         row = rows.get(fp)
         if row is None:
             if closes or not is_incident_doc(doc):

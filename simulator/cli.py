@@ -12,8 +12,9 @@ from typing import IO
 
 import click
 
-from paywatch.config import Config, ConfigError, load_config, read_secret
-from paywatch.contract import APP, HEARTBEAT, PAYMENT, Event, encode
+from paywatch.cli import config_option
+from paywatch.config import Config, read_secret
+from paywatch.contract import Event, encode
 from paywatch.simulator.scenarios import DEFAULT_START, SCENARIOS, ScenarioError, parse_duration
 from paywatch.simulator.scenarios import simulate as run_simulation
 from paywatch.simulator.settings import SimulatorSettings
@@ -66,8 +67,7 @@ def _stream(
 ) -> dict:
     from paywatch.collectors.transports import HttpTransport, Record
 
-    topics = config.kafka.topics
-    topic_of = {PAYMENT: topics.payments, HEARTBEAT: topics.heartbeats, APP: topics.logs}
+    topic_of = config.kafka.topics.for_events()
     sinks: list[tuple[str, object]] = []
     if kafka:
         from paywatch.collectors.sdk import kafka_transport
@@ -153,7 +153,7 @@ def _stream(
 )
 @click.option("--give-up-after", "give_up_s", type=float, default=120.0, show_default=True,
               help="Seconds to keep retrying an unavailable Kafka or ingest before failing.")  # fmt: skip
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="paywatch.yaml")
+@config_option
 def simulate(
     scenarios: tuple[str, ...],
     seed: int,
@@ -167,13 +167,9 @@ def simulate(
     speed: float,
     telemetry: str,
     give_up_s: float,
-    config_path: str | None,
+    config: Config,
 ) -> None:
     """Generate realistic payment traffic, with incidents injected and their ground truth."""
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
     settings: SimulatorSettings = config.simulator
     if rate is not None:
         settings = settings.model_copy(update={"peak_orders_per_s": rate})

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from polling import wait_for
 
 from paywatch.alerts.rules import Rules, load_rules
 from paywatch.finding import Evidence, Finding, FindingPayment, make_finding
@@ -66,17 +67,19 @@ class Receiver:
         self.server.server_close()
 
     def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def probe() -> list[Received] | None:
             with self.lock:
                 snapshot = list(self.received)
-            if predicate(snapshot):
-                return snapshot
-            time.sleep(0.1)
-        raise AssertionError(
-            f"receiver did not get what was expected in {timeout}s; got {len(snapshot)}: "
-            f"{[r.body[:300] for r in snapshot]}"
-        )
+            return snapshot if predicate(snapshot) else None
+
+        try:
+            return wait_for(probe, timeout, "the expected posts", every=0.1)
+        except AssertionError:
+            with self.lock:
+                got = [r.body[:300] for r in self.received]
+            raise AssertionError(
+                f"receiver did not get what was expected in {timeout}s; got {len(got)}: {got}"
+            ) from None
 
 
 def posts(received: list[Received], path: str = "/pager") -> list[dict]:

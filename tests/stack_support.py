@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,9 +15,10 @@ from typing import Any, TypeVar
 
 import yaml
 from confluent_kafka import Producer
+from polling import wait_for
 
 from paywatch.config import Config
-from paywatch.contract import APP, HEARTBEAT, PAYMENT, Event, encode
+from paywatch.contract import Event, encode
 from paywatch.devstack import free_port
 from paywatch.kafka import ensure_topics, producer_config
 
@@ -75,6 +75,19 @@ class Stages:
             if proc.poll() is not None:
                 raise AssertionError(f"paywatch {command} exited with {proc.returncode}:\n{self.tail(command)}")
 
+    def wait_for(self, probe: Callable[[], T], timeout: float, what: str, every: float = 1.0) -> T:
+        """`polling.wait_for` that fails at once when a stage died, and shows the stages' logs."""
+
+        def probe_while_alive() -> T:
+            self.check_alive()
+            return probe()
+
+        try:
+            return wait_for(probe_while_alive, timeout, what, every)
+        except AssertionError as exc:
+            logs = "\n".join(f"--- {c}:\n{self.tail(c)}" for c in self.running)
+            raise AssertionError(f"{exc}\n{logs}") from None
+
     def tail(self, command: str, lines: int = 40) -> str:
         path = self.logs / f"{command}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
@@ -94,25 +107,9 @@ class Stages:
             self.stop(command)
 
 
-def wait_for(probe: Callable[[], T], timeout: float, what: str, stages: Stages | None = None, every: float = 1.0) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` (and the stages' logs)."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        if stages is not None:
-            stages.check_alive()
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    logs = "" if stages is None else "\n".join(f"--- {c}:\n{stages.tail(c)}" for c in stages.running)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})\n{logs}")
-
-
 def produce(config: Config, events: Iterable[Event]) -> int:
     """Events onto their topics, keyed as the contract says (what the SDK's Kafka transport does)."""
-    topics = config.kafka.topics
-    topic_of = {PAYMENT: topics.payments, HEARTBEAT: topics.heartbeats, APP: topics.logs}
+    topic_of = config.kafka.topics.for_events()
     producer = Producer(producer_config(config.kafka))
     failed: list[str] = []
 

@@ -9,10 +9,11 @@ from alerts_support import rules
 from alerts_support import stuck as stuck_at
 
 from paywatch.alerts.engine import AlertEngine, Links
-from paywatch.alerts.kibana import discover_url, evidence_query
+from paywatch.alerts.kibana import evidence_query
 from paywatch.alerts.rules import Rules, RulesError, load_rules
 from paywatch.alerts.watchdog import StallMonitor, watchdog_change
 from paywatch.finding import FindingPayment, FindingService, make_finding
+from paywatch.kibana import discover_url
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -189,7 +190,7 @@ def test_evidence_query_prefers_orders_and_events_then_scope():
     assert evidence_query(["a", 'b"c'], [], {}) == 'payment.order_id:("a" or "b\\"c")'
     assert evidence_query([], ["e2", "e1", "e1"], {}) == 'event.id:("e1" or "e2")'
     assert evidence_query([], [], {"payment.channel": "alipay"}) == 'payment.channel:"alipay"'
-    url = discover_url("http://k", "dv", "x:1", T0, T0 + timedelta(hours=1))
+    url = discover_url("http://k", "dv", "x:1", T0.isoformat(), (T0 + timedelta(hours=1)).isoformat())
     assert "to:'2026-03-01T13:00:00%2B00:00'" in url
 
 

@@ -95,12 +95,12 @@ def test_findings_topic_to_one_page_and_documents_surviving_a_restart(
                     "bootstrap_servers": kafka_bootstrap,
                     "topics": {f: f"t-{run_id}-{f}" for f in ("findings", "alerts", "heartbeats")},
                 },
+                "kibana": {"url": ""},
                 "alerts": {
                     "rules_file": str(rules_file),
                     "alertmanager": {"urls": [am.url]},
                     "resend_interval_s": 1,
                     "tick_interval_s": 0.2,
-                    "kibana_url": "",
                     "self_monitor": {"watched_services": []},
                     "delivery": {"backoff_base_s": 0.1, "max_attempts": 3},
                 },

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from elasticsearch import NotFoundError
-from stack_support import Stages, produce, stack_config, wait_for
+from stack_support import Stages, produce, stack_config
 
 from paywatch.clock import ManualClock
 from paywatch.config import Config
@@ -168,7 +168,7 @@ def test_embedded_and_kafka_elasticsearch_backends_produce_the_same_incidents(ka
             past = datetime.now(UTC) > cutoff + lateness + timedelta(seconds=5)
             return past and len(seen) >= 15 and seen[-1] > 0 and len(set(seen[-15:])) == 1
 
-        wait_for(settled, 600, "the detector's findings to be stored in Elasticsearch and settle", stages)
+        stages.wait_for(settled, 600, "the detector's findings to be stored in Elasticsearch and settle")
     finally:
         stages.stop_all()
 

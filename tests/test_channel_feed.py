@@ -18,7 +18,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, ConfigResource
-from stack_support import PAYWATCH, Stages, produce, stack_config, wait_for
+from stack_support import PAYWATCH, Stages, produce, stack_config
 
 from paywatch.clock import ManualClock
 from paywatch.config import Config
@@ -201,8 +201,8 @@ def test_kafka_channel_health_topic_shows_down_and_recovery(kafka_bootstrap, tmp
             states = collapse(read())
             return all(key in states and states[key][-1]["level"] == "healthy" for key in KEYS)
 
-        wait_for(recovered, 300, f"{CHANNEL} to go down and recover on {topic}", stages)
-        wait_for(lambda: _republished(read()), 30, "the periodic re-publication of the current state", stages)
+        stages.wait_for(recovered, 300, f"{CHANNEL} to go down and recover on {topic}")
+        stages.wait_for(lambda: _republished(read()), 30, "the periodic re-publication of the current state")
     finally:
         stages.stop_all()
         consumer.close()

@@ -58,6 +58,33 @@ def _one_clear_line(result: subprocess.CompletedProcess, *expected: str) -> None
         assert text in error[0], error[0]
 
 
+def _command(path: tuple[str, ...]) -> click.Command:
+    cmd: click.Command = main
+    for name in path:
+        cmd = cmd.get_command(click.Context(main), name)  # type: ignore[attr-defined]
+    return cmd
+
+
+CONFIGURED = [path for path in COMMANDS if any("--config" in param.opts for param in _command(path).params)]
+
+
+def test_every_stage_command_takes_a_config() -> None:
+    names = {" ".join(path) for path in CONFIGURED}
+    assert {"collect", "relay-otlp", "detect", "replay", "alert", "compensate", "simulate", "run"} <= names
+    assert {"dashboards export", "dashboards provision", "dashboards check", "orders show", "incidents"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGURED, ids=" ".join)
+def test_every_command_reports_a_bad_config_the_same_way(path: tuple[str, ...], tmp_path: Path) -> None:
+    """One `--config` option and one loader: a missing file or an unknown key is the same one line
+    and exit 1 on every command, before the command does anything else."""
+    (tmp_path / "typo.yaml").write_text("kafak: {}\n")
+    for name, expected in (("missing.yaml", "cannot read config missing.yaml"), ("typo.yaml", "kafak")):
+        result = _run([*path, "--config", name], tmp_path)
+        assert result.returncode == 1, result.stderr
+        _one_clear_line(result, expected)
+
+
 @pytest.fixture
 def closed_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
@@ -73,7 +100,7 @@ def down(tmp_path: Path, closed_port: int) -> Path:
     (tmp_path / "down.yaml").write_text(
         f"backend: kafka\nkafka:\n  bootstrap_servers: 127.0.0.1:{closed_port}\n"
         f"elasticsearch:\n  url: {url}\n  request_timeout_s: 2\n"
-        f"dashboards:\n  grafana_url: {url}\n  kibana_url: {url}\n  timeout_s: 2\n"
+        f"dashboards:\n  grafana_url: {url}\n  timeout_s: 2\nkibana:\n  url: {url}\n"
         f"collector:\n  metrics_port: null\nsdk:\n  spill_dir: {tmp_path / 'spool'}\n"
     )
     return tmp_path / "down.yaml"

@@ -180,16 +180,21 @@ def test_pan_written_with_json_unicode_escapes_is_still_masked():
 
 
 def test_may_contain_pan_never_misses_what_mask_event_would_mask():
+    """For every message: masking changes it ⇒ the pre-check said "may contain a PAN". The count
+    at the end keeps the property from holding vacuously (masking must really happen, often)."""
     rng = random.Random(7)
     alphabet = '0123456789 -ab/"\\\t'
+    injected = masked = 0
     for _ in range(3000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         if rng.random() < 0.3:
+            injected += 1
             text = text[:5] + rng.choice([PAN, "4111-1111-1111-1111", "5500 0000 0000 0004"]) + text[5:]
         raw = json.dumps(payment(message=text), ensure_ascii=rng.random() < 0.5).encode()
-        event = contract.decode(raw)
-        if mask_event(event).message != text:
-            assert may_contain_pan(raw), raw
+        changed = mask_event(contract.decode(raw)).message != text
+        assert may_contain_pan(raw) or not changed, raw
+        masked += changed
+    assert masked >= 0.9 * injected > 0
 
 
 def test_chunks_respect_the_bulk_size_limit_and_keep_order():

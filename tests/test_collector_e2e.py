@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 from confluent_kafka import Consumer, Producer
+from polling import wait_for
 
 from paywatch.collectors.collector import Collector, connect
 from paywatch.collectors.dlq import KIND, REASON, SOURCE_OFFSET, SOURCE_TOPIC, headers_of
@@ -127,15 +128,6 @@ def count(es, config: Config, dataset: str = "paywatch.payment") -> int:
         return 0
     es.indices.refresh(index=index)
     return es.count(index=index)["count"]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def assert_exactly_once(es, config: Config, ids: list[str], dataset: str = "paywatch.payment") -> None:

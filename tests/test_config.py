@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from paywatch.config import Config, ConfigError, load_config, read_secret
-from paywatch.config_docs import _rows, render
+from paywatch.config_docs import NAME, _rows, render
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -12,9 +12,56 @@ def test_configuration_reference_is_current():
     assert (ROOT / "docs" / "configuration.md").read_text() == render(), "run `paywatch config-docs`"
 
 
+def _schema_keys(schema: dict, node: dict, prefix: str) -> set[str]:
+    """Every settings key under `node`, found by walking pydantic's JSON schema of `Config` (not the
+    generator's own walk over the models): nested sections, optional sections, dict values, list items."""
+    if "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    if "properties" in node:
+        keys = set()
+        for name, sub in node["properties"].items():
+            key = f"{prefix}.{name}" if prefix else name
+            keys.add(key)
+            keys |= _schema_keys(schema, sub, key)
+        return keys
+    keys = set()
+    for alternative in node.get("anyOf", []):
+        keys |= _schema_keys(schema, alternative, prefix)
+    if isinstance(node.get("additionalProperties"), dict):
+        keys |= _schema_keys(schema, node["additionalProperties"], f"{prefix}.{NAME}")
+    if isinstance(node.get("items"), dict):
+        keys |= _schema_keys(schema, node["items"], f"{prefix}[]")
+    return keys
+
+
+def test_every_settings_field_is_in_the_reference():
+    """A knob anywhere under `Config` (also inside `dict[str, Model]`, optional sections and lists)
+    that the generated page leaves out fails here."""
+    schema = Config.model_json_schema()
+    page = render()
+    documented = {line.split("`")[1] for line in page.splitlines() if line.startswith("| `")}
+    documented |= {line.split("`")[1].rstrip(":") for line in page.splitlines() if line.startswith("## `")}
+    # a section is documented by its rows; a leaf key must have its own row
+    sections = {key for key in _schema_keys(schema, schema, "") if any(k.startswith(key + ".") for k in documented)}
+    missing = sorted(_schema_keys(schema, schema, "") - documented - sections)
+    assert missing == []
+    assert f"compensation.channels.{NAME}.stripe.secret_key_env" in documented
+    assert f"detectors.channels.{NAME}.paid_grace_s" in documented
+
+
 def test_every_knob_is_described():
     undocumented = [key for key, _, _, desc in _rows(Config, "") if not desc]
     assert undocumented == []
+
+
+def test_the_old_kibana_url_keys_name_the_new_one(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    for section in ("alerts", "dashboards"):
+        cfg.write_text(f"{section}:\n  kibana_url: http://kibana:5601\n")
+        with pytest.raises(ConfigError, match=rf"{section}\.kibana_url is now kibana\.url"):
+            load_config(cfg)
+    cfg.write_text("kibana:\n  url: http://kibana:5601\n")
+    assert load_config(cfg).kibana.url == "http://kibana:5601"
 
 
 def test_unknown_keys_and_bad_values_are_clear_errors(tmp_path):

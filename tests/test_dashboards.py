@@ -244,8 +244,8 @@ def test_provision_is_idempotent(fake_apis: tuple[str, type[_FakeApis]], monkeyp
     url, state = fake_apis
     monkeypatch.setenv("GRAFANA_TOKEN", "glsa_test")
     monkeypatch.setenv("KIBANA_API_KEY", "a2liYW5h")
-    settings = DashboardSettings(grafana_url=url, kibana_url=url, environments=["default", "staging"])
-    first = provision(settings, "http://es:9200")
+    settings = DashboardSettings(grafana_url=url, environments=["default", "staging"])
+    first = provision(settings, "http://es:9200", url)
     assert first.created_datasources == ["paywatch-es-default", "paywatch-es-staging"]
     assert state.datasources["paywatch-es-staging"]["jsonData"]["index"] == "logs-paywatch.*-staging"
     assert set(state.dashboards) == {d.uid for d in q.DASHBOARDS}
@@ -255,7 +255,7 @@ def test_provision_is_idempotent(fake_apis: tuple[str, type[_FakeApis]], monkeyp
     assert "Bearer glsa_test" in state.auth and "ApiKey a2liYW5h" in state.auth
 
     state.datasources["paywatch-es-default"]["url"] = "http://edited-by-operator:9200"
-    second = provision(settings, "http://es:9200")
+    second = provision(settings, "http://es:9200", url)
     assert second.created_datasources == [] and len(second.existing_datasources) == 2
     assert state.datasources["paywatch-es-default"]["url"] == "http://edited-by-operator:9200"  # kept
     assert second.dashboards == first.dashboards and len(state.imports) == 2
@@ -263,6 +263,5 @@ def test_provision_is_idempotent(fake_apis: tuple[str, type[_FakeApis]], monkeyp
 
 def test_provision_reports_a_refused_import(fake_apis: tuple[str, type[_FakeApis]]) -> None:
     url, _state = fake_apis
-    settings = DashboardSettings(kibana_url=url + "/nowhere")
     with pytest.raises(ProvisionError, match="404"):
-        provision(settings, "http://es:9200", to_grafana=False)
+        provision(DashboardSettings(), "http://es:9200", url + "/nowhere", to_grafana=False)

@@ -536,13 +536,14 @@ def demo_documents() -> tuple[dict[str, list[dict[str, Any]]], datetime, datetim
     from paywatch.detectors.engine import DetectionEngine
     from paywatch.detectors.replay import replay_events
     from paywatch.detectors.settings import DetectorSettings
+    from paywatch.kibana import KibanaSettings
     from paywatch.simulator.scenarios import simulate
     from paywatch.simulator.settings import SimulatorSettings
 
     run = simulate(DEMO, seed=7, duration="10m", telemetry="direct", settings=SimulatorSettings(peak_orders_per_s=2))
     events = list(run)
     findings = list(replay_events(events, DetectionEngine(DetectorSettings()), drain_s=120))
-    alerts = build_engine(AlertSettings())
+    alerts = build_engine(AlertSettings(), KibanaSettings().url)
     changes = [c for f in findings for c in alerts.on_finding(f)]
     docs: dict[str, list[dict[str, Any]]] = {q.PAYMENT: [], q.HEARTBEAT: []}
     for event in events:

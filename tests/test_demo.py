@@ -1,4 +1,4 @@
-"""`paywatch demo`, the README's first command: the incident of domain.md, caught and reported."""
+"""`paywatch demo`, the README's first command: the simulated incident, caught and reported."""
 
 import subprocess
 import sys

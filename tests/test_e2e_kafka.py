@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 import pytest
 from alerts_support import Receiver, am_config, posts
 from confluent_kafka import Consumer
-from stack_support import PAYWATCH, Stages, stack_config, wait_for
+from polling import wait_for
+from stack_support import PAYWATCH, Stages, stack_config
 
 from paywatch.collectors.sdk import open_logger
 from paywatch.config import Config
@@ -188,25 +189,22 @@ def test_callback_outage_pages_once_is_repaired_by_queries_and_resolves(
                     platform.pay(order, 2000 + i, applied=False)
 
                 # one page at Alertmanager for the incident
-                firing = wait_for(
+                firing = stages.wait_for(
                     lambda: [p for p in posts(receiver.received) if p["status"] == "firing"],
                     240,
                     "Alertmanager to deliver the PaidButPending page",
-                    stages,
                 )
                 # compensating queries, repairs, and the order system marking every stuck order paid
-                wait_for(
+                stages.wait_for(
                     lambda: sorted(order_system.marked_paid) == sorted(stuck),
                     240,
                     f"repair actions for all {STUCK} stuck orders (got {order_system.marked_paid})",
-                    stages,
                 )
                 # the incident resolves: one resolved notification
-                wait_for(
+                stages.wait_for(
                     lambda: [p for p in posts(receiver.received) if p["status"] == "resolved"],
                     240,
                     "Alertmanager to deliver the resolved notification",
-                    stages,
                 )
                 time.sleep(5)  # a few group intervals: nothing more may arrive
                 platform.close()

@@ -5,10 +5,10 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 
 import httpx
+from polling import wait_for
 
 from paywatch.collectors.sdk import open_logger
 from paywatch.config import load_config
@@ -18,16 +18,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_sdk_events_over_http_become_a_stuck_order_finding(tmp_path):

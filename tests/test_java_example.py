@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from alerts_support import Receiver, am_config, posts
 from confluent_kafka import Consumer
-from stack_support import Stages, stack_config, wait_for
+from stack_support import Stages, stack_config
 
 from paywatch.elastic import data_stream
 from paywatch.kafka import consumer_config
@@ -83,11 +83,10 @@ def test_a_log4j_service_is_stored_judged_and_paged(
             stages.start("collect")
             stages.start("detect", "--group", f"detect-{namespace}")
             stages.start("alert")
-            firing = wait_for(
+            firing = stages.wait_for(
                 lambda: [p for p in posts(receiver.received) if p["status"] == "firing"],
                 240,
                 "Alertmanager to deliver the PaidButPending page for the Java service's stuck orders",
-                stages,
             )
             assert service.poll() is None, (tmp_path / "java.log").read_text()
 
@@ -97,15 +96,14 @@ def test_a_log4j_service_is_stored_judged_and_paged(
                 return [h["_source"] for h in hits["hits"]["hits"]]
 
             expected = HEALTHY * 4 + STUCK * 3
-            payments = wait_for(
+            payments = stages.wait_for(
                 lambda: (docs := stored("paywatch.payment")) and len(docs) >= expected and docs,
                 120,
                 f"the Java service's {expected} payment events in Elasticsearch",
-                stages,
             )
             service.send_signal(signal.SIGTERM)
             assert service.wait(60) == 128 + signal.SIGTERM  # how a JVM exits on SIGTERM, its hooks run
-            beats = wait_for(
+            beats = stages.wait_for(
                 lambda: (
                     [b for b in stored("paywatch.heartbeat") if b["service"]["name"] == "payment-gateway"]
                     if any(b["heartbeat"]["status"] == "stopping" for b in stored("paywatch.heartbeat"))
@@ -113,7 +111,6 @@ def test_a_log4j_service_is_stored_judged_and_paged(
                 ),
                 60,
                 "the Java service's heartbeats, the last one 'stopping', in Elasticsearch",
-                stages,
             )
         finally:
             if service.poll() is None:

@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
-from stack_support import Stages, stack_config, wait_for
+from stack_support import Stages, stack_config
 
 from paywatch.collectors.dlq import headers_of
 from paywatch.contract import ContractError, Event, decode
@@ -270,7 +270,7 @@ def test_otlp_json_on_kafka_is_relayed_to_the_contract_topics(server, kafka_boot
                     got.setdefault(msg.topic(), []).append(msg)
             return sum(len(v) for v in got.values()) >= 3
 
-        wait_for(all_three, 120, "the relayed payment, heartbeat and dead letter", stages)
+        stages.wait_for(all_three, 120, "the relayed payment, heartbeat and dead letter")
     finally:
         stages.stop_all()
         consumer.close()

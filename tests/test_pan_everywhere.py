@@ -65,12 +65,12 @@ def test_no_card_number_survives_anywhere_and_paged_orders_can_be_looked_up(tmp_
         settings = {
             "embedded": {"database": str(db)},
             "detectors": {"default": {"paid_grace_s": 1}},
+            "kibana": {"url": "http://kibana.example:5601"},
             "alerts": {
                 "alertmanager": {"urls": [am.url]},
                 "webhook": {"url": f"{hook.url}/hook", "secret_file": str(secrets["hook"]), "secret_env": "NO_SUCH"},
                 "slack": {"webhook_url_file": str(secrets["slack"]), "webhook_url_env": "NO_SUCH"},
                 "pagerduty": {"routing_key_file": str(secrets["pd"]), "routing_key_env": "NO_SUCH", "url": pd.url},
-                "kibana_url": "http://kibana.example:5601",
                 "self_monitor": {"watchdog": False},
             },
         }

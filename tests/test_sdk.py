@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import polling
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -83,12 +84,9 @@ def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98]
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
+def wait_for(condition: Callable[[], bool]) -> None:
+    """The SDK's counters move within milliseconds: poll them often."""
+    polling.wait_for(condition, 20.0, "the SDK's counters", every=0.005)
 
 
 def order(log: PaymentLogger, i: int, **extra: object) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from paywatch.config import ConfigError, load_config
+from paywatch.cli import config_option
+from paywatch.config import Config
 
 
 @click.command(
@@ -42,7 +43,7 @@ from paywatch.config import ConfigError, load_config
     help="Ground-truth incidents (JSONL from `paywatch simulate`): print recall, delays and false alarms "
     "of the findings and, with --pages, of the pages.",
 )
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="paywatch.yaml")
+@config_option
 @click.option(
     "--drain-s",
     default=0.0,
@@ -60,7 +61,7 @@ def replay(
     pages_path: Path | None,
     rules_path: Path | None,
     truth: Path | None,
-    config_path: str | None,
+    config: Config,
     drain_s: float,
     fail_on_miss: bool,
 ) -> None:
@@ -77,9 +78,8 @@ def replay(
     if out is None and pages_path is None:
         raise click.UsageError("say where to write: --out FINDINGS.jsonl, --pages PAGES.jsonl, or both")
     try:
-        config = load_config(config_path)
         rules = load_rules(rules_path or config.alerts.rules_file)
-    except (ConfigError, RulesError) as exc:
+    except RulesError as exc:
         raise click.ClickException(str(exc)) from None
     stats = ReplayStats()
 

@@ -12,27 +12,18 @@ import click
 from rich.console import Console
 from rich.table import Column, Table
 
+from paywatch.cli import config_option
 from paywatch.clock import iso_utc
-from paywatch.config import Config, ConfigError, load_config
+from paywatch.config import Config
 from paywatch.embedded.settings import DEMO_DATABASE, DEMO_DIR
 from paywatch.store import HistoryReader, get
 
-config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="paywatch.yaml"
-)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 database_option = click.option(
     "--database",
     type=click.Path(dir_okay=False, path_type=Path),
     help="SQLite file of the embedded backend (default: embedded.database, else the demo's).",
 )
-
-
-def _config(path: Path | None) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def history_reader(config: Config, database: Path | None = None) -> HistoryReader:
@@ -98,9 +89,9 @@ def orders() -> None:
 @config_option
 @database_option
 @json_option
-def show(order_id: str, config_path: Path | None, database: Path | None, as_json: bool) -> None:
+def show(order_id: str, config: Config, database: Path | None, as_json: bool) -> None:
     """Everything paywatch knows about ORDER_ID, oldest first: attempts, callbacks, queries, findings, actions."""
-    rows = history_reader(_config(config_path), database).order_timeline(order_id)
+    rows = history_reader(config, database).order_timeline(order_id)
     if not rows:
         raise click.ClickException(f"no events stored for order {order_id}")
     table = _table(
@@ -138,9 +129,9 @@ def alerts() -> None:
 @config_option
 @database_option
 @json_option
-def list_alerts(status: str | None, limit: int, config_path: Path | None, database: Path | None, as_json: bool) -> None:
+def list_alerts(status: str | None, limit: int, config: Config, database: Path | None, as_json: bool) -> None:
     """The latest state of each alert, newest first."""
-    rows = history_reader(_config(config_path), database).alerts(status, limit)
+    rows = history_reader(config, database).alerts(status, limit)
     table = _table("alerts", "changed at (UTC)", "alert", "status", "severity", "channel/service", "summary")
     _print(
         rows,
@@ -162,9 +153,9 @@ def list_alerts(status: str | None, limit: int, config_path: Path | None, databa
 @config_option
 @database_option
 @json_option
-def incidents(limit: int, config_path: Path | None, database: Path | None, as_json: bool) -> None:
+def incidents(limit: int, config: Config, database: Path | None, as_json: bool) -> None:
     """Incident-level findings, newest first, with when they opened and resolved."""
-    rows = history_reader(_config(config_path), database).incidents(limit)
+    rows = history_reader(config, database).incidents(limit)
     table = _table("incidents", "opened (UTC)", "resolved (UTC)", "kind", "severity", "subject", "summary", times=2)
     _print(
         rows,
@@ -192,7 +183,7 @@ def incidents(limit: int, config_path: Path | None, database: Path | None, as_js
 @click.option("--speed", default=20.0, show_default=True, help="Simulated seconds per wall second; 0 = flat out.")
 @click.option("--out", "out_dir", default=DEMO_DIR, show_default=True, type=click.Path(file_okay=False, path_type=Path))
 def demo(seed: int, duration: str, speed: float, out_dir: Path) -> None:
-    """Replay the callback-outage incident of domain.md on the embedded stack and score the result."""
+    """Replay a callback outage, a failing bank and a dead compensation job; score what paywatch caught."""
     from paywatch.embedded.demo import check_duration, print_summary, run_demo
     from paywatch.logs import configure_logging
 
@@ -210,8 +201,8 @@ def demo(seed: int, duration: str, speed: float, out_dir: Path) -> None:
 @click.command(epilog="Example: PAYWATCH_INGEST_TOKEN=$(openssl rand -hex 16) paywatch run --embedded")
 @click.option("--embedded", is_flag=True, required=True, help="Run every stage in this one process (SQLite).")
 @config_option
-def run(embedded: bool, config_path: Path | None) -> None:
+def run(embedded: bool, config: Config) -> None:
     """Run paywatch on one machine: HTTP ingest, detectors, alerts, compensation, SQLite."""
     from paywatch.embedded.runtime import run_embedded
 
-    run_embedded(_config(config_path))
+    run_embedded(config)

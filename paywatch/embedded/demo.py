@@ -1,4 +1,4 @@
-"""`paywatch demo`: the incident of domain.md, replayed on the embedded stack in two minutes.
+"""`paywatch demo`: a payments incident, replayed on the embedded stack in two minutes.
 
 The simulator plays 20 minutes of a platform's payments — normal traffic, then a callback
 outage on one channel (customers re-pay, some are charged twice), a bank failing and
@@ -37,7 +37,7 @@ from paywatch.embedded.pipeline import Pipeline
 from paywatch.embedded.report import CaughtIncident, ReportInput, render
 from paywatch.embedded.settings import DEMO_DATABASE, DEMO_DIR
 from paywatch.embedded.sqlite_store import SqliteStore
-from paywatch.finding import Finding, is_incident
+from paywatch.finding import Finding, holds_open, is_incident
 from paywatch.intake import Intake
 from paywatch.simulator.channel_api import ChannelApiServer, merchant_keypair
 from paywatch.simulator.settings import SimulatorSettings
@@ -120,7 +120,7 @@ class LiveView:
 
     def on_finding(self, finding: Finding) -> None:
         fp = finding.finding.fingerprint
-        if finding.finding.state == "open" and finding.finding.level != "healthy":
+        if holds_open(finding.finding.state, finding.finding.level):
             self.open[fp] = finding
         else:
             self.open.pop(fp, None)

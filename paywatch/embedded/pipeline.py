@@ -43,7 +43,12 @@ class Pipeline:
         self.channels = ChannelBoard()  # what GET /v1/channels answers
         sinks, alertmanager = build_sinks(config.alerts)
         self.alerting = AlertRunner(
-            config.alerts, build_engine(config.alerts), sinks, self._store_docs, started_at, alertmanager
+            config.alerts,
+            build_engine(config.alerts, config.kibana.url),
+            sinks,
+            self._store_docs,
+            started_at,
+            alertmanager,
         )
         self.compensation: CompensationStage | None = None
         self.listeners: list[FindingListener] = []
