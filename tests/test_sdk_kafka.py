@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError
-from test_sdk import emit_latencies_us, p99, wait_for
+from polling import wait_for
+from test_sdk import emit_latencies_us, p99
 
 from paywatch.collectors.sdk import PaymentLogger, open_logger
 from paywatch.collectors.sdk_settings import SdkSettings
@@ -118,7 +119,7 @@ def test_a_30_second_kafka_outage_loses_nothing_and_duplicates_nothing(kafka_fac
     emitter = SteadyEmitter(log, per_second=200)
     emitter.start()
     # a fresh broker may take a while to hand out producer ids; the SDK spills meanwhile
-    wait_for(lambda: (s := log.stats())["transport_available"] and s["sent"] > 0, timeout=90)
+    wait_for(lambda: (s := log.stats())["transport_available"] and s["sent"] > 0, 90, "the SDK to reach Kafka again")
 
     server.stop()
     outage_started = time.monotonic()
