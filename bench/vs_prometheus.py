@@ -140,16 +140,32 @@ scrape_configs:
 
 
 def alertmanager_config(profile: Profile, webhook: str) -> str:
+    """One route for both stacks, with the profile's group_wait. Where that is not 0s, paywatch's
+    alerts also go, unchanged, to a second receiver without group_wait (`<profile>-own`): they are
+    one alert per incident already, so that is how paywatch's pages would be routed."""
+    own = ""
+    if profile.group_wait != "0s":
+        own = """
+  routes:
+    - matchers: ['monitor!="prometheus"']
+      receiver: own
+      group_wait: 0s
+      continue: true
+    - receiver: oncall"""
     return f"""route:
   receiver: oncall
   group_by: [alertname, monitor, channel, service]
   group_wait: {profile.group_wait}
   group_interval: 5m
-  repeat_interval: 4h
+  repeat_interval: 4h{own}
 receivers:
   - name: oncall
     webhook_configs:
-      - url: '{webhook}'
+      - url: '{webhook}/{profile.name}'
+        send_resolved: false
+  - name: own
+    webhook_configs:
+      - url: '{webhook}/{profile.name}-own'
         send_resolved: false
 """
 
@@ -371,7 +387,7 @@ def main() -> None:
                 services.get(event)
             names = sorted({i.service for i in services.instances.values()})
             for p in PROFILES:
-                webhook = f"http://127.0.0.1:{hook.server_address[1]}/{p.name}"
+                webhook = f"http://127.0.0.1:{hook.server_address[1]}"
                 am = AlertmanagerServer(alertmanager_config(p, webhook), free_port(), tmp / f"am-{p.name}")
                 ams[p.name] = am.start()
                 prom = PrometheusServer(
@@ -452,7 +468,9 @@ def report(seen: Seen, onset: float, watched: float, events: int) -> None:
             ]
             pw_at, pw_paged, pr_at, pr_paged = row
             # polled every 0.25 s: an alert paged at once (group_wait 0s) reached Alertmanager no later
-            pw_at, pr_at = (min(filter(None, (a, b)), default=None) for a, b in ((pw_at, pw_paged), (pr_at, pr_paged)))
+            pw_own = first(seen.paged, f"{p.name}-own", "paywatch", incident)
+            pw_at = min(filter(None, (pw_at, pw_paged, pw_own)), default=None)
+            pr_at = min(filter(None, (pr_at, pr_paged)), default=None)
             ratio = "—"
             if pw_paged and pr_paged:
                 ratio = f"{(pr_paged - onset) / max(pw_paged - onset, 0.1):.1f}×"
@@ -460,6 +478,16 @@ def report(seen: Seen, onset: float, watched: float, events: int) -> None:
                     ratio += f" ({(pr_at - onset) / max(pw_at - onset, 0.1):.1f}×)"
             cells = f"{fmt(pw_at):>16s} {fmt(pw_paged):>10s} {fmt(pr_at):>18s} {fmt(pr_paged):>10s}"
             print(f"  {incident:16s} {cells}  {ratio}")
+        if p.group_wait != "0s":
+            own = []
+            for incident in INCIDENTS:
+                pw, pr = (
+                    first(seen.paged, f"{p.name}-own", "paywatch", incident),
+                    first(seen.paged, p.name, "prometheus", incident),
+                )
+                ratio = f", {(pr - onset) / max(pw - onset, 0.1):.1f}× sooner" if pw and pr else ""
+                own.append(f"{incident} {fmt(pw).strip()}{ratio}")
+            print(f"  paywatch paged on its own route (group_wait 0s): {'; '.join(own)}")
         for stack in ("paywatch", "prometheus"):
             false = sorted(
                 f"{name}{{{subj}}} at {at - onset:+.0f} s"
