@@ -54,7 +54,7 @@ def may_contain_pan(raw: bytes) -> bool:
     holds in the raw bytes because JSON escapes other than \\u never produce a digit, space or
     dash; non-ASCII text and \\u escapes answer True. One C-speed pass, ~10x cheaper than the
     regex; false positives (long numbers) only cost the full masking."""
-    if not raw.isascii() or (b"\\" in raw and b"\\u" in raw):  # one byte is a memchr: 10x cheaper
+    if not raw.isascii() or b"\\u" in raw:
         return True
     return _MIN_PAN_ZEROS in raw.translate(_DIGITS_AS_ZERO, b" -")
 
