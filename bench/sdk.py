@@ -116,7 +116,7 @@ def raw_round(kafka: KafkaSettings, n: int) -> tuple[float, float]:
 
 def sdk_round(kafka: KafkaSettings, n: int, spool: Path) -> tuple[float, float]:
     """(caller CPU µs per event, events/s delivered) for the SDK."""
-    config = Config(kafka=kafka, sdk=SdkSettings(spill_dir=spool, buffer_events=max(20_000, n)))
+    config = Config(kafka=kafka, sdk=SdkSettings(transport="kafka", spill_dir=spool, buffer_events=max(20_000, n)))
     log = open_logger("bench-sdk", config=config, heartbeat=False)
     emit_one(log, -1)
     log.flush(30)
@@ -182,7 +182,7 @@ def run(label: str, bootstrap: str, n: int, spool: Path) -> PaymentLogger:
     kafka = KafkaSettings(bootstrap_servers=bootstrap, topics=topics)
     if label == "up":
         ensure_topics(kafka, [topics.payments, topics.heartbeats, topics.logs])
-    config = Config(kafka=kafka, sdk=SdkSettings(spill_dir=spool, buffer_events=max(20_000, n)))
+    config = Config(kafka=kafka, sdk=SdkSettings(transport="kafka", spill_dir=spool, buffer_events=max(20_000, n)))
     log = open_logger(f"bench-{label}", config=config, heartbeat=False)
     emit_one(log, -1)  # warm-up: first-call imports and connection set-up are not what is measured
     if label == "up":
