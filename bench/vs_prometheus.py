@@ -435,6 +435,7 @@ def main() -> None:
             stop.set()
             if pipeline is not None:
                 pipeline.alerting.close()
+                pipeline.store.close()
             for server in [*proms.values(), *ams.values()]:
                 server.stop()
             services.close()
