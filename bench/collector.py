@@ -1,30 +1,37 @@
-"""Collector throughput and CPU cost: 200,000 events from Kafka into Elasticsearch.
+"""Collector side by side with the ideal pipeline: 200,000 events from Kafka into Elasticsearch.
 
-    .venv/bin/python bench/collector.py [--events 200000] [--bootstrap 127.0.0.1:19092] [--es-url http://127.0.0.1:19200]
+    .venv/bin/python bench/collector.py [--events 200000] [--rounds 2] [--bootstrap 127.0.0.1:19092] [--es-url http://127.0.0.1:19200]
 
-Produces the events first (not measured), then runs the collector in this process until
-every event is stored and prints events/s (wall clock) and collector CPU µs per event
-(process CPU time, all threads incl. librdkafka and the Elasticsearch client, / events).
-Also prints the CPU cost of the pure pipeline (decode, validate, mask, encode) alone, and,
-to judge the machine, what the standard library's json.loads costs on the same events.
-Uses its own topics and data stream namespace and deletes them afterwards.
+Produces the events first (not measured), then, alternately `--rounds` times, the ideal
+pipeline and the collector each read the whole topic (own consumer group) into the same
+Elasticsearch (own data stream, same index template) until every event is stored. The ideal
+pipeline is the floor for this job: a raw consumer, each message's bytes put as they are into a
+bulk `create` body (`_id` from partition and offset, so a re-read is still idempotent), commit
+after the bulk is acknowledged; no decoding, validation or masking. Printed for each: events/s
+(wall clock from the first message read) and CPU µs per event (process CPU, all threads incl.
+librdkafka and the Elasticsearch client, / events); then the ratios of the best rounds. Also
+the CPU cost of the collector's pure pipeline (decode, validate, mask, encode) alone, and, to judge the
+machine, what the standard library's json.loads costs on the same events. Uses its own
+topics and data stream namespaces and deletes them afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import uuid
 from datetime import UTC, datetime
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from paywatch.collectors.collector import build_batch, connect, routes
+from paywatch.collectors.collector import BULK_FILTER, build_batch, connect, routes
+from paywatch.collectors.templates import install_templates
 from paywatch.config import Config
 from paywatch.elastic import client, data_stream
-from paywatch.kafka import ensure_topics
+from paywatch.kafka import consumer_config, ensure_topics
 
 PAN = "4111111111111111"
 CHANNELS = ("alipay", "wechatpay", "stripe", "bank_a", "bank_b")
@@ -61,25 +68,86 @@ def event(i: int) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+def bench_config(args: argparse.Namespace, tag: str, namespace: str) -> Config:
+    return Config.model_validate(
+        {
+            "kafka": {
+                "bootstrap_servers": args.bootstrap,
+                "topics": {"payments": f"{tag}.payments", "dead_letter": f"{tag}.dlq"},
+            },
+            "elasticsearch": {"url": args.es_url, "namespace": namespace},
+            "collector": {"group_id": namespace, "metrics_port": None, "batch_size": args.batch_size},
+        }
+    )
+
+
+class FirstMessage:
+    """Wraps a consumer to note when the first message arrived: the group join before it (seconds,
+    the broker's initial rebalance delay) is the same for both and is not what is compared."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+        self.at: float | None = None
+
+    def consume(self, *args: object) -> list[Message]:
+        messages = self._consumer.consume(*args)
+        if messages and self.at is None:
+            self.at = time.perf_counter()
+        return messages
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._consumer, name)
+
+
+def ideal(config: Config, n: int) -> tuple[float, float]:
+    """The floor: raw bytes into bulk create bodies, commit after ack. (wall s, CPU s)"""
+    es = client(config.elasticsearch)
+    topic = config.kafka.topics.payments
+    stream = data_stream("paywatch.payment", config.elasticsearch.namespace)
+    action = b'{"create":{"_index":"%s","_id":"%%d-%%d"}}\n' % stream.encode()
+    consumer = FirstMessage(Consumer(consumer_config(config.kafka, config.collector.group_id)))
+    consumer.subscribe([topic])
+    stored = 0
+    cpu0 = time.process_time()
+    while stored < n:
+        messages = consumer.consume(config.collector.batch_size, 1.0)
+        if not messages:
+            continue
+        body = b"".join([action % (m.partition(), m.offset()) + m.value() + b"\n" for m in messages])
+        items = es.bulk(operations=body, filter_path=BULK_FILTER)["items"]
+        stored += sum(1 for item in items if item["create"]["status"] in (201, 409))
+        offsets: dict[int, int] = {}
+        for m in messages:
+            offsets[m.partition()] = m.offset() + 1
+        consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+    cpu, end = time.process_time() - cpu0, time.perf_counter()
+    consumer.close()
+    assert consumer.at is not None
+    return end - consumer.at, cpu
+
+
+def collector(config: Config, n: int) -> tuple[float, float]:
+    """paywatch's collector, until it has handled n messages. (wall s, CPU s)"""
+    running = connect(config, should_stop=lambda: running.handled >= n)
+    running.consumer = consumer = FirstMessage(running.consumer)  # type: ignore[assignment]
+    cpu0 = time.process_time()
+    running.run()
+    assert consumer.at is not None
+    return time.perf_counter() - consumer.at, time.process_time() - cpu0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of each (best of each is compared)")
     ap.add_argument("--bootstrap", default="127.0.0.1:19092")
     ap.add_argument("--es-url", default="http://127.0.0.1:19200")
     ap.add_argument("--batch-size", type=int, default=5000)
     args = ap.parse_args()
     n = args.events
     tag = f"bench{uuid.uuid4().hex[:8]}"
-    config = Config.model_validate(
-        {
-            "kafka": {
-                "bootstrap_servers": args.bootstrap,
-                "topics": {"payments": f"{tag}.payments", "dead_letter": f"{tag}.dlq"},
-            },
-            "elasticsearch": {"url": args.es_url, "namespace": tag},
-            "collector": {"group_id": tag, "metrics_port": None, "batch_size": args.batch_size},
-        }
-    )
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    config = bench_config(args, tag, tag)
     topic = config.kafka.topics.payments
     ensure_topics(config.kafka, [topic], partitions=6)
     values = [event(i) for i in range(n)]
@@ -95,20 +163,31 @@ def main() -> None:
     del producer
     print(f"produced {n} events ({sum(map(len, values)) / n:.0f} bytes avg) to {topic}")
 
-    collector = connect(config, should_stop=lambda: collector.handled >= n)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    collector.run()
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-
     es = client(config.elasticsearch)
-    index = data_stream("paywatch.payment", tag)
-    es.indices.refresh(index=index)
-    stored = es.count(index=index)["count"]
-    print(f"stored {stored} of {n}")
+    install_templates(es)  # the same mappings for both: the collector would install them itself
+    results: dict[str, list[tuple[float, float]]] = {"ideal": [], "collector": []}
+    streams = []
+    for r in range(args.rounds):
+        for name, run in (("ideal", ideal), ("collector", collector)):
+            namespace = f"{tag}{name[:2]}{r}"
+            wall, cpu = run(bench_config(args, tag, namespace), n)
+            index = data_stream("paywatch.payment", namespace)
+            streams.append(index)
+            es.indices.refresh(index=index)
+            stored = es.count(index=index)["count"]
+            results[name].append((wall, cpu))
+            print(
+                f"  round {r + 1} {name:9s}: {n / wall:8,.0f} events/s wall, {cpu / n * 1e6:5.2f} µs CPU/event"
+                f" (stored {stored} of {n})"
+            )
+    best = {name: (min(w for w, _ in rs), min(c for _, c in rs)) for name, rs in results.items()}
+    (cw, cc), (iw, ic) = best["collector"], best["ideal"]
+    print(f"CPU per event: collector {cc / n * 1e6:.2f} µs, ideal pipeline {ic / n * 1e6:.2f} µs: {cc / ic:.2f}×")
     print(
-        f"collector: {n / wall:,.0f} events/s wall, {cpu / n * 1e6:.1f} µs CPU/event "
-        f"(process CPU {cpu:.2f} s, wall {wall:.2f} s)"
+        f"wall throughput: collector {n / cw:,.0f} events/s, ideal pipeline {n / iw:,.0f} events/s: "
+        f"{cw / iw:.2f}× slower"
     )
+    print(f"load average {os.getloadavg()[0]:.1f}")
 
     table = routes(config.kafka.topics, tag, config.collector.max_event_bytes)
     messages = [Message(topic=topic, partition=0, offset=i, value=v) for i, v in enumerate(values)]
@@ -125,7 +204,8 @@ def main() -> None:
     ref = (time.process_time() - cpu0) / n * 1e6
     print(f"machine reference: json.loads of the same events takes {ref:.1f} µs CPU/event")
 
-    es.indices.delete_data_stream(name=index)
+    for index in streams:
+        es.indices.delete_data_stream(name=index)
     AdminClient({"bootstrap.servers": args.bootstrap}).delete_topics([topic, config.kafka.topics.dead_letter])
 
 

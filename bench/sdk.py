@@ -1,7 +1,15 @@
-"""Emitter SDK figures: how long `log.payment(...)` takes the caller with Kafka up and with every
-broker down, and how many events per second one caller thread emits and Kafka receives.
+"""Emitter SDK figures: the SDK side by side with a raw producer, and how long `log.payment(...)`
+takes the caller with Kafka up and with every broker down.
 
-    .venv/bin/python bench/sdk.py [--events 50000] [--bootstrap 127.0.0.1:19092]
+    .venv/bin/python bench/sdk.py [--events 50000] [--rounds 2] [--bootstrap 127.0.0.1:19092]
+
+Side by side (the floor): the same events, to the same Kafka, from one thread, by the SDK and
+by a raw producer that builds the same ECS document as a dict, msgspec-encodes it and calls
+`Producer.produce` (the same producer settings, idempotent, acks=all). Compared: the caller's
+CPU per event (its own thread's CPU time; the SDK's drain thread and librdkafka's threads are
+not the caller's) and the delivered rate (events acknowledged by Kafka per second of wall clock,
+from the first call to the last acknowledgement). The two alternate `--rounds` times; each
+figure is the best of its rounds, so a burst of load elsewhere on the machine hurts neither.
 
 Kafka up uses the local dev broker (started, or reused if already running); Kafka down is a
 bootstrap address where nothing listens, which is what "all brokers down" looks like to the
@@ -20,13 +28,18 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
-from paywatch.collectors.sdk import PaymentLogger, open_logger
+import msgspec
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+from paywatch.collectors.sdk import PaymentLogger, new_event_id, open_logger
 from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.config import Config, KafkaSettings, Topics
 from paywatch.devstack import KafkaServer, free_port
-from paywatch.kafka import ensure_topics
+from paywatch.kafka import ensure_topics, producer_config
 
 
 def emit_one(log: PaymentLogger, i: int) -> None:
@@ -42,6 +55,106 @@ def emit_one(log: PaymentLogger, i: int) -> None:
         outcome="unknown",
         latency_ms=38,
     )
+
+
+def raw_document(i: int, service: dict) -> dict:
+    """The document `emit_one` makes the SDK build, built directly as a dict."""
+    now = datetime.now(UTC)
+    return {
+        "@timestamp": now.replace(microsecond=now.microsecond // 1000 * 1000),
+        "event": {
+            "id": new_event_id(),
+            "dataset": "paywatch.payment",
+            "action": "payment_requested",
+            "outcome": "unknown",
+        },
+        "service": service,
+        "payment": {
+            "order_id": f"order-{i // 3}",
+            "attempt_id": f"attempt-{i}",
+            "channel": "alipay",
+            "method": "wallet",
+            "merchant_id": "m-42",
+            "amount_minor": 1250 + i % 100,
+            "currency": "CNY",
+            "latency_ms": 38,
+        },
+        "labels": {},
+    }
+
+
+def topics_for(label: str) -> Topics:
+    run_id = uuid.uuid4().hex[:8]
+    return Topics(
+        payments=f"bench-sdk-{label}-{run_id}.payments",
+        heartbeats=f"bench-sdk-{run_id}.hb",
+        logs=f"bench-sdk-{run_id}.logs",
+    )
+
+
+def raw_round(kafka: KafkaSettings, n: int) -> tuple[float, float]:
+    """(caller CPU µs per event, events/s delivered) for the raw producer."""
+    topic = kafka.topics.payments
+    producer = Producer(producer_config(kafka))
+    encode = msgspec.json.Encoder().encode
+    service = {"name": "bench-raw", "instance": {"id": "bench-raw-1"}}
+    producer.produce(topic, encode(raw_document(-1, service)), "warm-up")
+    producer.flush(30)
+    wall0, cpu0 = time.perf_counter(), time.thread_time()
+    for i in range(n):
+        value = encode(raw_document(i, service))
+        while True:
+            try:
+                producer.produce(topic, value, f"order-{i // 3}")
+                break
+            except BufferError:
+                producer.poll(0.01)
+    cpu = time.thread_time() - cpu0
+    assert producer.flush(300) == 0, "raw producer: not every event was delivered"
+    return cpu / n * 1e6, n / (time.perf_counter() - wall0)
+
+
+def sdk_round(kafka: KafkaSettings, n: int, spool: Path) -> tuple[float, float]:
+    """(caller CPU µs per event, events/s delivered) for the SDK."""
+    config = Config(kafka=kafka, sdk=SdkSettings(transport="kafka", spill_dir=spool, buffer_events=max(20_000, n)))
+    log = open_logger("bench-sdk", config=config, heartbeat=False)
+    emit_one(log, -1)
+    log.flush(30)
+    wall0, cpu0 = time.perf_counter(), time.thread_time()
+    for i in range(n):
+        emit_one(log, i)
+    cpu = time.thread_time() - cpu0
+    assert log.flush(300), "SDK: not every event was delivered"
+    rate = n / (time.perf_counter() - wall0)
+    stats = log.stats()
+    log.close(timeout=10)
+    assert stats["sent"] == n + 1 and stats["dropped"] == 0, stats
+    return cpu / n * 1e6, rate
+
+
+def side_by_side(bootstrap: str, n: int, rounds: int, spool: Path) -> None:
+    raw: list[tuple[float, float]] = []
+    sdk: list[tuple[float, float]] = []
+    made: list[str] = []
+    for r in range(rounds):
+        for label, results in (("raw", raw), ("sdk", sdk)):
+            kafka = KafkaSettings(bootstrap_servers=bootstrap, topics=topics_for(label))
+            ensure_topics(kafka, [kafka.topics.payments])
+            made.append(kafka.topics.payments)
+            if label == "raw":
+                results.append(raw_round(kafka, n))
+            else:
+                results.append(sdk_round(kafka, n, spool / f"sdk-{r}"))
+            cpu, rate = results[-1]
+            print(f"  round {r + 1} {label}: caller {cpu:5.2f} µs CPU/event, delivered {rate:9,.0f} events/s")
+    raw_cpu, raw_rate = min(c for c, _ in raw), max(d for _, d in raw)
+    sdk_cpu, sdk_rate = min(c for c, _ in sdk), max(d for _, d in sdk)
+    print(f"caller CPU per event: SDK {sdk_cpu:.2f} µs, raw producer {raw_cpu:.2f} µs: {sdk_cpu / raw_cpu:.2f}×")
+    print(
+        f"delivered to Kafka: SDK {sdk_rate:,.0f} events/s, raw producer {raw_rate:,.0f} events/s: "
+        f"{raw_rate / sdk_rate:.2f}× fewer"
+    )
+    AdminClient({"bootstrap.servers": bootstrap}).delete_topics(made)
 
 
 def measure(log: PaymentLogger, n: int) -> tuple[list[float], list[float], float]:
@@ -65,18 +178,18 @@ def describe(values: list[float]) -> str:
 
 
 def run(label: str, bootstrap: str, n: int, spool: Path) -> PaymentLogger:
-    run_id = uuid.uuid4().hex[:8]
-    topics = Topics(
-        payments=f"bench-sdk-{run_id}.payments", heartbeats=f"bench-sdk-{run_id}.hb", logs=f"bench-sdk-{run_id}.logs"
-    )
+    topics = topics_for(label)
     kafka = KafkaSettings(bootstrap_servers=bootstrap, topics=topics)
     if label == "up":
         ensure_topics(kafka, [topics.payments, topics.heartbeats, topics.logs])
-    config = Config(kafka=kafka, sdk=SdkSettings(spill_dir=spool, buffer_events=max(20_000, n)))
+    config = Config(kafka=kafka, sdk=SdkSettings(transport="kafka", spill_dir=spool, buffer_events=max(20_000, n)))
     log = open_logger(f"bench-{label}", config=config, heartbeat=False)
     emit_one(log, -1)  # warm-up: first-call imports and connection set-up are not what is measured
     if label == "up":
         log.flush(30)
+    else:  # the drain thread takes the warm-up event alone into librdkafka; the measured ones will spill
+        while log.stats()["buffer_events"]:
+            time.sleep(0.005)
     started = time.perf_counter()
     every, clean, rate = measure(log, n)
     print(f"Kafka {label:4s} {n} calls, {rate:9,.0f} calls/s from one thread")
@@ -99,12 +212,16 @@ def run(label: str, bootstrap: str, n: int, spool: Path) -> PaymentLogger:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=2, help="side-by-side rounds (best of each is compared)")
     parser.add_argument("--bootstrap", default=None, help="Kafka to use for 'up' (default: the dev broker)")
     args = parser.parse_args()
     load1, _, _ = os.getloadavg()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load1:.1f}")
     bootstrap = args.bootstrap or KafkaServer().start().bootstrap
     with tempfile.TemporaryDirectory() as tmp:
+        print(f"side by side, {args.events} events per round, Kafka at {bootstrap}:")
+        side_by_side(bootstrap, args.events, args.rounds, Path(tmp))
+        print(f"load average {os.getloadavg()[0]:.1f}")
         down = run("down", f"127.0.0.1:{free_port()}", args.events, Path(tmp) / "down")
         up = run("up", bootstrap, args.events, Path(tmp) / "up")
         down.close(timeout=0)

@@ -2,7 +2,10 @@
 
 One loop, one pass per batch: take up to `batch_size` messages, turn each into a bulk
 `create` line (or a dead letter with the reason), send one bulk request, send refused
-documents to the dead-letter topic, and only then commit the batch's offsets.
+documents to the dead-letter topic, and only then commit the batch's offsets. The bulk
+request goes out on a worker thread, so while Elasticsearch indexes one batch the loop
+already reads and prepares the next (Elasticsearch's wall time, not the decoding, bounds
+throughput); batches are still settled and committed one at a time, in order.
 
 Delivery is at-least-once from Kafka and idempotent in Elasticsearch: the document `_id`
 is the event's `event.id` and the op is `create`, so a redelivered event answers 409
@@ -15,9 +18,10 @@ polling so it stays in its group, and nothing past the batch is read until it su
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import msgspec
 import structlog
@@ -182,7 +186,7 @@ def build_batch(messages: list[Message], table: dict[str, Route], now: datetime,
     return batch
 
 
-def chunks(lines: list[bytes], indexes: list[int], max_bytes: int) -> Iterator[list[int]]:
+def chunks(lines: list[bytes], indexes: Iterable[int], max_bytes: int) -> Iterator[list[int]]:
     """Split line indexes into bulk requests of at most max_bytes (a single bigger line goes alone)."""
     chunk: list[int] = []
     size = 0
@@ -256,6 +260,17 @@ class CollectorHealth:
                 self._lag.set(max(high - tp.offset, 0), {"topic": tp.topic, "partition": tp.partition})
 
 
+Sent = list[tuple[list[int], "Future[list[dict[str, Any]] | None]"]]  # line indexes, their bulk request
+
+
+class InFlight(NamedTuple):
+    """A batch whose bulk requests are out: settled (and committed) before the next one."""
+
+    batch: Batch
+    messages: int  # taken from Kafka, dead letters included
+    sent: Sent
+
+
 class Stopped(Exception):
     """Stop was requested while a batch waited for a downstream; its offsets stay uncommitted."""
 
@@ -284,22 +299,31 @@ class Collector:
         self.handled = 0  # messages taken from Kafka and settled (stored, duplicate or dead-lettered)
         self.paused = False  # True while a downstream outage holds the partitions paused
         self._last_step = time.monotonic()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="collector-bulk")
 
     def run(self) -> None:
         """Subscribe and process batches until should_stop(); a batch cut short is redone next time."""
         self.consumer.subscribe(list(self.table))
+        in_flight: InFlight | None = None
         try:
             while not self.should_stop():
-                self.step()
+                in_flight = self.step(in_flight)
+            if in_flight is not None:
+                self._settle(in_flight)
         except Stopped:
             pass
         finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
             self.consumer.close()
             self.dead_letters.flush(5.0)
 
-    def step(self) -> int:
-        """One batch: consume, index, dead-letter, commit. Returns the messages handled."""
-        messages = self.consumer.consume(self.settings.batch_size, self.settings.poll_timeout_s)
+    def step(self, in_flight: InFlight | None = None) -> InFlight | None:
+        """Read and prepare the next batch while `in_flight` is being indexed, then settle that one
+        (results, dead letters, commit) and send this one. Returns the batch now in flight."""
+        # With a batch in flight, take what is there rather than wait for a full batch: the
+        # settled batch's commit must not wait on a quiet topic.
+        timeout = self.settings.poll_timeout_s if in_flight is None else min(self.settings.poll_timeout_s, 0.05)
+        messages = self.consumer.consume(self.settings.batch_size, timeout)
         good = []
         for msg in messages:
             err = msg.error()
@@ -310,9 +334,19 @@ class Collector:
             else:
                 log.warning("kafka consumer error", error=str(err))
         batch = build_batch(good, self.table, self.clock.now(), self.settings.max_event_bytes)
+        if in_flight is not None:
+            self._settle(in_flight)
+        if not good:
+            return None
         for msg, reason in batch.dead:
             self.dead_letters.send(msg, reason, INVALID)
-        indexed, duplicates, rejected = self._index(batch)
+        return InFlight(batch, len(good), self._send(batch, range(len(batch.lines))))
+
+    def _settle(self, flight: InFlight) -> None:
+        """Wait for the batch's bulk results (retrying what must be), dead-letter what Elasticsearch
+        refused, and only then commit its offsets."""
+        batch = flight.batch
+        indexed, duplicates, rejected = self._index(batch, flight.sent)
         for msg, reason in rejected:
             self.dead_letters.send(msg, reason, REJECTED)
         attempt = 0
@@ -330,19 +364,24 @@ class Collector:
             seconds=now - self._last_step,
         )
         self._last_step = now
-        self.handled += len(good)
-        return len(good)
+        self.handled += flight.messages
 
-    def _index(self, batch: Batch) -> tuple[int, int, list[tuple[Message, str]]]:
-        """Bulk-create every line until each is stored, a duplicate, or refused for itself."""
+    def _send(self, batch: Batch, indexes: Iterable[int]) -> Sent:
+        """Bulk requests for these lines, on the worker thread."""
+        return [
+            (chunk, self._pool.submit(self._bulk, b"".join([batch.lines[i] for i in chunk])))
+            for chunk in chunks(batch.lines, indexes, self.settings.bulk_max_bytes)
+        ]
+
+    def _index(self, batch: Batch, sent: Sent) -> tuple[int, int, list[tuple[Message, str]]]:
+        """Collect the bulk results; re-send lines until each is stored, a duplicate, or refused for itself."""
         indexed = duplicates = 0
         rejected: list[tuple[Message, str]] = []
-        pending = list(range(len(batch.lines)))
         attempt = 0
-        while pending:
+        while sent:
             retry: list[int] = []
-            for chunk in chunks(batch.lines, pending, self.settings.bulk_max_bytes):
-                items = self._bulk(b"".join([batch.lines[i] for i in chunk]))
+            for chunk, request in sent:
+                items = request.result()
                 if items is None:
                     retry.extend(chunk)
                     continue
@@ -359,11 +398,12 @@ class Collector:
                         err = result.get("error") or {}
                         reason = f"elasticsearch refused the document ({status} {err.get('type')}): "
                         rejected.append((batch.messages[i], reason + str(err.get("reason"))))
+            sent = []
             if retry:
                 log.warning("elasticsearch could not take every document yet; retrying", documents=len(retry))
                 self._backoff(attempt, "elasticsearch")
                 attempt += 1
-            pending = retry
+                sent = self._send(batch, sorted(retry))
         return indexed, duplicates, rejected
 
     def _bulk(self, body: bytes) -> list[dict[str, Any]] | None:

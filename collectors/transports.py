@@ -162,7 +162,11 @@ class KafkaTransport:
     earlier and replaying it from disk would duplicate it whenever the broker had written it
     and only the acknowledgement was late. `send` returns when every record has its delivery
     report, so none is both spilled and later delivered by librdkafka, unless `keep_waiting`
-    says stop (a closing SDK); then the records without a report count as not sent.
+    says stop (a closing SDK); then the records without a report are purged and count as not sent.
+
+    The drain thread's per-record work is one `produce` call: librdkafka reports only failed
+    deliveries (`delivery.report.only.error`), the batch is done when the producer's queue is
+    empty, and waiting flushes, which sends at once instead of lingering (`linger.ms`).
     """
 
     name = "kafka"
@@ -173,10 +177,13 @@ class KafkaTransport:
         from confluent_kafka import KafkaError, KafkaException, Producer
 
         self._delivery_timeout_s = delivery_timeout_s
+        self._failed: list[tuple[Any, bytes]] = []  # (error, value) of each failed delivery
         self._conf = {
             **config,
             "message.timeout.ms": int(delivery_timeout_s * 1000),
             "reconnect.backoff.max.ms": 1000,
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_failed,
             "error_cb": self._on_error,
             "logger": _librdkafka_logger(),
         }
@@ -190,29 +197,18 @@ class KafkaTransport:
         if err.fatal():
             self._fatal = str(err)
 
+    def _on_failed(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._failed.append((err, msg.value()))
+
     def send(self, records: Sequence[Record], keep_waiting: KeepWaiting) -> Outcome:
         if self._fatal is not None:
             self._renew_producer()
-        pending: dict[int, None] = {}
         outcome = Outcome()
-
-        def reporter(i: int) -> Callable[[Any, Any], None]:
-            def on_delivery(err: Any, _msg: Any) -> None:
-                pending.pop(i, None)
-                if err is None:
-                    return
-                if err.code() in self._permanent:
-                    outcome.rejected.append((i, str(err)))
-                else:
-                    outcome.retry.append(i)
-                    outcome.reason = str(err)
-
-            return on_delivery
-
+        produce = self._producer.produce
         for i, r in enumerate(records):
             try:
-                self._producer.produce(r.topic, r.value, r.key, on_delivery=reporter(i))
-                pending[i] = None
+                produce(r.topic, r.value, r.key)
             except BufferError:  # librdkafka's own queue is full: the rest waits for the next send
                 outcome.retry.extend(range(i, len(records)))
                 outcome.reason = "librdkafka queue full"
@@ -221,11 +217,24 @@ class KafkaTransport:
                 outcome.rejected.append((i, str(exc)))
         started = time.monotonic()
         limit = self._delivery_timeout_s + self._REPORT_GRACE_S
-        while pending and (waited := time.monotonic() - started) < limit and keep_waiting(waited):
-            self._producer.poll(0.1)
-        if pending:  # no report yet: the record may still be delivered, but counts as not sent
-            outcome.retry.extend(pending)
-            outcome.reason = outcome.reason or "no delivery report in time"
+        while len(self._producer) and (waited := time.monotonic() - started) < limit and keep_waiting(waited):
+            self._producer.flush(0.1)
+        if len(self._producer):  # no report yet: the record may still be delivered, but counts as not sent
+            self._producer.purge()
+            self._producer.flush(0)  # serves the purged records' reports: they count as retry
+            outcome.reason = "no delivery report in time"
+        if self._failed:
+            index = {r.value: i for i, r in enumerate(records)}
+            for err, value in self._failed:
+                i = index.get(value)
+                if i is None:  # a report of a producer renewed since
+                    continue
+                if err.code() in self._permanent:
+                    outcome.rejected.append((i, str(err)))
+                else:
+                    outcome.retry.append(i)
+                    outcome.reason = outcome.reason or str(err)
+            self._failed.clear()
         outcome.retry.sort()
         return outcome
 

@@ -7,7 +7,8 @@ registries only:
 * Kafka (KRaft, broker+controller in one JVM): ``org.apache.kafka:kafka_2.13`` from Maven Central.
 * Elasticsearch 8.19: the server and Netty4 HTTP jars from Maven Central, booted in-JVM by a tiny
   launcher (``deploy/local/elasticsearch``) since Elastic publishes no distribution there.
-* Alertmanager: Debian's ``prometheus-alertmanager`` binary.
+* Alertmanager: Debian's ``prometheus-alertmanager`` binary; Prometheus (only `bench/vs_prometheus.py`
+  runs one): Debian's ``prometheus``.
 
 Jars are resolved with Maven (reusing ``~/.m2``) into ``~/.cache/paywatch/devstack``. Each server
 is an object bound to a port and a work dir, so a test can run an isolated second instance (own port,
@@ -156,12 +157,28 @@ def elasticsearch_dist() -> Path:
     return home
 
 
-def alertmanager_binary() -> str:
-    for name in ("prometheus-alertmanager", "alertmanager"):
+def debian_binary(package: str, names: tuple[str, ...], install: bool = False) -> str:
+    """The path of a binary from a Debian package; with `install`, apt-get installs the package
+    when it is missing, as `.ci/run` does (through sudo when not root)."""
+    for name in names:
         found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
         if found:
             return found
-    raise DevstackError("Alertmanager not found: apt-get install prometheus-alertmanager")
+    if install and shutil.which("apt-get"):
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        env = [*sudo, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]
+        _run([*env, "update", "-q"])
+        _run([*env, "install", "-y", "-q", "--no-install-recommends", package])
+        return debian_binary(package, names)
+    raise DevstackError(f"{names[0]} not found: apt-get install {package}")
+
+
+def alertmanager_binary(install: bool = False) -> str:
+    return debian_binary("prometheus-alertmanager", ("prometheus-alertmanager", "alertmanager"), install)
+
+
+def prometheus_binary(install: bool = False) -> str:
+    return debian_binary("prometheus", ("prometheus",), install)
 
 
 def fetch(*names: str) -> None:
@@ -483,7 +500,23 @@ class ElasticsearchServer(Server):
         )
 
 
-class AlertmanagerServer(Server):
+class _PrometheusProjectServer(Server):
+    """Alertmanager and Prometheus answer the same readiness endpoint."""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def is_up(self) -> bool:
+        if not port_open(self.port):
+            return False
+        try:
+            return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+class AlertmanagerServer(_PrometheusProjectServer):
     """Prometheus Alertmanager with a caller-supplied config; clustering disabled."""
 
     name = "alertmanager"
@@ -494,10 +527,6 @@ class AlertmanagerServer(Server):
     ) -> None:
         super().__init__(port, workdir)
         self.config_yaml = config_yaml
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def config_path(self) -> Path:
@@ -516,14 +545,6 @@ class AlertmanagerServer(Server):
             "--log.level=info",
         ]
 
-    def is_up(self) -> bool:
-        if not port_open(self.port):
-            return False
-        try:
-            return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     def reload(self, config_yaml: str) -> None:
         """Swap the config of a running Alertmanager (POST /-/reload), e.g. a new webhook target."""
         self.config_yaml = config_yaml
@@ -531,6 +552,32 @@ class AlertmanagerServer(Server):
         r = httpx.post(f"{self.url}/-/reload", timeout=10)
         if r.status_code != 200:
             raise DevstackError(f"alertmanager reload failed: {r.status_code} {r.text}")
+
+
+class PrometheusServer(_PrometheusProjectServer):
+    """A Prometheus server with caller-supplied config and rule files, its own TSDB in the work dir.
+    Only the comparison bench runs one: paywatch itself never needs Prometheus."""
+
+    name = "prometheus"
+    start_timeout = 60.0
+
+    def __init__(self, config_yaml: str, rules_yaml: str, port: int, workdir: Path | str) -> None:
+        super().__init__(port, workdir)
+        self.config_yaml = config_yaml
+        self.rules_yaml = rules_yaml
+
+    def _prepare(self) -> None:
+        (self.workdir / "prometheus.yml").write_text(self.config_yaml)
+        (self.workdir / "rules.yml").write_text(self.rules_yaml)
+
+    def _command(self) -> list[str]:
+        return [
+            prometheus_binary(),
+            f"--config.file={self.workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
 
 
 SERVERS = ("kafka", "elasticsearch", "alertmanager")
