@@ -21,7 +21,7 @@ from paywatch.alerts.alertmanager import AlertmanagerSink
 from paywatch.alerts.delivery import LogSink, Notifier
 from paywatch.alerts.document import alert_document
 from paywatch.alerts.engine import AlertEngine, Links
-from paywatch.alerts.model import AlertChange, Delivery
+from paywatch.alerts.model import Alert, AlertChange, Delivery
 from paywatch.alerts.pagerduty import PagerDutySink
 from paywatch.alerts.rules import load_rules
 from paywatch.alerts.settings import AlertSettings
@@ -30,7 +30,7 @@ from paywatch.alerts.watchdog import StallMonitor, watchdog_change
 from paywatch.alerts.webhook import WebhookSink
 from paywatch.config import read_secret
 from paywatch.contract import ContractError
-from paywatch.finding import decode_finding
+from paywatch.finding import Finding, decode_finding
 from paywatch.pan import mask_text
 
 log = structlog.get_logger("paywatch.alerts")
@@ -109,15 +109,21 @@ class AlertRunner:
             self.rejected += 1
             log.error("finding rejected", reason=str(exc), raw=mask_text(raw.decode(errors="replace"))[:200])
             return []
+        return self.accept(finding)
+
+    def accept(self, finding: Finding) -> list[AlertChange]:
+        """One finding already decoded (the embedded backend hands them over in-process)."""
         changes = self.engine.on_finding(finding)
         self._emit(changes)
         return changes
 
-    def caught_up(self, now: datetime) -> list[AlertChange]:
-        """State is rebuilt: re-send whatever is still firing, once."""
+    def caught_up(self, now: datetime, paged: Callable[[Alert], bool] | None = None) -> list[AlertChange]:
+        """State is rebuilt: re-send whatever is still firing, once. With `paged` (whether the
+        history shows this firing alert was paged), an alert that began firing while paywatch was
+        down, or whose page never went out, is paged as newly fired instead."""
         self.catching_up = False
         changes = [
-            AlertChange(alert, now, page=True, reason="resent")
+            AlertChange(alert, now, page=True, reason="resent" if paged is None or paged(alert) else "fired")
             for alert in self.engine.active()
             if alert.status == "firing"
         ]
