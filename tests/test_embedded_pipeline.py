@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 
+import pytest
 from embedded_process import EmbeddedProcess, charged_but_pending, payment
 from polling import wait_for
 from test_compensation_channels import PLATFORM, Receiver, Truth, keypair  # noqa: F401  (fixture)
@@ -144,13 +145,16 @@ def test_an_unsigned_order_webhook_refuses_to_start_in_one_line(tmp_path):
     assert "allow_unsigned" in out.stderr
 
 
-def test_a_restart_in_the_middle_of_an_incident_still_pages_it_once(tmp_path):
+@pytest.mark.parametrize("down_s", [0.5, 7.0], ids=["overdue-after-restart", "overdue-while-down"])
+def test_a_restart_in_the_middle_of_an_incident_still_pages_it_once(tmp_path, down_s):
+    """bank_b's orders become overdue after the restart (found live), or while paywatch is down
+    (found by the rebuild, and paged then since the store shows no page for it)."""
     pager = Receiver()
     proc = EmbeddedProcess(
         tmp_path,
         f"""
 alerts: {{alertmanager: {{urls: []}}, webhook: {{url: "{pager.url}"}}}}
-detectors: {{default: {{paid_grace_s: 4}}}}
+detectors: {{default: {{paid_grace_s: 5}}}}
 """,
         {"PAYWATCH_WEBHOOK_SECRET": "whsec-pager"},
         embedded=", heartbeat_interval_s: 0.5",
@@ -177,7 +181,7 @@ detectors: {{default: {{paid_grace_s: 4}}}}
             proc.post(charged_but_pending(f"b-{n}", f"b-att-{n}", "bank_b"))
         proc.kill()
         assert not pages("bank_b")
-        time.sleep(3)  # down: longer than the process's own heartbeat allows (0.5 s × grace)
+        time.sleep(down_s)  # longer than the process's own heartbeat allows (0.5 s × grace)
         proc.start()
         wait_for(lambda: pages("bank_b"), 60, "bank_b's page after the restart")
         time.sleep(5)  # re-sends and re-derived findings would show up by now
