@@ -255,14 +255,14 @@ class Pipeline:
         self.alerting.catching_up = True
         compensation, self.compensation = self.compensation, None  # it would query and repair again
         replayed = 0
-        for doc in self.store.events_since((PAYMENT, HEARTBEAT), now - self.horizon):
-            ingested = doc["event"].pop("ingested", None)
+        decode = msgspec.json.Decoder(Event).decode
+        for body in self.store.events_since((PAYMENT, HEARTBEAT), now - self.horizon):
             try:
-                event = msgspec.convert(doc, Event)
+                event = decode(body)
             except msgspec.ValidationError as exc:  # stored by an older version, say: skipped
-                log.warning("rebuild_skipped_event", reason=str(exc), event_id=doc["event"].get("id"))
+                log.warning("rebuild_skipped_event", reason=str(exc))
                 continue
-            arrived = datetime.fromisoformat(ingested) if ingested else None
+            arrived, event.event.ingested = event.event.ingested, None  # live, events are judged unstamped
             self._judge(event, arrived if self.clock is not None else None)
             replayed += 1
         self._advance(to_ms(now))
