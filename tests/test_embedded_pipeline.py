@@ -64,6 +64,7 @@ def signed_by(secret: str, headers: dict, body: bytes) -> bool:
 
 def test_hung_webhook_and_channel_leave_ingest_fast_health_names_them_and_sigterm_stops(tmp_path, keypair):  # noqa: F811
     webhook, channel = Hung(), Hung()
+    slack = Receiver()  # a healthy sink beside the hung one: its page must not wait
     proc = EmbeddedProcess(
         tmp_path,
         f"""
@@ -71,7 +72,7 @@ alerts: {{alertmanager: {{urls: []}}, webhook: {{url: "{webhook.url}/page"}}}}
 detectors: {{default: {{paid_grace_s: 1}}}}
 {alipay(channel.url + "/gateway.do")}
 """,
-        {"PAYWATCH_WEBHOOK_SECRET": "whsec-pager", **channel_env(keypair)},
+        {"PAYWATCH_WEBHOOK_SECRET": "whsec-pager", "PAYWATCH_SLACK_WEBHOOK_URL": slack.url, **channel_env(keypair)},
         embedded=", stuck_after_s: 2, stop_timeout_s: 3",
     )
     proc.start()
@@ -81,18 +82,26 @@ detectors: {{default: {{paid_grace_s: 1}}}}
         for n in range(5):
             proc.post(charged_but_pending(f"ord-{n}", f"att-{n}", "alipay"))
         wait_for(lambda: len(webhook.connections) >= 1 and len(channel.connections) >= 1, 60, "both hung calls")
+        # A second incident while the webhook still hangs on the first page: Slack gets it at once.
+        for n in range(5):
+            proc.post(charged_but_pending(f"x-{n}", f"x-att-{n}", "bank_x"))
+        posted_at = time.monotonic()
+        wait_for(lambda: any(b"bank_x" in body for _, body in slack.received), 60, "bank_x's page at Slack")
+        slack_wait_s = time.monotonic() - posted_at
         latencies = [proc.post([payment("order_created", f"later-{n}")]) for n in range(40)]
         _, health = wait_for(lambda: (h := proc.health())[0] == 503 and h, 60, "an unhealthy /healthz")
         parts = health["parts"]
-        assert not parts["alert_delivery"]["ok"] and not parts["compensation"]["ok"]
+        assert parts["alert_delivery"]["stuck_sinks"] == ["webhook"] and not parts["compensation"]["ok"]
         assert parts["store"]["ok"] and parts["detectors"]["ok"]
         # Everything sent while they hung was stored and judged.
-        assert len(proc.documents("paywatch.payment")) == 5 * 3 + 40
+        assert len(proc.documents("paywatch.payment")) == 10 * 3 + 40
         kinds = lambda: {f["finding"]["kind"] for f in proc.documents("paywatch.finding")}  # noqa: E731
         wait_for(lambda: "paid_but_pending" in kinds(), 30, "the stuck orders judged")
     finally:
         stop_s = proc.stop()
-        webhook.stop(), channel.stop()
+        webhook.stop(), channel.stop(), slack.stop()
+    # paid_grace_s (1 s) and a tick, not the hung webhook's retries (10 s per attempt, 5 attempts)
+    assert slack_wait_s < 8, slack_wait_s
     assert max(latencies) < 1.0, latencies  # a hung call once blocked ingest for 115 s
     assert stop_s < 3 + 5, proc.output.decode()[-2000:]  # stop_timeout_s, plus the interpreter's exit
 

@@ -9,7 +9,8 @@ the SQLite store instead of Elasticsearch.
 - The **detect worker** takes events, ticks and compensation outputs off one queue, so the
   detectors see one ordered stream; it is ticked at every whole second of arrival time (the
   `Ticker` replay uses), which makes a restart's replay of the store reproduce the same findings.
-- The **alert worker** turns findings into pages: a hung receiver delays only the pages.
+- The **alert worker** turns findings into alert changes; each sink delivers them on its own
+  thread, so a hung receiver delays only its own pages.
 - **Compensation** sends its queries and order-webhook deliveries on its own event loop
   (`CompensationDriver`); its outputs come back through the detect queue.
 
@@ -110,6 +111,7 @@ class Pipeline:
             self._store_docs,
             started_at,
             alertmanager,
+            max_waiting_batches=self.settings.max_queued_alert_changes,
         )
         self.compensation: CompensationDriver | None = None
         self.listeners: list[FindingListener] = []
@@ -278,6 +280,7 @@ class Pipeline:
     def start(self) -> None:
         """Run the steps on worker threads from now on (the live process)."""
         self._drain()
+        self.alerting.wait_for_delivery = False  # each sink on its own thread; nothing waits for a page
         self._detect = _Worker("pipeline-detect", self._step, self._work, self._stop)  # type: ignore[arg-type]
         self._deliver = _Worker("pipeline-alerts", self._alert_step, self._alerts, self._stop)  # type: ignore[arg-type]
         self._detect.thread.start()
@@ -293,13 +296,20 @@ class Pipeline:
             if worker is not None:
                 worker.thread.join(max(deadline - time.monotonic(), 0.1))
                 clean = clean and not worker.thread.is_alive()
+        while self._undelivered() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        clean = clean and not self._undelivered()
         if self.compensation is not None:
             self.compensation.close(max(deadline - time.monotonic(), 0.5))
         if clean:
             self.alerting.close()
         else:
-            log.warning("pipeline_stop_timed_out", queued_events=self._queued_events, alerts=self._alerts.qsize())
+            log.warning("pipeline_stop_timed_out", queued_events=self._queued_events, undelivered=self._undelivered())
         return clean
+
+    def _undelivered(self) -> int:
+        """Alert work not done: findings queued for the alert worker and batches waiting at a sink."""
+        return self._alerts.qsize() + sum(waiting for waiting, _ in self.alerting.backlog().values())
 
     def health_checks(self) -> dict[str, bool]:
         """The parts' health as the embedded process's heartbeat checks."""
@@ -312,13 +322,18 @@ class Pipeline:
         now, after = time.monotonic(), self.settings.stuck_after_s
         store_ok = self.store.ping(min(after, 2.0))
         detect_ok = self._detect is None or not self._detect.stuck(now, after)
-        deliver_ok = (self._deliver is None or not self._deliver.stuck(now, after)) and not self.alert_changes_dropped
+        sinks = self.alerting.backlog()
+        late = [name for name, (_, since) in sinks.items() if since is not None and now - since > after]
+        worker_ok = self._deliver is None or not self._deliver.stuck(now, after)
+        deliver_ok = worker_ok and not late and not self.alert_changes_dropped
         parts: dict[str, dict[str, Any]] = {
             "store": {"ok": store_ok},
             "detectors": {"ok": detect_ok, "backlog": self._queued_events},
             "alert_delivery": {
                 "ok": deliver_ok,
                 "backlog": self._alerts.qsize(),
+                "sinks": {name: waiting for name, (waiting, _) in sinks.items()},
+                "stuck_sinks": late,
                 "dropped": self.alert_changes_dropped,
             },
         }
