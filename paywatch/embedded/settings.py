@@ -37,8 +37,9 @@ class EmbeddedSettings(BaseModel):
     max_queued_alert_changes: int = Field(
         10_000,
         gt=0,
-        description="Findings waiting for alert delivery; past it (receivers hung for long) new ones are "
-        "only stored, counted and logged, and /healthz is unhealthy.",
+        description="Findings waiting for the alert worker, and page batches waiting at any one sink; past "
+        "it (a receiver hung for long) new ones are only stored and counted (a sink records `delivery "
+        "backlog full`), and /healthz is unhealthy.",
     )
     stuck_after_s: float = Field(
         30.0,
