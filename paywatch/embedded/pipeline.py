@@ -63,13 +63,14 @@ _AlertWork = tuple[Literal["finding"], Finding] | tuple[Literal["tick"], datetim
 
 
 class _Worker:
-    """A thread draining one queue; knows since when it has been busy with one item (stuck?)."""
+    """A thread draining one queue until stopped and empty; knows since when it has been busy with
+    one item (stuck?)."""
 
-    def __init__(self, name: str, handle: Callable[[Any], None], inbox: queue.Queue[Any], stop: threading.Event):
+    def __init__(self, name: str, handle: Callable[[Any], None], inbox: queue.Queue[Any]) -> None:
         self.inbox = inbox
         self.busy_since: float | None = None
         self._handle = handle
-        self._stop = stop
+        self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
@@ -77,7 +78,7 @@ class _Worker:
             try:
                 item = self.inbox.get(timeout=0.2)
             except queue.Empty:
-                if self._stop.is_set():
+                if self.stop.is_set():
                     return
                 continue
             self.busy_since = time.monotonic()
@@ -124,7 +125,6 @@ class Pipeline:
         self._intake = threading.Lock()  # a batch is stored and queued in one order
         self._count = threading.Lock()
         self._inline = threading.Lock()  # before start: one caller at a time runs the steps
-        self._stop = threading.Event()
         self._detect: _Worker | None = None
         self._deliver: _Worker | None = None
 
@@ -281,8 +281,8 @@ class Pipeline:
         """Run the steps on worker threads from now on (the live process)."""
         self._drain()
         self.alerting.wait_for_delivery = False  # each sink on its own thread; nothing waits for a page
-        self._detect = _Worker("pipeline-detect", self._step, self._work, self._stop)  # type: ignore[arg-type]
-        self._deliver = _Worker("pipeline-alerts", self._alert_step, self._alerts, self._stop)  # type: ignore[arg-type]
+        self._detect = _Worker("pipeline-detect", self._step, self._work)  # type: ignore[arg-type]
+        self._deliver = _Worker("pipeline-alerts", self._alert_step, self._alerts)  # type: ignore[arg-type]
         self._detect.thread.start()
         self._deliver.thread.start()
 
@@ -290,10 +290,10 @@ class Pipeline:
         """Stop within `timeout_s`: what is queued gets the time to finish; True if it did.
         Anything left is in the store and replayed by `rebuild` on the next start."""
         deadline = time.monotonic() + timeout_s
-        self._stop.set()
         clean = True
-        for worker in (self._detect, self._deliver):
+        for worker in (self._detect, self._deliver):  # in flow order: the detectors' last findings get paged
             if worker is not None:
+                worker.stop.set()
                 worker.thread.join(max(deadline - time.monotonic(), 0.1))
                 clean = clean and not worker.thread.is_alive()
         while self._undelivered() and time.monotonic() < deadline:
