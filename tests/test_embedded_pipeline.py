@@ -104,6 +104,7 @@ detectors: {{default: {{paid_grace_s: 1}}}}
     assert slack_wait_s < 8, slack_wait_s
     assert max(latencies) < 1.0, latencies  # a hung call once blocked ingest for 115 s
     assert stop_s < 3 + 5, proc.output.decode()[-2000:]  # stop_timeout_s, plus the interpreter's exit
+    assert proc.proc is not None and proc.proc.returncode == 0
 
 
 def test_order_webhook_gets_the_signed_repair_in_the_embedded_backend(tmp_path, keypair, monkeypatch):  # noqa: F811
