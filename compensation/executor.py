@@ -120,8 +120,8 @@ class Executor:
 
 
 async def run_due(compensator: Compensator, executor: Executor, now: datetime) -> Effects:
-    """Send every query due at `now` and wait for all their answers (a tick of the embedded
-    backend or a test; the streaming CLI interleaves instead)."""
+    """Send every query due at `now` and wait for all their answers, on the caller's loop (tests
+    and benches; both backends run `CompensationDriver`, which never waits)."""
     for request in compensator.due(now):
         executor.submit(request)
     effects = Effects()
