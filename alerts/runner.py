@@ -11,6 +11,9 @@ current again.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -21,7 +24,7 @@ from paywatch.alerts.alertmanager import AlertmanagerSink
 from paywatch.alerts.delivery import LogSink, Notifier
 from paywatch.alerts.document import alert_document
 from paywatch.alerts.engine import AlertEngine, Links
-from paywatch.alerts.model import AlertChange, Delivery
+from paywatch.alerts.model import Alert, AlertChange, Delivery
 from paywatch.alerts.pagerduty import PagerDutySink
 from paywatch.alerts.rules import load_rules
 from paywatch.alerts.settings import AlertSettings
@@ -30,7 +33,7 @@ from paywatch.alerts.watchdog import StallMonitor, watchdog_change
 from paywatch.alerts.webhook import WebhookSink
 from paywatch.config import read_secret
 from paywatch.contract import ContractError
-from paywatch.finding import decode_finding
+from paywatch.finding import Finding, decode_finding
 from paywatch.pan import mask_text
 
 log = structlog.get_logger("paywatch.alerts")
@@ -74,6 +77,36 @@ def build_sinks(settings: AlertSettings) -> tuple[list[Notifier], AlertmanagerSi
     return sinks, alertmanager
 
 
+class _Lane:
+    """One sink's own delivery thread and backlog: a receiver that hangs delays only its own pages.
+    Past `cap` batches waiting, a batch is recorded as a failed delivery instead of queued."""
+
+    def __init__(self, sink: Notifier, cap: int) -> None:
+        self.sink = sink
+        self.cap = cap
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix=f"alert-{sink.name}")
+        self.waiting: deque[float] = deque()  # when each batch not yet delivered was handed over
+
+    def submit(self, changes: list[AlertChange]) -> Future[list[Delivery]]:
+        if len(self.waiting) >= self.cap:
+            refused: Future[list[Delivery]] = Future()
+            fingerprints = tuple(c.alert.fingerprint for c in changes)
+            refused.set_result([Delivery(self.sink.name, fingerprints, False, 0, error="delivery backlog full")])
+            return refused
+        self.waiting.append(time.monotonic())
+        future = self.pool.submit(self.sink.send, changes)
+        future.add_done_callback(lambda _: self.waiting.popleft())  # one thread: batches finish in order
+        return future
+
+
+def _sent(future: Future[list[Delivery]]) -> list[Delivery]:
+    try:
+        return future.result()
+    except Exception as exc:  # a sink bug is a failed delivery, never a lost alert document
+        log.error("alert sink raised", error=f"{type(exc).__name__}: {exc}")
+        return []
+
+
 class AlertRunner:
     def __init__(
         self,
@@ -83,12 +116,17 @@ class AlertRunner:
         publish: Publish,
         started_at: datetime,
         watchdog_sink: AlertmanagerSink | None = None,
+        max_waiting_batches: int = 1000,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.sinks = list(sinks)
-        # Sinks deliver side by side: one dead receiver retrying never delays the others' pages.
-        self._pool = ThreadPoolExecutor(max(len(self.sinks), 1), thread_name_prefix="alert-sink")
+        # Each sink delivers on its own thread: one dead receiver retrying never delays the others'
+        # pages. With `wait_for_delivery` off (the embedded backend, once live) nothing waits for a
+        # delivery: an alert's document is published once every sink has answered.
+        self._lanes = [_Lane(sink, max_waiting_batches) for sink in self.sinks]
+        self.wait_for_delivery = True
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="alert-watchdog")
         self.publish = publish
         self.catching_up = False
         self.rejected = 0
@@ -109,15 +147,21 @@ class AlertRunner:
             self.rejected += 1
             log.error("finding rejected", reason=str(exc), raw=mask_text(raw.decode(errors="replace"))[:200])
             return []
+        return self.accept(finding)
+
+    def accept(self, finding: Finding) -> list[AlertChange]:
+        """One finding already decoded (the embedded backend hands them over in-process)."""
         changes = self.engine.on_finding(finding)
         self._emit(changes)
         return changes
 
-    def caught_up(self, now: datetime) -> list[AlertChange]:
-        """State is rebuilt: re-send whatever is still firing, once."""
+    def caught_up(self, now: datetime, paged: Callable[[Alert], bool] | None = None) -> list[AlertChange]:
+        """State is rebuilt: re-send whatever is still firing, once. With `paged` (whether the
+        history shows this firing alert was paged), an alert that began firing while paywatch was
+        down, or whose page never went out, is paged as newly fired instead."""
         self.catching_up = False
         changes = [
-            AlertChange(alert, now, page=True, reason="resent")
+            AlertChange(alert, now, page=True, reason="resent" if paged is None or paged(alert) else "fired")
             for alert in self.engine.active()
             if alert.status == "firing"
         ]
@@ -141,18 +185,41 @@ class AlertRunner:
         """Deliver, then publish every state change (re-sends are not changes) with its deliveries."""
         if not changes:
             return []
-        deliveries = (
-            []
-            if self.catching_up
-            else [d for sent in self._pool.map(lambda sink: sink.send(changes), self.sinks) for d in sent]
-        )
+        if self.catching_up:
+            self._publish(changes, [])
+            return []
+        futures = [lane.submit(changes) for lane in self._lanes]
+        if self.wait_for_delivery:
+            deliveries = [d for future in futures for d in _sent(future)]
+            self._publish(changes, deliveries)
+            return deliveries
+        pending = [len(futures)]
+        lock = threading.Lock()
+
+        def answered(_: Future[list[Delivery]]) -> None:
+            with lock:
+                pending[0] -= 1
+                if pending[0]:
+                    return
+            self._publish(changes, [d for future in futures for d in _sent(future)])
+
+        for future in futures:
+            future.add_done_callback(answered)
+        return []
+
+    def _publish(self, changes: list[AlertChange], deliveries: list[Delivery]) -> None:
         for change in changes:
             if change.reason != "resent":
                 self.publish(alert_document(change, deliveries))
-        return deliveries
+
+    def backlog(self) -> dict[str, tuple[int, float | None]]:
+        """Per sink: batches waiting for delivery, and since when (monotonic) the oldest has waited."""
+        return {lane.sink.name: (len(lane.waiting), lane.waiting[0] if lane.waiting else None) for lane in self._lanes}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        for lane in self._lanes:
+            lane.pool.shutdown(wait=True)
         for sink in self.sinks:
             close = getattr(sink, "close", None)
             if close:

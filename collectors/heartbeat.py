@@ -10,9 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
-from paywatch.contract import HeartbeatStatus
+import msgspec
+
+from paywatch.contract import HEARTBEAT, Event, EventMeta, Heartbeat, HeartbeatStatus, Service
+from paywatch.ids import stable_id
 
 log = logging.getLogger("paywatch.sdk")
 
@@ -81,3 +85,49 @@ class HeartbeatSender:
             self._thread.join(timeout=1.0)
         if self._seq:
             self._beat("stopping")
+
+
+class ProcessHeartbeat:
+    """A paywatch process's own heartbeat as contract events, for processes driven by their own
+    loop (a Kafka stage's tick, the embedded backend's tick): `due(now)` returns a beat once per
+    interval, `stopping(now)` the final one of a planned stop."""
+
+    def __init__(self, service: Service, interval_s: float, checks: Checks | None = None) -> None:
+        self.service = service
+        self.interval_s = interval_s
+        self._sender = HeartbeatSender(self._record, interval_s, checks)
+        self._beats: list[Event] = []
+        self._at: datetime | None = None
+        self._next = 0.0
+
+    def _record(self, section: dict[str, Any]) -> None:
+        assert self._at is not None
+        service, at = self.service, self._at
+        self._beats.append(
+            Event(
+                timestamp=at,
+                event=EventMeta(
+                    id=stable_id("heartbeat", service.name, service.instance.id, at.isoformat(), section["seq"]),
+                    dataset=HEARTBEAT,
+                ),
+                service=service,
+                heartbeat=msgspec.convert(section, Heartbeat),
+            )
+        )
+
+    def _take(self, at: datetime, send: Callable[[], None]) -> list[Event]:
+        self._at = at
+        send()
+        beats, self._beats = self._beats, []
+        return beats
+
+    def due(self, now: datetime) -> list[Event]:
+        """A beat if an interval has passed since the last one (by `now`), else nothing."""
+        if now.timestamp() < self._next:
+            return []
+        self._next = now.timestamp() + self.interval_s
+        return self._take(now, self._sender.beat)
+
+    def stopping(self, now: datetime) -> list[Event]:
+        """The `stopping` beat that tells a planned stop apart from a death (once)."""
+        return self._take(now, self._sender.stop)

@@ -120,8 +120,8 @@ class Executor:
 
 
 async def run_due(compensator: Compensator, executor: Executor, now: datetime) -> Effects:
-    """Send every query due at `now` and wait for all their answers (a tick of the embedded
-    backend or a test; the streaming CLI interleaves instead)."""
+    """Send every query due at `now` and wait for all their answers, on the caller's loop (tests
+    and benches; both backends run `CompensationDriver`, which never waits)."""
     for request in compensator.due(now):
         executor.submit(request)
     effects = Effects()
@@ -138,6 +138,11 @@ class OrderWebhook:
             raise ValueError("order_webhook.url is not set")
         self.url = settings.url
         self._secret = read_secret(settings.secret_env, settings.secret_file) or ""
+        if not self._secret and not settings.allow_unsigned:
+            raise ValueError(
+                f"compensation.order_webhook.url is set but no signing key: set ${settings.secret_env} or "
+                "compensation.order_webhook.secret_file (or allow_unsigned: true to send repairs unsigned)"
+            )
         self._retry = Retry(max_attempts=settings.retries + 1, timeout_s=settings.timeout_s)
         self._client = client or httpx.AsyncClient(timeout=settings.timeout_s)
 

@@ -1,11 +1,11 @@
-"""The compensator on Kafka: the shared stage loop (`paywatch.stage.Stage`) feeds it
-findings (paywatch.findings) and payment events (payments.events); every tick it sends the
-due queries to the async executor, which runs on its own event-loop thread so the Kafka
-loop never waits on a channel, and publishes what the answers produced:
+"""The compensator on Kafka: the shared stage loop (`paywatch.stage.Stage`) feeds the
+compensation driver (`driver.py`, the same one the embedded backend runs) findings
+(paywatch.findings) and payment events (payments.events) and ticks it; it publishes what
+the driver produced:
 `channel_query_result` events to payments.events, audit/repair/refund documents to
 paywatch.actions, give-up and unavailable findings to paywatch.findings, and its own
 heartbeat to paywatch.heartbeats. Repair and refund actions also go to the order system's
-webhook when one is configured (never in dry-run).
+webhook when one is configured (never in dry-run): the driver does that.
 
 Pending queries live in memory: a restart resumes after the committed offsets and loses them
 (docs/compensation.md says how to rebuild them with a fresh consumer group).
@@ -13,27 +13,22 @@ Pending queries live in memory: a restart resumes after the committed offsets an
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import queue
 import signal
 import socket
-import threading
 from collections.abc import Iterable
 from datetime import datetime
 
 import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from paywatch.compensation.channels import QueryResult, build_adapters
-from paywatch.compensation.engine import Compensator, Effects
-from paywatch.compensation.executor import Executor, OrderWebhook
-from paywatch.compensation.settings import CompensationSettings
+from paywatch.collectors.heartbeat import ProcessHeartbeat
+from paywatch.compensation.driver import CompensationDriver
+from paywatch.compensation.engine import Effects
 from paywatch.config import Config
-from paywatch.contract import HEARTBEAT, ContractError, Event, EventMeta, Heartbeat, encode
+from paywatch.contract import ContractError, encode
 from paywatch.finding import decode_finding, encode_finding
-from paywatch.ids import stable_id
 from paywatch.intake import Intake
 from paywatch.kafka import ensure_topics
 from paywatch.stage import Output, Stage
@@ -41,69 +36,14 @@ from paywatch.stage import Output, Stage
 log = structlog.get_logger("paywatch.compensation")
 
 
-class AsyncSide:
-    """The executor and webhook on a private event-loop thread; thread-safe `submit` of due
-    queries and `ready()` collection of answers, so a synchronous loop (this Kafka stage, the
-    embedded backend's tick) never waits on a channel, however long the queue."""
-
-    def __init__(self, settings: CompensationSettings) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="compensation-io", daemon=True)
-        self._thread.start()
-        self._done: queue.Queue[QueryResult] = queue.Queue()
-        adapters = build_adapters(settings)
-
-        async def start() -> tuple[Executor, OrderWebhook | None]:
-            executor = Executor(adapters, settings)
-            webhook = OrderWebhook(settings.order_webhook) if settings.order_webhook.url else None
-            return executor, webhook
-
-        self.executor, self.webhook = asyncio.run_coroutine_threadsafe(start(), self.loop).result()
-        self._pump = asyncio.run_coroutine_threadsafe(self._collect(), self.loop)
-
-    async def _collect(self) -> None:
-        while True:
-            self._done.put(await self.executor.result())
-
-    def submit(self, requests: Iterable) -> None:
-        for request in requests:
-            self.loop.call_soon_threadsafe(self.executor.submit, request)
-
-    def ready(self) -> list[QueryResult]:
-        out = []
-        while True:
-            try:
-                out.append(self._done.get_nowait())
-            except queue.Empty:
-                return out
-
-    def deliver(self, actions: list[dict]) -> None:
-        if self.webhook is not None:
-            for action in actions:
-                asyncio.run_coroutine_threadsafe(self.webhook.deliver(action), self.loop)
-
-    def close(self) -> None:
-        async def stop() -> None:
-            self._pump.cancel()
-            await self.executor.aclose()
-            if self.webhook is not None:
-                await self.webhook.aclose()
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout=30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
 class CompensationHandler:
-    """The stage handler: Kafka messages in, outputs of the pure compensator out."""
+    """The stage handler: Kafka messages in, the driver's effects out as topic messages."""
 
-    def __init__(self, config: Config, io: AsyncSide, instance_id: str) -> None:
-        self.config = config
+    def __init__(self, config: Config, driver: CompensationDriver) -> None:
         self.topics = config.kafka.topics
-        self.compensator = Compensator(config.compensation, instance_id)
+        self.driver = driver
         self.intake = Intake(config.intake)
-        self.io = io
-        self._seq = 0
-        self._next_beat = 0.0
+        self.beats = ProcessHeartbeat(driver.service, config.compensation.heartbeat_interval_s, driver.checks)
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
         return partitions
@@ -118,24 +58,19 @@ class CompensationHandler:
         raw = message.value() or b""
         try:
             if message.topic() == self.topics.findings:
-                effects = self.compensator.on_finding(decode_finding(raw))
+                effects = self.driver.on_finding(decode_finding(raw))
             else:
-                effects = self.compensator.on_event(self.intake.decode(raw))
+                effects = self.driver.on_event(self.intake.decode(raw))
         except ContractError as exc:  # the collector dead-letters bad input; here it is just skipped
             log.warning("skipped_bad_message", topic=message.topic(), offset=message.offset(), reason=str(exc))
             return []
         return self._outputs(effects)
 
     def tick(self, now: datetime) -> Iterable[Output]:
-        self.io.submit(self.compensator.due(now))
-        effects = Effects()
-        for result in self.io.ready():
-            effects += self.compensator.on_result(result, now)
-        outputs = self._outputs(effects)
-        if now.timestamp() >= self._next_beat:
-            self._next_beat = now.timestamp() + self.config.compensation.heartbeat_interval_s
-            outputs.append(self._heartbeat(now))
-        return outputs
+        outputs = self._outputs(self.driver.tick(now))
+        return outputs + [
+            Output(self.topics.heartbeats, beat.service.name.encode(), encode(beat)) for beat in self.beats.due(now)
+        ]
 
     def _outputs(self, effects: Effects) -> list[Output]:
         t = self.topics
@@ -145,30 +80,7 @@ class CompensationHandler:
             Output(t.findings, (f.payment.order_id if f.payment else f.finding.fingerprint).encode(), encode_finding(f))
             for f in effects.findings
         ]
-        self.io.deliver(effects.actions)
         return out
-
-    def _heartbeat(self, now: datetime) -> Output:
-        self._seq += 1
-        service = self.compensator.service
-        beat = Event(
-            timestamp=now,
-            event=EventMeta(
-                id=stable_id("heartbeat", service.name, service.instance.id, now.isoformat()), dataset=HEARTBEAT
-            ),
-            service=service,
-            heartbeat=Heartbeat(
-                interval_s=self.config.compensation.heartbeat_interval_s,
-                seq=self._seq,
-                status="up",
-                checks={
-                    f"circuit:{ch}": "ok" if self.io.executor.circuit(ch) == "closed" else "fail"
-                    for ch in self.config.compensation.channels
-                    if self.config.compensation.queryable(ch)
-                },
-            ),
-        )
-        return Output(self.topics.heartbeats, service.name.encode(), encode(beat))
 
 
 def run(config: Config, instance: str | None = None) -> None:
@@ -176,8 +88,8 @@ def run(config: Config, instance: str | None = None) -> None:
     instance_id = instance or f"{socket.gethostname()}-{os.getpid()}"
     t = config.kafka.topics
     ensure_topics(config.kafka, [t.findings, t.payments, t.actions, t.heartbeats])
-    io = AsyncSide(config.compensation)
-    handler = CompensationHandler(config, io, instance_id)
+    driver = CompensationDriver(config.compensation, instance_id)
+    handler = CompensationHandler(config, driver)
     stage = Stage(
         config.kafka,
         config.compensation.consumer_group,
@@ -196,5 +108,5 @@ def run(config: Config, instance: str | None = None) -> None:
     try:
         stage.run()
     finally:
-        io.close()
+        driver.close()
     log.info("compensator_stopped", instance=instance_id)

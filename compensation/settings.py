@@ -243,6 +243,11 @@ class OrderWebhookSettings(_Section):
         description="Environment variable holding the HMAC-SHA256 key for `X-Paywatch-Signature`.",
     )
     secret_file: Path | None = Field(None, description="File holding the webhook HMAC key.")
+    allow_unsigned: bool = Field(
+        False,
+        description="Send repairs unsigned when no HMAC key is set. Off: a `url` without a key refuses "
+        "to start, since an order system cannot tell paywatch's repairs from anyone else's.",
+    )
     timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook delivery.")
     retries: int = Field(3, ge=0, description="Retries of a failed delivery, with exponential backoff.")
 

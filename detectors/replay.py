@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 
 from paywatch.contract import ContractError, Event, decode
 from paywatch.detectors.engine import DetectionEngine
-from paywatch.detectors.timebase import to_ms
+from paywatch.detectors.timebase import TICK_MS, Ticker, to_ms
 from paywatch.finding import Finding
-
-TICK_MS = 1000
 
 
 @dataclass
@@ -49,34 +47,30 @@ def replay_events(
     stats = stats if stats is not None else ReplayStats()
     timebase = engine.clock
     observe = timebase.observe
-    next_tick: int | None = None
-    now = 0
+    ticker = Ticker()
     for event in events:
         claim = to_ms(event.timestamp)
         clock = observe(event.service.instance.id, claim)
-        if next_tick is None and timebase.established:  # before, too few producers to know the time
-            next_tick = -(-clock // TICK_MS) * TICK_MS
-        while next_tick is not None and next_tick <= clock:
-            now = next_tick
-            next_tick += TICK_MS
-            for finding in engine.tick_ms(now):
-                stats.findings += 1
-                yield finding
+        if timebase.established:  # before, too few producers to know the time
+            for now in ticker.until(clock):
+                for finding in engine.tick_ms(now):
+                    stats.findings += 1
+                    yield finding
         stats.events += 1
         for finding in engine.feed_ms(event, claim):
             stats.findings += 1
             yield finding
-    if next_tick is None:  # never established (a short file): drain from the newest claim
+    if ticker.next is None:  # never established (a short file): drain from the newest claim
         if not timebase.now:
             return
-        now = timebase.now
-        next_tick = -(-now // TICK_MS) * TICK_MS
-    end = now + int(drain_s * 1000)
-    while next_tick <= end:
-        for finding in engine.tick_ms(next_tick):
+        ticker.start(timebase.now)
+        last = timebase.now
+    else:
+        last = ticker.next - TICK_MS
+    for now in ticker.until(last + int(drain_s * 1000)):
+        for finding in engine.tick_ms(now):
             stats.findings += 1
             yield finding
-        next_tick += TICK_MS
 
 
 def replay(

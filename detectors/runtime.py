@@ -44,12 +44,11 @@ from typing import TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from paywatch.clock import SystemClock
+from paywatch.collectors.heartbeat import ProcessHeartbeat
 from paywatch.config import Config
 from paywatch.contract import (
     ContractError,
     Event,
-    EventMeta,
-    Heartbeat,
     Service,
     ServiceInstance,
     encode,
@@ -59,7 +58,7 @@ from paywatch.detectors.channel_health import ChannelJudge
 from paywatch.detectors.engine import window_counter
 from paywatch.detectors.heartbeats import HeartbeatTable
 from paywatch.detectors.orders import OrderTracker
-from paywatch.detectors.timebase import Timebase, to_ms
+from paywatch.detectors.timebase import Ticker, Timebase, to_ms
 from paywatch.detectors.windows import OVERALL, Tally, Window, overall
 from paywatch.finding import Finding, decode_finding, encode_finding
 from paywatch.intake import Intake
@@ -76,7 +75,6 @@ _TRANSIENT = {
     KafkaError._TIMED_OUT,
 }
 T = TypeVar("T")
-TICK_MS = 1000
 
 
 def key_partition(key: str, partitions: int) -> int:
@@ -160,7 +158,7 @@ class _Clocked:
         self.live = live_from <= 0
         self.idle = self.live
         self.clock = clock
-        self.next_tick = 0
+        self.ticker = Ticker()
 
     def seen(self, offset: int, event: Event, claim: int, wall_ms: int) -> None:
         self.idle = False
@@ -175,11 +173,7 @@ class _Clocked:
         now = self.clock.now
         if not now or not (self.live or self.clock.established):
             return  # reading a backlog from too few producers yet to know the time
-        if not self.next_tick:
-            self.next_tick = -(-now // TICK_MS) * TICK_MS
-        while self.next_tick <= now:
-            yield self.next_tick
-            self.next_tick += TICK_MS
+        yield from self.ticker.until(now)
 
 
 class _Payments(_Clocked):
@@ -254,9 +248,9 @@ class PartitionWorker:
         self.emitter = _Emitter(config, group_id, self.horizon_ms)
         self.intake = Intake(config.intake)  # services' ECS log lines are judged like SDK events
         self.rejected = 0
-        self._beat_seq = 0
-        self._next_beat = 0
-        self._started = to_ms(SystemClock().now())  # keeps beat ids unique across restarts
+        self.beats = ProcessHeartbeat(
+            Service(name=SERVICE, instance=ServiceInstance(id=instance)), self.settings.heartbeat_interval_s
+        )
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
         if not partitions:
@@ -347,27 +341,14 @@ class PartitionWorker:
             out += self._advance(state, wall)
         for hb in self.heartbeats.values():
             out += self._advance_heartbeats(hb, wall)
-        if wall >= self._next_beat:
-            self._next_beat = wall + int(self.settings.heartbeat_interval_s * 1000)
-            out.append(self.heartbeat(now, "up"))
-        return out
+        return out + self._beats(self.beats.due(now))
 
-    def heartbeat(self, now: datetime, status: str) -> Output:
+    def _beats(self, beats: list[Event]) -> list[Output]:
         """The detector's own heartbeat: watched by the other workers and, for the last one, from outside."""
-        self._beat_seq += 1
-        event = Event(
-            timestamp=now,
-            event=EventMeta(
-                id=f"{SERVICE}:{self.instance}:{self._started}:{self._beat_seq}", dataset="paywatch.heartbeat"
-            ),
-            service=Service(name=SERVICE, instance=ServiceInstance(id=self.instance)),
-            heartbeat=Heartbeat(
-                interval_s=self.settings.heartbeat_interval_s,
-                seq=self._beat_seq,
-                status=status,  # type: ignore[arg-type]
-            ),
-        )
-        return Output(self.topics.heartbeats, SERVICE.encode(), encode(event))
+        return [Output(self.topics.heartbeats, SERVICE.encode(), encode(beat)) for beat in beats]
+
+    def stopping(self, now: datetime) -> list[Output]:
+        return self._beats(self.beats.stopping(now))
 
 
 class _Judged:
@@ -479,5 +460,5 @@ def run(config: Config, group_id: str, instance: str | None = None, stop: thread
     finally:
         stop.set()
         thread.join(30)
-        workers.produce([worker.heartbeat(SystemClock().now(), "stopping")])  # a planned stop
+        workers.produce(worker.stopping(SystemClock().now()))  # a planned stop
         workers.producer.flush(10)

@@ -286,8 +286,9 @@ class DetectorSettings(_Section):
     )
     rebuild_horizon_s: float = Field(
         900.0,
-        description="A worker that gains a partition re-reads this much of its recent history to rebuild "
-        "per-order state and the heartbeat table (findings already published are not published again).",
+        description="A worker that gains a partition, or the embedded backend on start, re-reads this much "
+        "of its recent history to rebuild per-order state, windows and the heartbeat table (findings "
+        "already published are not published again).",
     )
     judge_horizon_s: float = Field(
         3600.0,

@@ -27,9 +27,11 @@ even counted in the watermark.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 COUNT_MS = 10_000  # how often the producers heard from recently are counted (the quorum's size)
+TICK_MS = 1000  # detectors are ticked at every whole second of their clock
 
 
 def to_ms(at: datetime) -> int:
@@ -38,6 +40,28 @@ def to_ms(at: datetime) -> int:
 
 def to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class Ticker:
+    """The whole seconds a clock has passed since the last call: replay, the Kafka workers and the
+    embedded backend all tick the detectors on these, so one input gives one set of findings."""
+
+    __slots__ = ("next",)
+
+    def __init__(self) -> None:
+        self.next: int | None = None  # the next whole second to tick; None until the clock is known
+
+    def start(self, at: int) -> None:
+        """Tick from the first whole second at or after `at` (unless already ticking)."""
+        if self.next is None:
+            self.next = -(-at // TICK_MS) * TICK_MS
+
+    def until(self, now: int) -> Iterator[int]:
+        self.start(now)
+        assert self.next is not None
+        while self.next <= now:
+            yield self.next
+            self.next += TICK_MS
 
 
 class Timebase:

@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Consumer, Producer
-from test_compensation_channels import PLATFORM, Truth, keypair, secrets_env  # noqa: F401  (fixtures)
+from test_compensation_channels import PLATFORM, Receiver, Truth, keypair, secrets_env  # noqa: F401  (fixtures)
 
-from paywatch.compensation.runtime import AsyncSide, CompensationHandler
-from paywatch.compensation.settings import ChannelSettings, CompensationSettings
+from paywatch.alerts.webhook import verify
+from paywatch.compensation.driver import CompensationDriver
+from paywatch.compensation.runtime import CompensationHandler
+from paywatch.compensation.settings import ChannelSettings, CompensationSettings, OrderWebhookSettings
 from paywatch.config import Config, KafkaSettings, Topics
 from paywatch.contract import decode
 from paywatch.finding import AttemptEvidence, Evidence, FindingPayment, encode_finding, make_finding
@@ -37,12 +39,13 @@ def stuck_finding(order: str, attempt: str):
     )
 
 
-def config_for(bootstrap: str, alipay_url: str) -> Config:
+def config_for(bootstrap: str, alipay_url: str, order_webhook_url: str | None = None) -> Config:
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(**{name: f"{value}.{suffix}" for name, value in Topics().model_dump().items()})
     comp = CompensationSettings(
         channels={"alipay": ChannelSettings(adapter="alipay", base_url=alipay_url, alipay={"app_id": "2014"})},
         consumer_group=f"paywatch-compensator-{suffix}",
+        order_webhook=OrderWebhookSettings(url=order_webhook_url),
     )
     return Config(kafka=KafkaSettings(bootstrap_servers=bootstrap, topics=topics), compensation=comp)
 
@@ -62,19 +65,21 @@ def collect(bootstrap: str, topics: list[str], want, timeout_s: float = 60) -> l
     return got
 
 
-def test_stage_repairs_a_confirmed_stuck_order_over_kafka(kafka_bootstrap, secrets_env):  # noqa: F811
+def test_stage_repairs_a_confirmed_stuck_order_over_kafka(kafka_bootstrap, secrets_env, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("PAYWATCH_ORDER_WEBHOOK_SECRET", "whsec-order-system")
     truth = Truth()
     truth.add("ali-1", "paid", channel="alipay", order_id="order-k1")
     server = ChannelApiServer("alipay", truth.get, public_key=secrets_env[1], platform_key=PLATFORM).start()
-    config = config_for(kafka_bootstrap, server.url)
+    receiver = Receiver()  # the order system: gets the repair, signed
+    config = config_for(kafka_bootstrap, server.url, receiver.url)
     t = config.kafka.topics
     ensure_topics(config.kafka, [t.findings, t.payments, t.actions, t.heartbeats], partitions=1)
-    io = AsyncSide(config.compensation)
+    driver = CompensationDriver(config.compensation, "test-1")
     stage = Stage(
         config.kafka,
         config.compensation.consumer_group,
         [t.findings, t.payments],
-        CompensationHandler(config, io, "test-1"),
+        CompensationHandler(config, driver),
         tick_s=0.2,
     )
     runner = threading.Thread(target=stage.run, daemon=True)
@@ -90,11 +95,15 @@ def test_stage_repairs_a_confirmed_stuck_order_over_kafka(kafka_bootstrap, secre
             return repaired and {t.payments, t.heartbeats} <= topics
 
         got = collect(kafka_bootstrap, [t.actions, t.payments, t.heartbeats], done)
+        deadline = time.monotonic() + 30
+        while not receiver.received and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         stage.stop.set()
         runner.join(30)
-        io.close()
+        driver.close()
         server.stop()
+        receiver.stop()
     actions = [json.loads(v) for topic, v in got if topic == t.actions]
     assert [a["action"]["type"] for a in actions] == ["query", "repair"]
     assert actions[1]["payment"]["order_id"] == "order-k1"
@@ -104,6 +113,9 @@ def test_stage_repairs_a_confirmed_stuck_order_over_kafka(kafka_bootstrap, secre
     beat = next(decode(v) for topic, v in got if topic == t.heartbeats)
     assert beat.service.name == "paywatch-compensator" and beat.heartbeat.checks == {"circuit:alipay": "ok"}
     assert server.count("ali-1") == 1
+    ((headers, body),) = receiver.received  # the repair, once, verified with the order system's key
+    verify("whsec-order-system", body, headers, now=datetime.now(UTC).timestamp())
+    assert json.loads(body) == actions[1]
 
 
 @pytest.mark.elasticsearch

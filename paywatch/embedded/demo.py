@@ -27,11 +27,11 @@ from rich.live import Live
 from rich.table import Table
 
 from paywatch.clock import ManualClock
+from paywatch.compensation.driver import CompensationDriver
 from paywatch.compensation.settings import BudgetSettings, ChannelSettings, CompensationSettings
 from paywatch.config import Config
 from paywatch.contract import Event, encode
 from paywatch.detectors.scoring import Score, score
-from paywatch.embedded.compensation_stage import CompensationStage
 from paywatch.embedded.ingest import IngestServer
 from paywatch.embedded.pipeline import Pipeline
 from paywatch.embedded.report import CaughtIncident, ReportInput, render
@@ -193,7 +193,8 @@ def run_demo(
         store = SqliteStore(database, clock=clock)
         stack.callback(store.close)
         pipeline = Pipeline(config, store, started_at=clock.now())
-        pipeline.compensation = CompensationStage(config.compensation)
+        # A simulated second waits for its queries' answers, as a live second would have.
+        pipeline.compensation = CompensationDriver(config.compensation, "demo", wait_s=60.0)
         stack.callback(pipeline.compensation.close)
         findings: list[Finding] = []
         view = LiveView(pipeline)

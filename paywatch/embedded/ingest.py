@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from paywatch.contract import ContractError, Event
+from paywatch.embedded.pipeline import Overloaded
 from paywatch.embedded.queries import Queries
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.intake import Intake
@@ -58,6 +59,7 @@ class IngestServer:
         intake: Intake | None = None,
         queries: Queries | None = None,
         pan: PanSettings = DEFAULT,
+        health: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         if not token:
             raise ValueError("the ingest endpoint needs a bearer token (set it in the environment or a file)")
@@ -68,6 +70,7 @@ class IngestServer:
         self._token = token.encode()
         self._max_body = max_body_bytes
         self._pan = pan
+        self._health = health
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -102,7 +105,10 @@ class IngestServer:
             masked = mask_bytes(raw, self._pan)
             self._store.dead_letter("http:/v1/events", f"line {number}: {mask_text(reason)}", masked)
         if accepted:
-            self._sink(accepted)
+            try:
+                self._sink(accepted)
+            except Overloaded as exc:  # nothing of this batch was stored: the client sends it again
+                return 503, {"error": f"paywatch is catching up ({exc}); retry in a second", "retry_after_s": 1}
         reply = {
             "accepted": len(accepted),
             "rejected": [{"line": n, "reason": mask_text(r)} for n, r, _ in rejected],
@@ -130,7 +136,8 @@ class IngestServer:
 
     def handle_get(self, path: str, auth: str | None) -> tuple[int, dict[str, Any]]:
         if path == "/healthz":
-            return 200, {"status": "ok"}
+            health = self._health() if self._health is not None else {"status": "ok"}
+            return (200 if health["status"] == "ok" else 503), health
         if not self._authorised(auth):
             return 401, {"error": "missing or wrong bearer token"}
         if self._queries is None:

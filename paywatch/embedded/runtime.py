@@ -2,27 +2,37 @@
 
 Events arrive over HTTP (the SDK with `sdk.transport: http`, or any NDJSON client); the
 pipeline is ticked on the wall clock, because absence (a missing callback, a silent
-service) can only be seen with a clock. SIGTERM/SIGINT stop it cleanly.
+service) can only be seen with a clock. On start the state is rebuilt from the store; the
+process beats like every paywatch stage (service `paywatch-embedded`), into its own
+detectors. SIGTERM/SIGINT stop it within `embedded.stop_timeout_s`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import socket
+import sys
 import threading
 
 import click
 import structlog
 
 from paywatch.clock import SystemClock
+from paywatch.collectors.heartbeat import ProcessHeartbeat
 from paywatch.config import Config, read_secret
+from paywatch.contract import Service, ServiceInstance
 from paywatch.embedded.ingest import IngestServer
-from paywatch.embedded.pipeline import Pipeline
+from paywatch.embedded.pipeline import Overloaded, Pipeline
 from paywatch.embedded.queries import Queries
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.intake import Intake
 from paywatch.logs import configure_logging
 
 log = structlog.get_logger("paywatch.embedded")
+
+SERVICE = "paywatch-embedded"
 
 
 def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
@@ -37,10 +47,17 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
     clock = SystemClock()
     store = SqliteStore(settings.database, clock=clock)
     pipeline = Pipeline(config, store, started_at=clock.now(), clock=clock)
-    if config.compensation.channels:
-        from paywatch.embedded.compensation_stage import CompensationStage
+    instance = f"{socket.gethostname()}-{os.getpid()}"
+    if config.compensation.channels or config.compensation.order_webhook.url:
+        from paywatch.compensation.driver import CompensationDriver
 
-        pipeline.compensation = CompensationStage(config.compensation)
+        try:
+            pipeline.compensation = CompensationDriver(config.compensation, instance)
+        except ValueError as exc:  # an unsigned order webhook, say: one line, not a traceback
+            store.close()
+            raise click.ClickException(str(exc)) from None
+    service = Service(name=SERVICE, instance=ServiceInstance(id=instance))
+    beats = ProcessHeartbeat(service, settings.heartbeat_interval_s, pipeline.health_checks)
     ingest = IngestServer(
         pipeline.ingest,
         store,
@@ -51,18 +68,34 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
         Intake(config.intake),
         Queries(pipeline.channels, store),
         config.pan,
+        health=pipeline.health,
     )
+    own_stop = stop is None
     stop = stop or threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    pipeline.rebuild(clock.now())
+    pipeline.start()
     ingest.start()
     log.info("embedded paywatch running", ingest=f"{ingest.url}/v1/events", database=str(settings.database))
     try:
         while not stop.wait(settings.tick_interval_s):
-            pipeline.tick(clock.now())
+            now = clock.now()
+            with contextlib.suppress(Overloaded):  # the detectors are behind: the next tick beats again
+                pipeline.ingest(beats.due(now))  # through the store and its own detectors, like any beat
+            pipeline.tick(now)
     finally:
         ingest.stop()
-        if pipeline.compensation is not None:
-            pipeline.compensation.close()
-        store.close()
-        log.info("embedded paywatch stopped", events=pipeline.events_in)
+        with contextlib.suppress(Overloaded):
+            pipeline.ingest(beats.stopping(clock.now()))
+        clean = pipeline.close(settings.stop_timeout_s)
+        log.info("embedded paywatch stopped", events=pipeline.events_in, clean=clean)
+        if clean:
+            store.close()
+        elif own_stop:
+            # A receiver or channel still hanging: everything acknowledged is in the store and is
+            # replayed on the next start, so leave now instead of waiting on it.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)

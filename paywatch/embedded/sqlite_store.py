@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,11 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 
 
 def _iso(clock: Clock) -> str:
-    return clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_ms(clock.now())
+
+
+def iso_ms(at: datetime) -> str:
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class SqliteStore:
@@ -65,9 +70,11 @@ class SqliteStore:
         with self._lock:
             self._db.close()
 
-    def write(self, docs: Iterable[Doc]) -> int:
-        """Store documents, stamping `event.ingested`; returns how many were new."""
-        ingested = _iso(self._clock)
+    def write(self, docs: Iterable[Doc], ingested_at: datetime | None = None) -> int:
+        """Store documents, stamping `event.ingested` (`ingested_at`, else now); returns how many
+        were new. The embedded pipeline passes the arrival time its detectors judged by, so a
+        restart can replay the same stream in the same order (`events_since`)."""
+        ingested = iso_ms(ingested_at) if ingested_at is not None else _iso(self._clock)
         rows, orders = [], []
         for doc in docs:
             body = dict(doc)
@@ -140,3 +147,47 @@ class SqliteStore:
     def documents(self, dataset: str) -> list[dict[str, Any]]:
         """All documents of one dataset, oldest first (the incident report reads these)."""
         return self._bodies("SELECT body FROM docs WHERE dataset = ? ORDER BY ts, event_id", (dataset,))
+
+    def ping(self, timeout_s: float) -> bool:
+        """The store answers within `timeout_s` (a write stuck holding the lock says no)."""
+        if not self._lock.acquire(timeout=timeout_s):
+            return False
+        try:
+            self._db.execute("SELECT 1").fetchone()
+            return True
+        finally:
+            self._lock.release()
+
+    def events_since(self, datasets: tuple[str, ...], since: datetime, batch: int = 5000) -> Iterator[str]:
+        """Documents (JSON) of `datasets` that arrived at or after `since`, in arrival order (what a
+        restart replays through the detectors), read in batches so memory stays flat."""
+        marks = ",".join("?" * len(datasets))
+        after: tuple[str, int] = (iso_ms(since), -1)
+        while True:
+            rows = self._query(
+                f"SELECT ingested, rowid, body FROM docs WHERE dataset IN ({marks}) AND (ingested, rowid) > (?, ?) "
+                "ORDER BY ingested, rowid LIMIT ?",
+                (*datasets, *after, batch),
+            )
+            for row in rows:
+                yield row[2]
+            if len(rows) < batch:
+                return
+            after = (rows[-1][0], rows[-1][1])
+
+    def paged(self, fingerprint: str, starts_at: str) -> bool:
+        """Whether this firing alert episode (fingerprint, start) went out to a pager: a firing
+        change was recorded with a delivery attempt (a change is stored after its delivery)."""
+        for body in self._bodies(
+            "SELECT body FROM docs WHERE dataset = 'paywatch.alert' AND body LIKE ?", (f'%"{fingerprint}"%',)
+        ):
+            alert = body["alert"]
+            if (
+                alert["fingerprint"] == fingerprint
+                and alert["status"] == "firing"
+                and alert["page"]
+                and alert["starts_at"] == starts_at
+                and alert["deliveries"]
+            ):
+                return True
+        return False
