@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from paywatch import private
 from paywatch.clock import Clock, SystemClock
 from paywatch.finding import INCIDENT_KINDS
 from paywatch.store import Doc, get, latest_alerts, summarise_incidents
@@ -56,6 +57,7 @@ class SqliteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock or SystemClock()
         self._lock = threading.Lock()
+        private.create(self.path)  # events and findings: owner only, and the WAL follows the file's mode
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
