@@ -241,8 +241,8 @@ class IngestServer:
                 log_config=None,
                 log_level="warning",
                 access_log=False,
-                timeout_keep_alive=int(limits.keepalive_timeout_s),
-                timeout_graceful_shutdown=int(limits.shutdown_timeout_s),
+                timeout_keep_alive=limits.keepalive_timeout_s,  # type: ignore[arg-type]  # used as a float
+                timeout_graceful_shutdown=limits.shutdown_timeout_s,  # type: ignore[arg-type]
                 server_header=False,
             )
         )
@@ -277,6 +277,8 @@ class IngestServer:
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
+            if not job.reply.set_running_or_notify_cancel():
+                continue  # its request was cancelled (shutdown) while it queued: nothing was acknowledged
             self._busy_since = time.monotonic()
             try:
                 job.reply.set_result(self._process(job))
@@ -359,6 +361,8 @@ class IngestServer:
             return _reply(refused.status, {"error": str(refused)}, close=True, retry_after=refused.retry_after)
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is left to read it
+        except asyncio.CancelledError:  # shutdown's grace period ran out: tell the client, do not log a traceback
+            return _reply(503, {"error": "paywatch is shutting down; retry"}, close=True, retry_after=True)
         finally:
             self.budget.give(held[0])
 
