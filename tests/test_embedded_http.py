@@ -17,6 +17,7 @@ import httpx
 import msgspec
 import pytest
 import zstandard
+from test_embedded_process import app_lines
 
 from paywatch.contract import Event
 from paywatch.embedded.ingest import IngestServer
@@ -28,20 +29,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LIMIT = 1 << 20
 
 
-def app_line(n: int) -> bytes:
-    return json.dumps(
-        {
-            "@timestamp": "2026-11-22T10:00:01.000Z",
-            "event": {"id": f"e-{n}", "dataset": "paywatch.app"},
-            "service": {"name": "checkout", "instance": {"id": "c-1"}},
-            "log": {"level": "info"},
-            "message": f"line {n}",
-        }
-    ).encode()
-
-
 def body(first: int, count: int) -> bytes:
-    return b"\n".join(app_line(n) for n in range(first, first + count)) + b"\n"
+    return app_lines(f"e{first}", count)
 
 
 class Served:

@@ -224,7 +224,10 @@ class IngestServer:
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="paywatch-ingest-read")
         self.health: dict[str, HealthCheck] = {"store": self._store_check, "ingest": self._ingest_check}
         # Bound here, not by uvicorn, so that a port in use fails now, in the caller, as an OSError.
-        self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say so, and without it
+        # every reply waits ~40 ms for the client's delayed ACK (Nagle).
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self._socket.bind((host, port))
