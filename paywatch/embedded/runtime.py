@@ -44,18 +44,25 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
         from paywatch.embedded.compensation_stage import CompensationStage
 
         pipeline.compensation = CompensationStage(config.compensation)
-    ingest = IngestServer(
-        pipeline.ingest,
-        store,
-        token,
-        settings.listen_host,
-        settings.listen_port,
-        settings.max_body_bytes,
-        Intake(config.intake),
-        Queries(pipeline.channels, store),
-        config.pan,
-        settings,
-    )
+    try:
+        ingest = IngestServer(
+            pipeline.ingest,
+            store,
+            token,
+            settings.listen_host,
+            settings.listen_port,
+            settings.max_body_bytes,
+            Intake(config.intake),
+            Queries(pipeline.channels, store),
+            config.pan,
+            settings,
+        )
+    except OSError as exc:  # in use, not this machine's address, an unknown host name, a privileged port
+        store.close()
+        raise click.ClickException(
+            f"cannot listen on {settings.listen_host}:{settings.listen_port} ({exc.strerror or exc}): "
+            "stop the process holding the port, or set embedded.listen_host / embedded.listen_port"
+        ) from None
     ticks = Progress("detector tick", max(settings.stuck_after_s, 3 * settings.tick_interval_s))
     ingest.health["detectors"] = ticks.check
     stop = stop or threading.Event()
