@@ -204,3 +204,21 @@ def test_a_malformed_request_is_answered_without_a_traceback(tmp_path):
     assert embedded.healthy()
     out = embedded.stop()
     assert "Traceback" not in out, out
+
+
+def test_a_stop_that_hangs_is_ended_at_its_bound():
+    """The bound SIGTERM arms in `run --embedded`: when a stage never returns (here the main thread
+    sleeps for a minute, as a tick blocked on a hung receiver would), the process exits anyway."""
+    hung = (
+        "import threading, time\n"
+        "from paywatch.logs import configure_logging\n"
+        "from paywatch.embedded.runtime import _stop_within\n"
+        "configure_logging()\n"
+        "_stop_within(threading.Event(), 1.0)\n"
+        "time.sleep(60)\n"
+    )
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", hung], capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - started
+    assert out.returncode == 1 and took < 10, (took, out.stderr)
+    assert "shutdown overran its bound" in out.stderr and "Traceback" not in out.stderr

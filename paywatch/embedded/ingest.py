@@ -322,7 +322,7 @@ class IngestServer:
     # Health parts this server sees; others are added to `self.health` by whoever runs them.
 
     def _store_check(self) -> tuple[bool, str]:
-        self._store.count("paywatch.heartbeat")
+        self._store.ping()
         return True, f"{self._store.path} answers"
 
     def _ingest_check(self) -> tuple[bool, str]:

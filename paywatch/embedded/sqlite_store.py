@@ -108,6 +108,10 @@ class SqliteStore:
         )
         return [{"received_at": r[0], "source": r[1], "reason": r[2], "raw": bytes(r[3])} for r in cur]
 
+    def ping(self) -> None:
+        """One cheap read through the store's connection and lock: raises or hangs when the store does."""
+        self._query("SELECT 1 FROM docs LIMIT 1", ())
+
     def count(self, dataset: str | None = None) -> int:
         if dataset is None:
             return self._query("SELECT count(*) FROM docs", ())[0][0]
