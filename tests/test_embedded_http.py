@@ -1,11 +1,13 @@
 """The embedded ingest's HTTP layer over real sockets: what Java, Go and curl clients send
 (chunked bodies, gzip and zstd bodies, `Expect: 100-continue`, keep-alive), the limits that
 hold while a body streams (a gzip bomb stops at the body limit), back-pressure (429 with
-Retry-After past the in-flight budget) and /healthz naming the part that is stuck."""
+Retry-After past the in-flight budget) and /healthz naming the part that is stuck. The body
+decoders are fuzzed; the `@example`s are the kept corpus (add each failure hypothesis finds)."""
 
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import socket
 import subprocess
@@ -17,10 +19,12 @@ import httpx
 import msgspec
 import pytest
 import zstandard
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from test_embedded_process import app_lines
 
 from paywatch.contract import Event
-from paywatch.embedded.ingest import IngestServer
+from paywatch.embedded.ingest import DECODERS, IngestServer, Refused, _TooLarge
 from paywatch.embedded.settings import EmbeddedSettings
 from paywatch.embedded.sqlite_store import SqliteStore
 
@@ -217,3 +221,58 @@ def test_a_registered_health_part_that_hangs_turns_healthz_red(served):
     assert r.status_code == 503 and time.monotonic() - started < 5
     assert r.json()["parts"]["alert_delivery"] == {"ok": False, "detail": "no answer within 2 s"}
     assert r.json()["parts"]["store"]["ok"] is True
+
+
+def _decode(encoding: str, data: bytes, cuts: list[int], limit: int) -> bytes:
+    """What the ingest does with a body arriving in pieces cut at `cuts`."""
+    decoder = DECODERS[encoding]()
+    out = bytearray()
+    edges = [0, *sorted(c for c in cuts if 0 < c < len(data)), len(data)]
+    for start, end in itertools.pairwise(edges):
+        out += decoder.feed(data[start:end], limit - len(out))
+    decoder.end()
+    return bytes(out)
+
+
+COMPRESS = {
+    "identity": lambda b: b,
+    "gzip": gzip.compress,
+    "zstd": lambda b: zstandard.ZstdCompressor().compress(b),
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=4000), st.lists(st.integers(0, 5000), max_size=8), st.sampled_from(sorted(COMPRESS)))
+@example(b"", [], "gzip")
+@example(b"\n" * 3000, [1, 2, 3], "zstd")
+def test_any_body_in_any_chunking_decodes_to_itself(body: bytes, cuts: list[int], encoding: str) -> None:
+    assert _decode(encoding, COMPRESS[encoding](body), cuts, LIMIT) == body
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=500), min_size=2, max_size=4), st.lists(st.integers(0, 3000), max_size=6))
+def test_concatenated_gzip_members_are_one_body(parts: list[bytes], cuts: list[int]) -> None:
+    assert _decode("gzip", b"".join(gzip.compress(p) for p in parts), cuts, LIMIT) == b"".join(parts)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=3000), st.lists(st.integers(0, 3000), max_size=6), st.sampled_from(["gzip", "zstd"]))
+@example(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03", [], "gzip")  # a gzip header and nothing after it
+@example(b"\x28\xb5\x2f\xfd", [], "zstd")  # a zstd magic number and nothing after it
+def test_garbage_is_refused_with_one_answer(garbage: bytes, cuts: list[int], encoding: str) -> None:
+    """Whatever a producer sends: a body, a 400, or a 413 — never another exception."""
+    try:
+        _decode(encoding, garbage, cuts, 2000)
+    except Refused as refused:
+        assert refused.status == 400
+    except _TooLarge:
+        pass
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 200_000), st.sampled_from(["gzip", "zstd"]))
+def test_decoded_output_never_passes_the_limit(limit: int, encoding: str) -> None:
+    bomb = COMPRESS[encoding](b"\n" * (limit + 1))
+    with pytest.raises(_TooLarge):
+        _decode(encoding, bomb, [], limit)
+    assert _decode(encoding, COMPRESS[encoding](b"\n" * limit), [], limit) == b"\n" * limit

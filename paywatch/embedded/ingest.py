@@ -107,13 +107,18 @@ class _Gzip:
         self._z = zlib.decompressobj(wbits=31)
 
     def feed(self, chunk: bytes, room: int) -> bytes:
-        try:
-            out = self._z.decompress(chunk, room + 1)
-        except zlib.error as exc:
-            raise Refused(400, f"body is not valid gzip: {exc}") from None
-        if len(out) > room:  # output under the cap means the whole chunk was consumed
-            raise _TooLarge
-        return out
+        out = b""
+        while True:
+            try:
+                out += self._z.decompress(chunk, room - len(out) + 1)
+            except zlib.error as exc:
+                raise Refused(400, f"body is not valid gzip: {exc}") from None
+            if len(out) > room:  # output under the cap means the whole chunk was consumed
+                raise _TooLarge
+            if not (self._z.eof and self._z.unused_data):
+                return out
+            chunk = self._z.unused_data  # another gzip member follows: RFC 1952 allows several
+            self._z = zlib.decompressobj(wbits=31)
 
     def end(self) -> None:
         if not self._z.eof:
