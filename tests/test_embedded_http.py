@@ -164,6 +164,16 @@ def test_bad_bodies_are_one_clear_answer(served):
     assert served.stored() == 0
 
 
+def read_reply(f) -> tuple[bytes, dict]:
+    """One HTTP/1.1 response off a connection: its status line and its JSON body."""
+    status = f.readline()
+    length = 0
+    while (line := f.readline()) != b"\r\n":
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return status, json.loads(f.read(length))
+
+
 def test_one_keep_alive_connection_carries_many_requests(served):
     port = int(served.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -174,13 +184,9 @@ def test_one_keep_alive_connection_carries_many_requests(served):
                 b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
                 + b"\r\nContent-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload
             )  # fmt: skip
-            status = f.readline()
+            status, reply = read_reply(f)
             assert status.startswith(b"HTTP/1.1 200"), status
-            length = 0
-            while (line := f.readline()) != b"\r\n":
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            assert json.loads(f.read(length))["accepted"] == 1
+            assert reply["accepted"] == 1
     assert served.stored() == 3
 
 
@@ -276,3 +282,20 @@ def test_decoded_output_never_passes_the_limit(limit: int, encoding: str) -> Non
     with pytest.raises(_TooLarge):
         _decode(encoding, bomb, [], limit)
     assert _decode(encoding, COMPRESS[encoding](b"\n" * limit), [], limit) == b"\n" * limit
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(tmp_path):
+    served = Served(tmp_path, keepalive_timeout_s=1)
+    try:
+        port = int(served.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            f = s.makefile("rb")
+            status, reply = read_reply(f)
+            assert status.startswith(b"HTTP/1.1 200") and reply["status"] == "ok"
+            started = time.monotonic()
+            assert f.read(1) == b""  # the server closed the idle connection
+            assert 0.5 < time.monotonic() - started < 5
+    finally:
+        served.server.stop()
+        served.store.close()
