@@ -17,6 +17,7 @@ from typing import IO, NamedTuple
 
 import msgspec
 
+from paywatch import private
 from paywatch.collectors.transports import Record
 
 log = logging.getLogger("paywatch.sdk")
@@ -39,7 +40,7 @@ class SpoolBusyError(OSError):
 
 class Spool:
     def __init__(self, directory: Path, max_bytes: int, segment_bytes: int) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.directory = directory
         self._lock = _lock_directory(directory)
         self._max_bytes = max_bytes
@@ -96,7 +97,7 @@ class Spool:
         number = self._last + 1 if self._sizes else self._head.segment + 1
         if not self._sizes:
             self._head = Position(number, 0)
-        self._writer = open(self._path(number), "ab")  # noqa: SIM115 - stays open across appends
+        self._writer = open(self._path(number), "ab", opener=private.opener)  # noqa: SIM115 - stays open
         self._sizes[number] = 0
 
     # ---- replaying
@@ -179,7 +180,8 @@ class Spool:
 
     def _write_head(self) -> None:
         tmp = self.directory / "head.tmp"
-        tmp.write_text(f"{self._head.segment} {self._head.offset}\n")
+        with open(tmp, "w", opener=private.opener) as f:
+            f.write(f"{self._head.segment} {self._head.offset}\n")
         os.replace(tmp, self.directory / "head")
 
     def _repair_torn_tail(self) -> None:
@@ -204,7 +206,7 @@ class Spool:
 
 
 def _lock_directory(directory: Path) -> IO[str]:
-    handle = open(directory / "lock", "a")  # noqa: SIM115 - held for the spool's lifetime
+    handle = open(directory / "lock", "a", opener=private.opener)  # noqa: SIM115 - held for the spool's lifetime
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -80,3 +80,13 @@ def test_simulator_bench_prints_its_speed():
     out = run_bench("simulator.py", "--hours", "0.01", "--only", "direct")
     assert "python_speed=" in out
     assert "direct: 0.01 simulated h," in out and "events/s" in out
+
+
+def test_ingest_bench_prints_rates_latencies_and_the_overload_ceiling():
+    out = run_bench(
+        "ingest.py", "--seconds", "1", "--clients", "1,2", "--overload-clients", "6", "--overload-seconds", "2"
+    )
+    for clients in (1, 2):
+        assert f"{clients:>2} clients: paywatch " in out and "× the floor's rate" in out
+    assert "storage floor:" in out and "events/s decoded and written to SQLite" in out
+    assert "overload: 6 clients" in out and "RSS idle" in out and "peak" in out

@@ -285,3 +285,31 @@ def test_times_print_whole_as_iso_8601_utc_at_80_columns(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "2026-01-15T02:05:03Z" in result.stdout
     assert f"reading the demo's database {DEMO_DATABASE}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("embedded", "expected"),
+    [
+        ("listen_host: 192.0.2.1", "cannot listen on 192.0.2.1"),  # TEST-NET-1: no machine's address
+        ("listen_host: no-such-host.invalid", "cannot listen on no-such-host.invalid"),
+        ("max_body_bytes: 2000000\n  inflight_bytes: 1000", "inflight_bytes must be at least"),
+    ],
+    ids=["address not here", "unknown host", "budget under one body"],
+)
+def test_embedded_serving_mistakes_are_one_line(embedded: str, expected: str, tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(f"embedded:\n  database: {tmp_path / 'e.sqlite'}\n  {embedded}\n")
+    result = _run(["run", "--embedded", "--config", "bad.yaml"], tmp_path, env={"PAYWATCH_INGEST_TOKEN": "t" * 24})
+    _one_clear_line(result, expected)
+
+
+def test_run_needs_embedded_and_a_token(tmp_path: Path) -> None:
+    _one_clear_line(_run(["run"], tmp_path), "--embedded")
+    env = {"PAYWATCH_INGEST_TOKEN": ""}
+    (tmp_path / "e.yaml").write_text(f"embedded:\n  database: {tmp_path / 'e.sqlite'}\n")
+    _one_clear_line(_run(["run", "--embedded", "--config", "e.yaml"], tmp_path, env=env), "no ingest token")
+
+
+def test_simulating_into_an_unreachable_ingest_is_one_line(tmp_path: Path, closed_port: int) -> None:
+    url = f"http://127.0.0.1:{closed_port}/v1/events"
+    args = ["simulate", "--ingest", url, "--duration", "10s", "--give-up-after", "2"]
+    _one_clear_line(_run(args, tmp_path, env={"PAYWATCH_INGEST_TOKEN": "t" * 24}), "http ingest")

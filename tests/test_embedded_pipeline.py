@@ -73,7 +73,7 @@ detectors: {{default: {{paid_grace_s: 1}}}}
 {alipay(channel.url + "/gateway.do")}
 """,
         {"PAYWATCH_WEBHOOK_SECRET": "whsec-pager", "PAYWATCH_SLACK_WEBHOOK_URL": slack.url, **channel_env(keypair)},
-        embedded=", stuck_after_s: 2, stop_timeout_s: 3",
+        embedded=", stuck_after_s: 2, shutdown_timeout_s: 3",
     )
     proc.start()
     try:
@@ -91,7 +91,7 @@ detectors: {{default: {{paid_grace_s: 1}}}}
         latencies = [proc.post([payment("order_created", f"later-{n}")]) for n in range(40)]
         _, health = wait_for(lambda: (h := proc.health())[0] == 503 and h, 60, "an unhealthy /healthz")
         parts = health["parts"]
-        assert parts["alert_delivery"]["stuck_sinks"] == ["webhook"] and not parts["compensation"]["ok"]
+        assert parts["alert_delivery"]["detail"]["stuck_sinks"] == ["webhook"] and not parts["compensation"]["ok"]
         assert parts["store"]["ok"] and parts["detectors"]["ok"]
         # Everything sent while they hung was stored and judged.
         assert len(proc.documents("paywatch.payment")) == 10 * 3 + 40
@@ -103,7 +103,7 @@ detectors: {{default: {{paid_grace_s: 1}}}}
     # paid_grace_s (1 s) and a tick, not the hung webhook's retries (10 s per attempt, 5 attempts)
     assert slack_wait_s < 8, slack_wait_s
     assert max(latencies) < 1.0, latencies  # a hung call once blocked ingest for 115 s
-    assert stop_s < 3 + 5, proc.output.decode()[-2000:]  # stop_timeout_s, plus the interpreter's exit
+    assert stop_s < 3 + 5, proc.output.decode()[-2000:]  # shutdown_timeout_s, plus the interpreter's exit
     assert proc.proc is not None and proc.proc.returncode == 0
 
 

@@ -20,6 +20,7 @@ so a simulated second is fully judged when `tick` returns.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -40,6 +41,7 @@ from paywatch.contract import HEARTBEAT, PAYMENT, Event
 from paywatch.detectors.channel_feed import ChannelBoard
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.detectors.timebase import Ticker, to_ms
+from paywatch.embedded.health import HealthCheck
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.finding import Finding
 
@@ -313,35 +315,35 @@ class Pipeline:
 
     def health_checks(self) -> dict[str, bool]:
         """The parts' health as the embedded process's heartbeat checks."""
-        return {name: part["ok"] for name, part in self.health()["parts"].items()}
+        checks = {"store": lambda: (self.store.ping(min(self.settings.stuck_after_s, 2.0)), None)}
+        return {name: check()[0] for name, check in (checks | self.health_parts()).items()}
 
-    def health(self) -> dict[str, Any]:
-        """Each part and whether it is stuck (what `/healthz` answers): the store answers, the
-        detectors and alert delivery are not busy with one item for `stuck_after_s`, compensating
-        queries are getting answers."""
+    def health_parts(self) -> dict[str, HealthCheck]:
+        """The parts `/healthz` reports for the pipeline: the detectors and alert delivery are not
+        busy with one item for `stuck_after_s`, compensating queries are getting answers."""
+        parts: dict[str, HealthCheck] = {"detectors": self._detectors_health, "alert_delivery": self._delivery_health}
+        if self.compensation is not None:
+            after = self.settings.stuck_after_s
+            parts["compensation"] = functools.partial(_compensation_health, self.compensation, after)
+        return parts
+
+    def _detectors_health(self) -> tuple[bool, dict[str, Any]]:
+        stuck = self._detect is not None and self._detect.stuck(time.monotonic(), self.settings.stuck_after_s)
+        return not stuck, {"backlog": self._queued_events}
+
+    def _delivery_health(self) -> tuple[bool, dict[str, Any]]:
         now, after = time.monotonic(), self.settings.stuck_after_s
-        store_ok = self.store.ping(min(after, 2.0))
-        detect_ok = self._detect is None or not self._detect.stuck(now, after)
         sinks = self.alerting.backlog()
         late = [name for name, (_, since) in sinks.items() if since is not None and now - since > after]
         worker_ok = self._deliver is None or not self._deliver.stuck(now, after)
-        deliver_ok = worker_ok and not late and not self.alert_changes_dropped
-        parts: dict[str, dict[str, Any]] = {
-            "store": {"ok": store_ok},
-            "detectors": {"ok": detect_ok, "backlog": self._queued_events},
-            "alert_delivery": {
-                "ok": deliver_ok,
-                "backlog": self._alerts.qsize(),
-                "sinks": {name: waiting for name, (waiting, _) in sinks.items()},
-                "stuck_sinks": late,
-                "dropped": self.alert_changes_dropped,
-            },
+        return worker_ok and not late and not self.alert_changes_dropped, {
+            "backlog": self._alerts.qsize(),
+            "sinks": {name: waiting for name, (waiting, _) in sinks.items()},
+            "stuck_sinks": late,
+            "dropped": self.alert_changes_dropped,
         }
-        if self.compensation is not None:
-            io = self.compensation.io
-            parts["compensation"] = {
-                "ok": not self.compensation.stuck(now, after),
-                "backlog": io.outstanding,
-                "order_webhook_backlog": io.undelivered,
-            }
-        return {"status": "ok" if all(p["ok"] for p in parts.values()) else "unhealthy", "parts": parts}
+
+
+def _compensation_health(driver: CompensationDriver, stuck_after_s: float) -> tuple[bool, dict[str, Any]]:
+    ok = not driver.stuck(time.monotonic(), stuck_after_s)
+    return ok, {"backlog": driver.io.outstanding, "order_webhook_backlog": driver.io.undelivered}

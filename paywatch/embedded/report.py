@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.patches import Patch
 
+from paywatch import private
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.pan import mask_text
 from paywatch.store import get
@@ -535,5 +536,6 @@ window.addEventListener("load", () => {{
 </body></html>
 """
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(doc)
+    with open(out, "w", opener=private.opener) as f:
+        f.write(doc)
     return out

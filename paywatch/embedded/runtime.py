@@ -4,7 +4,8 @@ Events arrive over HTTP (the SDK with `sdk.transport: http`, or any NDJSON clien
 pipeline is ticked on the wall clock, because absence (a missing callback, a silent
 service) can only be seen with a clock. On start the state is rebuilt from the store; the
 process beats like every paywatch stage (service `paywatch-embedded`), into its own
-detectors. SIGTERM/SIGINT stop it within `embedded.stop_timeout_s`.
+detectors. SIGTERM/SIGINT stop it within `embedded.shutdown_timeout_s` for in-flight
+requests, the same again for queued work, and exit at the latest after twice that.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import os
 import signal
 import socket
-import sys
 import threading
 
 import click
@@ -23,6 +23,7 @@ from paywatch.clock import SystemClock
 from paywatch.collectors.heartbeat import ProcessHeartbeat
 from paywatch.config import Config, read_secret
 from paywatch.contract import Service, ServiceInstance
+from paywatch.embedded.health import Progress
 from paywatch.embedded.ingest import IngestServer
 from paywatch.embedded.pipeline import Overloaded, Pipeline
 from paywatch.embedded.queries import Queries
@@ -58,23 +59,32 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
             raise click.ClickException(str(exc)) from None
     service = Service(name=SERVICE, instance=ServiceInstance(id=instance))
     beats = ProcessHeartbeat(service, settings.heartbeat_interval_s, pipeline.health_checks)
-    ingest = IngestServer(
-        pipeline.ingest,
-        store,
-        token,
-        settings.listen_host,
-        settings.listen_port,
-        settings.max_body_bytes,
-        Intake(config.intake),
-        Queries(pipeline.channels, store),
-        config.pan,
-        health=pipeline.health,
-    )
-    own_stop = stop is None
+    try:
+        ingest = IngestServer(
+            pipeline.ingest,
+            store,
+            token,
+            settings.listen_host,
+            settings.listen_port,
+            settings.max_body_bytes,
+            Intake(config.intake),
+            Queries(pipeline.channels, store),
+            config.pan,
+            settings,
+        )
+    except OSError as exc:  # in use, not this machine's address, an unknown host name, a privileged port
+        store.close()
+        raise click.ClickException(
+            f"cannot listen on {settings.listen_host}:{settings.listen_port} ({exc.strerror or exc}): "
+            "stop the process holding the port, or set embedded.listen_host / embedded.listen_port"
+        ) from None
+    ticks = Progress("detector tick", max(settings.stuck_after_s, 3 * settings.tick_interval_s))
+    ingest.health.update(pipeline.health_parts())
+    ingest.health["ticks"] = ticks.check
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, lambda *_: _stop_within(stop, 2 * settings.shutdown_timeout_s))
     pipeline.rebuild(clock.now())
     pipeline.start()
     ingest.start()
@@ -85,17 +95,32 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
             with contextlib.suppress(Overloaded):  # the detectors are behind: the next tick beats again
                 pipeline.ingest(beats.due(now))  # through the store and its own detectors, like any beat
             pipeline.tick(now)
+            ticks.beat()
     finally:
         ingest.stop()
         with contextlib.suppress(Overloaded):
             pipeline.ingest(beats.stopping(clock.now()))
-        clean = pipeline.close(settings.stop_timeout_s)
+        clean = pipeline.close(settings.shutdown_timeout_s)
         log.info("embedded paywatch stopped", events=pipeline.events_in, clean=clean)
         if clean:
             store.close()
-        elif own_stop:
+        else:
             # A receiver or channel still hanging: everything acknowledged is in the store and is
-            # replayed on the next start, so leave now instead of waiting on it.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
+            # replayed on the next start; the bound set on SIGTERM ends the process.
+            log.warning("embedded paywatch left work undone; it is replayed on the next start")
+
+
+def _stop_within(stop: threading.Event, bound_s: float) -> None:
+    """Ask for a clean stop, and exit anyway after `bound_s` if a stage hangs: every acknowledged
+    event is already committed to SQLite, so a forced exit loses nothing acknowledged."""
+    if stop.is_set():
+        return
+    stop.set()
+
+    def overran() -> None:
+        log.error("shutdown overran its bound; exiting now", bound_s=bound_s)
+        os._exit(1)
+
+    timer = threading.Timer(bound_s, overran)
+    timer.daemon = True
+    timer.start()

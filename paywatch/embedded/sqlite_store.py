@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from paywatch import private
 from paywatch.clock import Clock, SystemClock
 from paywatch.finding import INCIDENT_KINDS
 from paywatch.store import Doc, get, latest_alerts, summarise_incidents
@@ -61,6 +62,7 @@ class SqliteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock or SystemClock()
         self._lock = threading.Lock()
+        private.create(self.path)  # events and findings: owner only, and the WAL follows the file's mode
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -148,7 +150,7 @@ class SqliteStore:
         """All documents of one dataset, oldest first (the incident report reads these)."""
         return self._bodies("SELECT body FROM docs WHERE dataset = ? ORDER BY ts, event_id", (dataset,))
 
-    def ping(self, timeout_s: float) -> bool:
+    def ping(self, timeout_s: float = 2.0) -> bool:
         """The store answers within `timeout_s` (a write stuck holding the lock says no)."""
         if not self._lock.acquire(timeout=timeout_s):
             return False
