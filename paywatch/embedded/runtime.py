@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 import threading
 
 import click
@@ -81,6 +82,7 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
     ticks = Progress("detector tick", max(settings.stuck_after_s, 3 * settings.tick_interval_s))
     ingest.health.update(pipeline.health_parts())
     ingest.health["ticks"] = ticks.check
+    own_stop = stop is None
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -104,10 +106,12 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
         log.info("embedded paywatch stopped", events=pipeline.events_in, clean=clean)
         if clean:
             store.close()
-        else:
+        elif own_stop:
             # A receiver or channel still hanging: everything acknowledged is in the store and is
-            # replayed on the next start; the bound set on SIGTERM ends the process.
-            log.warning("embedded paywatch left work undone; it is replayed on the next start")
+            # replayed on the next start, so leave now instead of waiting on it.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
 
 def _stop_within(stop: threading.Event, bound_s: float) -> None:
