@@ -13,7 +13,7 @@ import os
 import time
 from datetime import UTC, datetime
 
-from paywatch.compensation.channels import build_adapters
+from paywatch.compensation.adapters import build_adapters
 from paywatch.compensation.engine import Compensator
 from paywatch.compensation.executor import Executor, run_due
 from paywatch.compensation.settings import BudgetSettings, ChannelSettings, CompensationSettings

@@ -43,7 +43,7 @@ import httpx
 import structlog
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from paywatch.config import Config
+from paywatch.app.config import Config
 from paywatch.contract import HEARTBEAT, Event
 from paywatch.detectors.settings import ChannelSettings, DetectorSettings
 from paywatch.devstack import AlertmanagerServer, PrometheusServer, alertmanager_binary, free_port, prometheus_binary

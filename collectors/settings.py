@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from paywatch.contract import MAX_EVENT_BYTES
+from paywatch.settings import Section
 
 
-class CollectorSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CollectorSettings(Section):
     group_id: str = Field(
         "paywatch-collector",
         description="Kafka consumer group. Run several collectors with the same group to share the "

@@ -36,7 +36,7 @@ from paywatch.compensation.channels import (
     rsa_sha256_verify,
 )
 from paywatch.compensation.settings import AlipaySettings
-from paywatch.config import read_secret
+from paywatch.secrets import read_secret
 
 METHOD = "alipay.trade.query"
 REFUND_METHOD = "alipay.trade.fastpay.refund.query"

@@ -29,7 +29,7 @@ import structlog
 
 from paywatch import __version__
 from paywatch.compensation.settings import check_base_url
-from paywatch.config import read_secret
+from paywatch.secrets import read_secret
 
 Outcome = Literal["success", "failure", "unknown"]
 Purpose = Literal["status", "confirm_paid", "confirm_duplicate", "pre_refund"]
@@ -282,23 +282,3 @@ class HttpAdapter:
             extensions={"timeout": httpx.Timeout(self.timeout_s).as_dict()},
             **kwargs,
         )
-
-
-def build_adapters(settings: Any) -> dict[str, ChannelAdapter]:
-    """One adapter per declared queryable channel, credentials read now (fail fast, by name)."""
-    from paywatch.compensation.alipay import AlipayAdapter
-    from paywatch.compensation.generic import GenericAdapter
-    from paywatch.compensation.stripe import StripeAdapter
-    from paywatch.compensation.wechatpay import WechatPayAdapter
-
-    kinds = {"wechatpay": WechatPayAdapter, "alipay": AlipayAdapter, "stripe": StripeAdapter}
-    adapters: dict[str, ChannelAdapter] = {}
-    for name, ch in settings.channels.items():
-        if ch.adapter == "none":
-            continue
-        timeout = settings.budget_for(name).timeout_s
-        if ch.adapter == "generic":
-            adapters[name] = GenericAdapter.from_settings(ch.base_url, timeout, ch.generic)
-        else:
-            adapters[name] = kinds[ch.adapter].from_settings(ch.base_url, timeout, getattr(ch, ch.adapter))
-    return adapters

@@ -10,7 +10,7 @@ import httpx
 
 from paywatch.compensation.channels import HttpAdapter, QueryRequest, QueryResult
 from paywatch.compensation.settings import GenericSettings
-from paywatch.config import read_secret
+from paywatch.secrets import read_secret
 
 
 def dotted(body: Any, path: str) -> Any:

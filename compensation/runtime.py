@@ -26,11 +26,11 @@ from datetime import datetime
 import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from paywatch.compensation.channels import QueryResult, build_adapters
+from paywatch.compensation.adapters import build_adapters
+from paywatch.compensation.channels import QueryResult
 from paywatch.compensation.engine import Compensator, Effects
 from paywatch.compensation.executor import Executor, OrderWebhook
-from paywatch.compensation.settings import CompensationSettings
-from paywatch.config import Config
+from paywatch.compensation.settings import CompensationConfig, CompensationSettings
 from paywatch.contract import HEARTBEAT, ContractError, Event, EventMeta, Heartbeat, encode
 from paywatch.finding import decode_finding, encode_finding
 from paywatch.ids import stable_id
@@ -96,7 +96,7 @@ class AsyncSide:
 class CompensationHandler:
     """The stage handler: Kafka messages in, outputs of the pure compensator out."""
 
-    def __init__(self, config: Config, io: AsyncSide, instance_id: str) -> None:
+    def __init__(self, config: CompensationConfig, io: AsyncSide, instance_id: str) -> None:
         self.config = config
         self.topics = config.kafka.topics
         self.compensator = Compensator(config.compensation, instance_id)
@@ -171,7 +171,7 @@ class CompensationHandler:
         return Output(self.topics.heartbeats, service.name.encode(), encode(beat))
 
 
-def run(config: Config, instance: str | None = None) -> None:
+def run(config: CompensationConfig, instance: str | None = None) -> None:
     """Run until SIGINT/SIGTERM; the last outputs are flushed and committed before exit."""
     instance_id = instance or f"{socket.gethostname()}-{os.getpid()}"
     t = config.kafka.topics

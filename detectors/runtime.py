@@ -44,7 +44,6 @@ from typing import TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from paywatch.clock import SystemClock
-from paywatch.config import Config
 from paywatch.contract import (
     ContractError,
     Event,
@@ -59,6 +58,7 @@ from paywatch.detectors.channel_health import ChannelJudge
 from paywatch.detectors.engine import window_counter
 from paywatch.detectors.heartbeats import HeartbeatTable
 from paywatch.detectors.orders import OrderTracker
+from paywatch.detectors.settings import DetectorsConfig
 from paywatch.detectors.timebase import Timebase, to_ms
 from paywatch.detectors.windows import OVERALL, Tally, Window, overall
 from paywatch.finding import Finding, decode_finding, encode_finding
@@ -106,7 +106,7 @@ def _retrying(call: Callable[[], T], attempts: int = 20) -> T:
     raise AssertionError("unreachable")
 
 
-def read_emitted(config: Config, since_ms: int, group_id: str) -> set[str]:
+def read_emitted(config: DetectorsConfig, since_ms: int, group_id: str) -> set[str]:
     """Ids of the findings already published since `since_ms` (read back from the findings topic)."""
     topic = config.kafka.topics.findings
     consumer = Consumer(consumer_config(config.kafka, group_id + "-readback", **{"enable.partition.eof": True}))
@@ -206,7 +206,7 @@ class _Emitter:
     An id is remembered for twice the rebuild horizon (wall clock): re-derivation after a rebuild
     only reproduces findings from within the horizon, so older ids can be forgotten."""
 
-    def __init__(self, config: Config, group_id: str, horizon_ms: int) -> None:
+    def __init__(self, config: DetectorsConfig, group_id: str, horizon_ms: int) -> None:
         self.config = config
         self.group_id = group_id
         self.topic = config.kafka.topics.findings
@@ -240,7 +240,7 @@ class PartitionWorker:
     """Handler of the partition-worker group."""
 
     def __init__(
-        self, config: Config, group_id: str, partials: int, instance: str, heartbeat_partitions: int = 1
+        self, config: DetectorsConfig, group_id: str, partials: int, instance: str, heartbeat_partitions: int = 1
     ) -> None:
         self.config = config
         self.settings = config.detectors
@@ -382,7 +382,7 @@ class _Judged:
 class ChannelAggregator:
     """Handler of the aggregator group: sums partials of all sources, judges complete windows."""
 
-    def __init__(self, config: Config, group_id: str, sources: int, partials: int) -> None:
+    def __init__(self, config: DetectorsConfig, group_id: str, sources: int, partials: int) -> None:
         self.config = config
         self.settings = config.detectors
         self.sources = sources  # partition count of the payments topic
@@ -447,7 +447,9 @@ class ChannelAggregator:
         return self._feed(s for owned in self.owned.values() for s in owned.board.snapshot())
 
 
-def run(config: Config, group_id: str, instance: str | None = None, stop: threading.Event | None = None) -> None:
+def run(
+    config: DetectorsConfig, group_id: str, instance: str | None = None, stop: threading.Event | None = None
+) -> None:
     """Run one detector worker (both groups) until SIGTERM/SIGINT or `stop`."""
     topics = config.kafka.topics
     names = [topics.payments, topics.heartbeats, topics.findings, topics.channel_partials, topics.channel_health]

@@ -9,7 +9,8 @@ import re
 import time
 from typing import Any
 
-from paywatch.config import KafkaSettings, read_secret
+from paywatch.secrets import read_secret
+from paywatch.settings import KafkaSettings
 
 
 class _EachOncePerWindow(logging.Filter):

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from paywatch.clock import Clock
-from paywatch.config import Config
+from paywatch.collectors.sdk import open_logger
+from paywatch.collectors.sdk_settings import SdkConfig
 from paywatch.contract import (
     HEARTBEAT,
     PAYMENT,
@@ -123,14 +124,12 @@ class SdkTelemetry:
         self._order_key = order_key
         self._received: list[Event] = []
         self._loggers: list[Any] = []
-        self._config = Config()
+        self._config = SdkConfig()
         # In-process delivery never fails, so nothing may ever be spilled to (or replayed from) disk.
         self._config.sdk.spill_max_bytes = 0
         self._config.sdk.spill_dir = Path("/nonexistent-paywatch-simulator")
 
     def open(self, service: str, instance_id: str, clock: Clock | None = None) -> Emitter:
-        from paywatch.collectors.sdk import open_logger
-
         log = open_logger(
             service,
             version=VERSION,

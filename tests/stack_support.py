@@ -17,7 +17,7 @@ import yaml
 from confluent_kafka import Producer
 from polling import wait_for
 
-from paywatch.config import Config
+from paywatch.app.config import Config
 from paywatch.contract import Event, encode
 from paywatch.devstack import free_port
 from paywatch.kafka import ensure_topics, producer_config

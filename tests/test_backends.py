@@ -23,8 +23,8 @@ import pytest
 from elasticsearch import NotFoundError
 from stack_support import Stages, produce, stack_config
 
+from paywatch.app.config import Config
 from paywatch.clock import ManualClock
-from paywatch.config import Config
 from paywatch.contract import Event, decode, encode
 from paywatch.detectors.scoring import score
 from paywatch.elastic import ElasticHistory, data_stream

@@ -20,8 +20,8 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, ConfigResource
 from stack_support import PAYWATCH, Stages, produce, stack_config
 
+from paywatch.app.config import Config
 from paywatch.clock import ManualClock
-from paywatch.config import Config
 from paywatch.contract import Event, EventMeta, Payment, Service, ServiceInstance
 from paywatch.detectors.channel_feed import ChannelBoard, decode_status
 from paywatch.detectors.engine import DetectionEngine

@@ -14,12 +14,13 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from test_compensation_channels import PLATFORM, Truth, keypair, secrets_env  # noqa: F401  (fixtures)
 
+from paywatch.app.config import Config
 from paywatch.compensation.runtime import AsyncSide, CompensationHandler
 from paywatch.compensation.settings import ChannelSettings, CompensationSettings
-from paywatch.config import Config, KafkaSettings, Topics
 from paywatch.contract import decode
 from paywatch.finding import AttemptEvidence, Evidence, FindingPayment, encode_finding, make_finding
 from paywatch.kafka import consumer_config, ensure_topics, producer_config
+from paywatch.settings import KafkaSettings, Topics
 from paywatch.simulator.channel_api import ChannelApiServer
 from paywatch.stage import Stage
 

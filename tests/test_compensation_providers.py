@@ -30,8 +30,9 @@ from paywatch import __version__
 from paywatch.alerts.engine import AlertEngine
 from paywatch.alerts.rules import load_rules
 from paywatch.compensation import wechatpay as wechatpay_module
+from paywatch.compensation.adapters import build_adapters
 from paywatch.compensation.alipay import AlipayAdapter, signed_substring, signing_content
-from paywatch.compensation.channels import QueryRequest, QueryResult, build_adapters, rsa_sha256_sign, rsa_sha256_verify
+from paywatch.compensation.channels import QueryRequest, QueryResult, rsa_sha256_sign, rsa_sha256_verify
 from paywatch.compensation.engine import Compensator, Effects
 from paywatch.compensation.executor import Executor, run_due
 from paywatch.compensation.settings import BudgetSettings, ChannelSettings, CompensationSettings, ScheduleSettings

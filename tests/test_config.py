@@ -2,8 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from paywatch.config import Config, ConfigError, load_config, read_secret
-from paywatch.config_docs import NAME, _rows, render
+from paywatch.app.config import Config, load_config
+from paywatch.app.config_docs import NAME, _rows, render
+from paywatch.secrets import read_secret
+from paywatch.settings import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,10 +18,10 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, Producer
 
-from paywatch.config import KafkaSettings
 from paywatch.contract import Event, EventMeta, Heartbeat, Payment, Service, ServiceInstance, encode
 from paywatch.finding import decode_finding, is_incident
 from paywatch.kafka import ensure_topics
+from paywatch.settings import KafkaSettings
 
 pytestmark = [pytest.mark.kafka]
 

@@ -28,8 +28,8 @@ from confluent_kafka import Consumer
 from polling import wait_for
 from stack_support import PAYWATCH, Stages, stack_config
 
+from paywatch.app.config import Config
 from paywatch.collectors.sdk import open_logger
-from paywatch.config import Config
 from paywatch.elastic import ElasticHistory, data_stream
 from paywatch.kafka import consumer_config
 from paywatch.simulator.channel_api import (

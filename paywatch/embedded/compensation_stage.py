@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from paywatch.compensation.channels import build_adapters
+from paywatch.compensation.adapters import build_adapters
 from paywatch.compensation.engine import Compensator, Effects
 from paywatch.compensation.executor import Executor, run_due
 from paywatch.compensation.settings import CompensationSettings

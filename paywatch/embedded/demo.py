@@ -26,9 +26,9 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from paywatch.app.config import Config
 from paywatch.clock import ManualClock
 from paywatch.compensation.settings import BudgetSettings, ChannelSettings, CompensationSettings
-from paywatch.config import Config
 from paywatch.contract import Event, encode
 from paywatch.detectors.scoring import Score, score
 from paywatch.embedded.compensation_stage import CompensationStage

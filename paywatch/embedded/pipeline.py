@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from paywatch.alerts.runner import AlertRunner, build_engine, build_sinks
+from paywatch.app.config import Config
 from paywatch.clock import Clock
-from paywatch.config import Config
 from paywatch.contract import Event
 from paywatch.detectors.channel_feed import ChannelBoard
 from paywatch.detectors.engine import DetectionEngine

@@ -13,14 +13,15 @@ import threading
 import click
 import structlog
 
+from paywatch.app.config import Config
 from paywatch.clock import SystemClock
-from paywatch.config import Config, read_secret
 from paywatch.embedded.ingest import IngestServer
 from paywatch.embedded.pipeline import Pipeline
 from paywatch.embedded.queries import Queries
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.intake import Intake
 from paywatch.logs import configure_logging
+from paywatch.secrets import read_secret
 
 log = structlog.get_logger("paywatch.embedded")
 

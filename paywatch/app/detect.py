@@ -1,11 +1,11 @@
-"""`paywatch detect`: the Kafka worker (replay lives in paywatch/app/cli.py, beside the alert rules)."""
+"""`paywatch detect`: the Kafka worker (replay lives in paywatch/app/replay.py, beside the alert rules)."""
 
 from __future__ import annotations
 
 import click
 
-from paywatch.cli import config_option
-from paywatch.config import Config
+from paywatch.app.cli import config_option
+from paywatch.app.config import Config
 
 
 @click.command(epilog="Example: paywatch detect --config paywatch.yaml --group paywatch-detect")
