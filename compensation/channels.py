@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import httpx
 import structlog
@@ -176,16 +176,20 @@ def mapped(table: dict[str, Outcome], value: str, channel: str) -> tuple[Outcome
     return "unknown", True
 
 
+@dataclass(eq=False)
 class HttpAdapter:
     """Builds every provider's request in one place (`_request`: User-Agent, Accept, timeout),
     sends it, verifies the answer and hands it to `parse`; transport failure, throttling,
-    verification and timing are handled here once for every provider."""
+    verification and timing are handled here once for every provider. A provider declares its
+    credentials and options as (keyword-only) dataclass fields; secrets with `repr=False`."""
 
-    name = "http"
+    name: ClassVar[str] = "http"
 
-    def __init__(self, base_url: str, timeout_s: float) -> None:
-        self.base_url = check_base_url(base_url).rstrip("/")
-        self.timeout_s = timeout_s
+    base_url: str
+    timeout_s: float
+
+    def __post_init__(self) -> None:
+        self.base_url = check_base_url(self.base_url).rstrip("/")
 
     def build(self, request: QueryRequest) -> tuple[httpx.Request, dict[str, Any]]:
         """The provider's request, and a summary of it safe for the audit trail (no credentials)."""
