@@ -76,7 +76,7 @@ def bench_config(args: argparse.Namespace, tag: str, namespace: str) -> Config:
                 "topics": {"payments": f"{tag}.payments", "dead_letter": f"{tag}.dlq"},
             },
             "elasticsearch": {"url": args.es_url, "namespace": namespace},
-            "collector": {"group_id": namespace, "metrics_port": None, "batch_size": args.batch_size},
+            "collector": {"consumer_group": namespace, "metrics_port": None, "batch_size": args.batch_size},
         }
     )
 
@@ -105,7 +105,7 @@ def ideal(config: Config, n: int) -> tuple[float, float]:
     topic = config.kafka.topics.payments
     stream = data_stream("paywatch.payment", config.elasticsearch.namespace)
     action = b'{"create":{"_index":"%s","_id":"%%d-%%d"}}\n' % stream.encode()
-    consumer = FirstMessage(Consumer(consumer_config(config.kafka, config.collector.group_id)))
+    consumer = FirstMessage(Consumer(consumer_config(config.kafka, config.collector.consumer_group)))
     consumer.subscribe([topic])
     stored = 0
     cpu0 = time.process_time()

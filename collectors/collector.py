@@ -491,7 +491,7 @@ def connect(
         steps.append(lambda: install_templates(es))
     for step in steps:
         _with_retries(step, settings, should_stop)
-    consumer = Consumer(consumer_config(kafka, settings.group_id, **{"client.id": "paywatch-collector"}))
+    consumer = Consumer(consumer_config(kafka, settings.consumer_group, **{"client.id": "paywatch-collector"}))
     # No delivery timeout: during a Kafka outage dead letters wait (and the batch with them).
     producer = Producer(producer_config(kafka, **{"message.timeout.ms": 0, "client.id": "paywatch-collector"}))
     dead_letters = DeadLetters(producer, kafka.topics.dead_letter, STAGE, pan)

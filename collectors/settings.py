@@ -9,7 +9,7 @@ from paywatch.settings import Section
 
 
 class CollectorSettings(Section):
-    group_id: str = Field(
+    consumer_group: str = Field(
         "paywatch-collector",
         description="Kafka consumer group. Run several collectors with the same group to share the "
         "partitions; each partition's offsets move only after Elasticsearch acknowledged its events.",

@@ -68,7 +68,8 @@ class ScheduleSettings(Section):
         600,
         ge=0,
         description="Inside this many seconds after the attempt started, 'order not found' means "
-        "the record has not landed at the channel yet (unknown, ask again); after it, failure.",
+        "the record has not landed at the channel yet (unknown, ask again); after it, failure. Same default "
+        "as `detectors.default.not_found_grace_s`: both judge the same answer, so keep them equal.",
     )
 
     @model_validator(mode="after")
@@ -205,7 +206,7 @@ class GenericSettings(Section):
     token_file: Path | None = Field(None, description="File holding the bearer token.")
 
 
-class ChannelSettings(Section):
+class ChannelQuerySettings(Section):
     """One payment channel's query API."""
 
     adapter: AdapterName = Field(
@@ -225,7 +226,7 @@ class ChannelSettings(Section):
     generic: GenericSettings = Field(default_factory=GenericSettings)
 
     @model_validator(mode="after")
-    def _queryable_needs_url(self) -> ChannelSettings:
+    def _queryable_needs_url(self) -> ChannelQuerySettings:
         if self.adapter != "none" and not self.base_url:
             raise ValueError(f"channel with adapter {self.adapter!r} needs a base_url")
         if self.base_url:
@@ -270,7 +271,7 @@ class CompensationSettings(Section):
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     order_webhook: OrderWebhookSettings = Field(default_factory=OrderWebhookSettings)
-    channels: dict[str, ChannelSettings] = Field(
+    channels: dict[str, ChannelQuerySettings] = Field(
         default_factory=dict,
         description="Channel name (as in `payment.channel`) → its query API: `adapter`, `base_url`, "
         "credentials section, optional `schedule`/`budget` overrides. Undeclared channels have no query API.",

@@ -37,9 +37,10 @@ class ChannelSettings(Frozen):
         "result) before an `unknown_attempt` finding asks for a compensating query.",
     )
     not_found_grace_s: float = Field(
-        300.0,
+        600.0,
         description="Seconds after the attempt during which a channel's 'order not found' answer means "
-        "'not landed yet' (unknown), not failure.",
+        "'not landed yet' (unknown), not failure. Same default as `compensation.schedule.not_found_grace_s`: "
+        "both judge the same answer, so keep them equal.",
     )
     degraded_min_failure_rate: float = Field(
         0.15,

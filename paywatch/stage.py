@@ -67,7 +67,7 @@ class Stage:
     def __init__(
         self,
         kafka: KafkaSettings,
-        group_id: str,
+        consumer_group: str,
         topics: list[str],
         handler: Handler,
         *,
@@ -84,7 +84,7 @@ class Stage:
         self.stop = threading.Event()
         self.producer = Producer(producer_config(kafka))
         self.consumer = Consumer(
-            consumer_config(kafka, group_id, **{"enable.partition.eof": True, **(consumer_overrides or {})})
+            consumer_config(kafka, consumer_group, **{"enable.partition.eof": True, **(consumer_overrides or {})})
         )
         self._failed: list[str] = []
         self._pending = False  # produced since the last flush

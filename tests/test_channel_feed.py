@@ -186,7 +186,7 @@ def test_kafka_channel_health_topic_shows_down_and_recovery(kafka_bootstrap, tmp
     consumer.subscribe([topic])
     published: list[dict] = []
     try:
-        stages.start("detect", "--group", f"detect-{config.elasticsearch.namespace}")
+        stages.start("detect", "--consumer-group", f"detect-{config.elasticsearch.namespace}")
         produce(config, events)
 
         def read() -> list[dict]:

@@ -48,7 +48,7 @@ def make_config(kafka_bootstrap: str, es_url: str, **collector: object) -> Confi
             "kafka": {"bootstrap_servers": kafka_bootstrap, "topics": topics},
             "elasticsearch": {"url": es_url, "namespace": f"t{tag}"},
             "collector": {
-                "group_id": f"collector-{tag}",
+                "consumer_group": f"collector-{tag}",
                 "metrics_port": None,
                 "retry_initial_s": 0.2,
                 "retry_max_s": 2.0,

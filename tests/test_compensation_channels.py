@@ -21,7 +21,7 @@ from paywatch.compensation.executor import Executor, OrderWebhook, run_due
 from paywatch.compensation.generic import GenericAdapter
 from paywatch.compensation.settings import (
     BudgetSettings,
-    ChannelSettings,
+    ChannelQuerySettings,
     CompensationSettings,
     GenericSettings,
     OrderWebhookSettings,
@@ -78,7 +78,7 @@ def fake(provider: str, truth: Truth, keypair: tuple[str, str], **kw) -> Channel
 
 def comp_settings(servers: dict[str, ChannelApiServer], channel_kw: dict | None = None, **kw) -> CompensationSettings:
     channels = {
-        name: ChannelSettings(
+        name: ChannelQuerySettings(
             adapter=name,  # type: ignore[arg-type]
             base_url=s.url,
             wechatpay={

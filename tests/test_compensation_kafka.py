@@ -16,7 +16,7 @@ from test_compensation_channels import PLATFORM, Truth, keypair, secrets_env  # 
 
 from paywatch.app.config import Config
 from paywatch.compensation.runtime import AsyncSide, CompensationHandler
-from paywatch.compensation.settings import ChannelSettings, CompensationSettings
+from paywatch.compensation.settings import ChannelQuerySettings, CompensationSettings
 from paywatch.contract import decode
 from paywatch.finding import AttemptEvidence, Evidence, FindingPayment, encode_finding, make_finding
 from paywatch.kafka import consumer_config, ensure_topics, producer_config
@@ -42,7 +42,7 @@ def config_for(bootstrap: str, alipay_url: str) -> Config:
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(**{name: f"{value}.{suffix}" for name, value in Topics().model_dump().items()})
     comp = CompensationSettings(
-        channels={"alipay": ChannelSettings(adapter="alipay", base_url=alipay_url, alipay={"app_id": "2014"})},
+        channels={"alipay": ChannelQuerySettings(adapter="alipay", base_url=alipay_url, alipay={"app_id": "2014"})},
         consumer_group=f"paywatch-compensator-{suffix}",
     )
     return Config(kafka=KafkaSettings(bootstrap_servers=bootstrap, topics=topics), compensation=comp)

@@ -63,7 +63,7 @@ def _config(tmp: Path, bootstrap: str, suffix: str, run: str) -> Path:
 
 def _worker(config: Path, group: str, name: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [PAYWATCH, "detect", "--config", str(config), "--group", group, "--instance", name],
+        [PAYWATCH, "detect", "--config", str(config), "--consumer-group", group, "--instance", name],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

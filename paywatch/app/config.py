@@ -48,6 +48,8 @@ class Config(SdkConfig):
             for section in ("alerts", "dashboards"):
                 if isinstance(raw.get(section), dict) and "kibana_url" in raw[section]:
                     raise ValueError(f"{section}.kibana_url is now kibana.url (one Kibana for links and imports)")
+            if isinstance(raw.get("collector"), dict) and "group_id" in raw["collector"]:
+                raise ValueError("collector.group_id is now collector.consumer_group (one name in every section)")
         return raw
 
 
