@@ -17,14 +17,13 @@ import asyncio
 import json
 import os
 import queue
-import signal
 import socket
 import threading
 from collections.abc import Iterable
 from datetime import datetime
 
 import structlog
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message
 
 from paywatch.compensation.adapters import build_adapters
 from paywatch.compensation.channels import QueryResult
@@ -36,7 +35,7 @@ from paywatch.finding import decode_finding, encode_finding
 from paywatch.ids import stable_id
 from paywatch.intake import Intake
 from paywatch.kafka import ensure_topics
-from paywatch.stage import Output, Stage
+from paywatch.stage import Handler, Output, Stage, stop_on_signals
 
 log = structlog.get_logger("paywatch.compensation")
 
@@ -93,7 +92,7 @@ class AsyncSide:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-class CompensationHandler:
+class CompensationHandler(Handler):
     """The stage handler: Kafka messages in, outputs of the pure compensator out."""
 
     def __init__(self, config: CompensationConfig, io: AsyncSide, instance_id: str) -> None:
@@ -104,15 +103,6 @@ class CompensationHandler:
         self.io = io
         self._seq = 0
         self._next_beat = 0.0
-
-    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        return partitions
-
-    def on_revoke(self, partitions: list[TopicPartition]) -> None:
-        pass
-
-    def on_eof(self, topic: str, partition: int) -> None:
-        pass
 
     def handle(self, message: Message) -> Iterable[Output]:
         raw = message.value() or b""
@@ -191,8 +181,7 @@ def run(config: CompensationConfig, instance: str | None = None) -> None:
         dry_run=config.compensation.dry_run,
         channels=sorted(config.compensation.channels),
     )
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stage.stop.set())
+    stop_on_signals(stage.stop)
     try:
         stage.run()
     finally:

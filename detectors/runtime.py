@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -64,7 +63,7 @@ from paywatch.detectors.windows import OVERALL, Tally, Window, overall
 from paywatch.finding import Finding, decode_finding, encode_finding
 from paywatch.intake import Intake
 from paywatch.kafka import consumer_config, ensure_compacted, ensure_topics
-from paywatch.stage import Output, Stage
+from paywatch.stage import Handler, Output, Stage, stop_on_signals
 
 log = logging.getLogger("paywatch.detect")
 
@@ -236,7 +235,7 @@ class _Emitter:
             self.emitted = {k: t for k, t in self.emitted.items() if t >= cutoff}
 
 
-class PartitionWorker:
+class PartitionWorker(Handler):
     """Handler of the partition-worker group."""
 
     def __init__(
@@ -379,7 +378,7 @@ class _Judged:
         self.pending: dict[int, dict[int, dict[str, list]]] = {}  # window -> source -> tallies
 
 
-class ChannelAggregator:
+class ChannelAggregator(Handler):
     """Handler of the aggregator group: sums partials of all sources, judges complete windows."""
 
     def __init__(self, config: DetectorsConfig, group_id: str, sources: int, partials: int) -> None:
@@ -472,8 +471,7 @@ def run(
     )
     workers.stop = aggregator.stop = stop
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        stop_on_signals(stop)
     thread = threading.Thread(target=aggregator.run, name="channel-aggregator", daemon=True)
     thread.start()
     try:
