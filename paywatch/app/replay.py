@@ -72,8 +72,9 @@ def replay(
     from paywatch.detectors.engine import DetectionEngine
     from paywatch.detectors.replay import ReplayStats
     from paywatch.detectors.replay import replay as run
-    from paywatch.detectors.scoring import read_truth, score
+    from paywatch.detectors.scoring import score
     from paywatch.finding import encode_finding
+    from paywatch.truth import read_truth
 
     if out is None and pages_path is None:
         raise click.UsageError("say where to write: --out FINDINGS.jsonl, --pages PAGES.jsonl, or both")

@@ -19,7 +19,7 @@ from paywatch.secrets import read_secret
 from paywatch.simulator.scenarios import DEFAULT_START, SCENARIOS, ScenarioError, parse_duration
 from paywatch.simulator.scenarios import simulate as run_simulation
 from paywatch.simulator.settings import SimulatorSettings
-from paywatch.simulator.truth import write_truth
+from paywatch.truth import write_truth
 
 BATCH = 500
 
