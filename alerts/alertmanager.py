@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from paywatch.alerts.delivery import HttpSink, Request, Retry
+from paywatch.alerts.delivery import HttpSink, Request
 from paywatch.alerts.model import AlertChange
+from paywatch.webhooks import Retry
 
 
 def alertmanager_alert(change: AlertChange, valid_for: timedelta) -> dict:

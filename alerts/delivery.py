@@ -1,9 +1,8 @@
 """Getting a page out: every HTTP sink POSTs JSON with retries, exponential backoff and a record.
 
-A sink only says what requests a batch of alert changes becomes; this module owns the
-retry policy, so Alertmanager, webhook, Slack and PagerDuty fail and recover alike.
-Retried: connection errors, timeouts, 5xx and 429 (honouring Retry-After). Not retried:
-other 4xx, which mean the payload or the credentials are wrong and will stay wrong.
+A sink only says what requests a batch of alert changes becomes; the retry policy is the one
+every paywatch sender uses (paywatch/webhooks.py), so Alertmanager, webhook, Slack and
+PagerDuty fail and recover alike.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import httpx
 import structlog
 
 from paywatch.alerts.model import AlertChange, Delivery
+from paywatch.webhooks import Retry, post_json
 
 log = structlog.get_logger("paywatch.alerts")
 
@@ -26,23 +26,6 @@ class Notifier(Protocol):
     name: str
 
     def send(self, changes: Sequence[AlertChange]) -> list[Delivery]: ...
-
-
-@dataclass(frozen=True)
-class Retry:
-    max_attempts: int = 5
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
-    timeout_s: float = 10.0
-
-    def backoff(self, attempt: int, retry_after: str | None = None) -> float:
-        """Seconds to wait after failed `attempt` (1-based): doubling, capped, Retry-After wins."""
-        if retry_after:
-            try:
-                return min(float(retry_after), self.backoff_max_s)
-            except ValueError:
-                pass  # an HTTP-date Retry-After: fall back to our own schedule
-        return min(self.backoff_base_s * 2 ** (attempt - 1), self.backoff_max_s)
 
 
 @dataclass(frozen=True)
@@ -85,36 +68,12 @@ class HttpSink:
 
     def _post(self, request: Request) -> Delivery:
         body = json.dumps(request.body, separators=(",", ":")).encode()
-        status: int | None = None
-        error: str | None = None
-        for attempt in range(1, self._retry.max_attempts + 1):
-            retry_after = None
-            try:
-                headers = {"Content-Type": "application/json", **self.headers(body)}
-                response = self._client.post(request.url, content=body, headers=headers)
-                status = response.status_code
-                if response.is_success:
-                    return Delivery(self.name, request.fingerprints, True, attempt, status)
-                error = f"HTTP {status}: {response.text[:200]}"
-                if status != 429 and status < 500:
-                    break
-                retry_after = response.headers.get("Retry-After")
-            except httpx.HTTPError as exc:
-                status, error = None, f"{type(exc).__name__}: {exc}"
-            if attempt < self._retry.max_attempts:
-                delay = self._retry.backoff(attempt, retry_after)
-                log.warning(
-                    "alert delivery failed, retrying", sink=self.name, attempt=attempt, error=error, retry_in_s=delay
-                )
-                self._sleep(delay)
-        log.error(
-            "alert delivery gave up",
-            sink=self.name,
-            attempts=attempt,
-            error=error,
-            fingerprints=list(request.fingerprints),
+        posted = post_json(
+            self._client, request.url, body, self._retry, target=self.name, headers=self.headers, sleep=self._sleep
         )
-        return Delivery(self.name, request.fingerprints, False, attempt, status, error)
+        if not posted.ok:
+            log.error("alert not delivered", sink=self.name, fingerprints=list(request.fingerprints))
+        return Delivery(self.name, request.fingerprints, posted.ok, posted.attempts, posted.status, posted.error)
 
     def close(self) -> None:
         self._client.close()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from paywatch.alerts.delivery import HttpSink, Request, Retry
+from paywatch.alerts.delivery import HttpSink, Request
 from paywatch.alerts.model import AlertChange
+from paywatch.webhooks import Retry
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 SUMMARY_MAX = 1024  # PagerDuty truncates longer summaries

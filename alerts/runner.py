@@ -31,10 +31,10 @@ from paywatch.alerts.settings import AlertSettings
 from paywatch.alerts.slack import SlackSink
 from paywatch.alerts.watchdog import StallMonitor, watchdog_change
 from paywatch.alerts.webhook import WebhookSink
-from paywatch.config import read_secret
 from paywatch.contract import ContractError
 from paywatch.finding import Finding, decode_finding
 from paywatch.pan import mask_text
+from paywatch.secrets import read_secret
 
 log = structlog.get_logger("paywatch.alerts")
 

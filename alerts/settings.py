@@ -9,31 +9,24 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-if TYPE_CHECKING:
-    from paywatch.alerts.delivery import Retry
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from paywatch.settings import Section
+from paywatch.webhooks import Retry
 
 
-class DeliverySettings(_Section):
+class DeliverySettings(Section):
     max_attempts: int = Field(5, ge=1, description="Tries per delivery before it is recorded as failed.")
     backoff_base_s: float = Field(0.5, gt=0, description="Wait after the first failed try; doubles each try.")
     backoff_max_s: float = Field(30.0, gt=0, description="Longest wait between tries (also caps Retry-After).")
     timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of one try.")
 
     def retry(self) -> Retry:
-        from paywatch.alerts.delivery import Retry  # config loading stays free of HTTP imports
-
         return Retry(**self.model_dump())
 
 
-class AlertmanagerSettings(_Section):
+class AlertmanagerSettings(Section):
     urls: list[str] = Field(
         default_factory=lambda: ["http://127.0.0.1:19093"],
         description="Alertmanager base URLs; every alert goes to each (an HA cluster must hear all). "
@@ -47,7 +40,7 @@ class AlertmanagerSettings(_Section):
     )
 
 
-class WebhookSettings(_Section):
+class WebhookSettings(Section):
     url: str | None = Field(None, description="Generic webhook receiver; unset disables the sink.")
     secret_env: str = Field(
         "PAYWATCH_WEBHOOK_SECRET", description="Environment variable holding the HMAC-SHA256 shared secret."
@@ -55,7 +48,7 @@ class WebhookSettings(_Section):
     secret_file: Path | None = Field(None, description="File holding the shared secret (a mounted secret).")
 
 
-class SlackSettings(_Section):
+class SlackSettings(Section):
     webhook_url_env: str = Field(
         "PAYWATCH_SLACK_WEBHOOK_URL",
         description="Environment variable holding the Slack incoming-webhook URL (itself a secret); "
@@ -64,7 +57,7 @@ class SlackSettings(_Section):
     webhook_url_file: Path | None = Field(None, description="File holding the Slack webhook URL.")
 
 
-class PagerDutySettings(_Section):
+class PagerDutySettings(Section):
     routing_key_env: str = Field(
         "PAYWATCH_PAGERDUTY_ROUTING_KEY",
         description="Environment variable holding the PagerDuty Events API v2 routing key; unset disables the sink.",
@@ -73,7 +66,7 @@ class PagerDutySettings(_Section):
     url: str = Field("https://events.pagerduty.com/v2/enqueue", description="Events API v2 endpoint.")
 
 
-class SelfMonitorSettings(_Section):
+class SelfMonitorSettings(Section):
     watchdog: bool = Field(True, description="Send the always-firing PaywatchWatchdog alert to Alertmanager.")
     max_consumer_lag: int = Field(
         10_000, ge=0, description="Unread findings beyond which PaywatchStalled fires for the alert consumer."
@@ -89,7 +82,7 @@ class SelfMonitorSettings(_Section):
     )
 
 
-class AlertSettings(_Section):
+class AlertSettings(Section):
     rules_file: Path | None = Field(
         None, description="Alert rules YAML; unset uses the rules shipped with paywatch (alerts/rules.yaml)."
     )

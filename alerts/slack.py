@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from paywatch.alerts.delivery import HttpSink, Request, Retry
+from paywatch.alerts.delivery import HttpSink, Request
 from paywatch.alerts.model import AlertChange
+from paywatch.webhooks import Retry
 
 HEADER_MAX = 150  # Slack's limit for a header block's plain_text
 SECTION_MAX = 3000  # and for a section's text

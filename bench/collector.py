@@ -27,9 +27,9 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from paywatch.app.config import Config
 from paywatch.collectors.collector import BULK_FILTER, build_batch, connect, routes
 from paywatch.collectors.templates import install_templates
-from paywatch.config import Config
 from paywatch.elastic import client, data_stream
 from paywatch.kafka import consumer_config, ensure_topics
 
@@ -76,7 +76,7 @@ def bench_config(args: argparse.Namespace, tag: str, namespace: str) -> Config:
                 "topics": {"payments": f"{tag}.payments", "dead_letter": f"{tag}.dlq"},
             },
             "elasticsearch": {"url": args.es_url, "namespace": namespace},
-            "collector": {"group_id": namespace, "metrics_port": None, "batch_size": args.batch_size},
+            "collector": {"consumer_group": namespace, "metrics_port": None, "batch_size": args.batch_size},
         }
     )
 
@@ -105,7 +105,7 @@ def ideal(config: Config, n: int) -> tuple[float, float]:
     topic = config.kafka.topics.payments
     stream = data_stream("paywatch.payment", config.elasticsearch.namespace)
     action = b'{"create":{"_index":"%s","_id":"%%d-%%d"}}\n' % stream.encode()
-    consumer = FirstMessage(Consumer(consumer_config(config.kafka, config.collector.group_id)))
+    consumer = FirstMessage(Consumer(consumer_config(config.kafka, config.collector.consumer_group)))
     consumer.subscribe([topic])
     stored = 0
     cpu0 = time.process_time()
@@ -128,7 +128,14 @@ def ideal(config: Config, n: int) -> tuple[float, float]:
 
 def collector(config: Config, n: int) -> tuple[float, float]:
     """paywatch's collector, until it has handled n messages. (wall s, CPU s)"""
-    running = connect(config, should_stop=lambda: running.handled >= n)
+    running = connect(
+        config.collector,
+        config.kafka,
+        config.elasticsearch,
+        config.intake,
+        config.pan,
+        should_stop=lambda: running.handled >= n,
+    )
     running.consumer = consumer = FirstMessage(running.consumer)  # type: ignore[assignment]
     cpu0 = time.process_time()
     running.run()

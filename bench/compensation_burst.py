@@ -13,10 +13,10 @@ import os
 import time
 from datetime import UTC, datetime
 
-from paywatch.compensation.channels import build_adapters
+from paywatch.compensation.adapters import build_adapters
 from paywatch.compensation.engine import Compensator
 from paywatch.compensation.executor import Executor, run_due
-from paywatch.compensation.settings import BudgetSettings, ChannelSettings, CompensationSettings
+from paywatch.compensation.settings import BudgetSettings, ChannelQuerySettings, CompensationSettings
 from paywatch.finding import FindingPayment, make_finding
 from paywatch.simulator.channel_api import ChannelApiServer
 from paywatch.simulator.truth import ChannelRecord
@@ -37,7 +37,7 @@ def main() -> None:
     }
     server = ChannelApiServer("stripe", truth.get, secret_key="sk_test_bench").start()
     settings = CompensationSettings(
-        channels={"stripe": ChannelSettings(adapter="stripe", base_url=server.url)},
+        channels={"stripe": ChannelQuerySettings(adapter="stripe", base_url=server.url)},
         budget=BudgetSettings(qps=args.qps, concurrency=args.concurrency),
     )
     comp = Compensator(settings)

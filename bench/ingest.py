@@ -103,7 +103,7 @@ class Server:
             settings = {"database": str(workdir / f"{uuid.uuid4().hex}.sqlite"), "listen_port": self.port, **embedded}
             config = workdir / f"{self.port}.yaml"
             config.write_text(json.dumps({"embedded": settings, "alerts": {"alertmanager": {"urls": []}}}))
-            args = [sys.executable, "-m", "paywatch.cli", "run", "--embedded", "--config", str(config)]
+            args = [sys.executable, "-m", "paywatch.app.cli", "run", "--embedded", "--config", str(config)]
         self.proc = subprocess.Popen(
             args,
             env={**os.environ, "PAYWATCH_INGEST_TOKEN": self.token},

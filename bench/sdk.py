@@ -35,11 +35,12 @@ import msgspec
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from paywatch.app.config import Config
 from paywatch.collectors.sdk import PaymentLogger, new_event_id, open_logger
 from paywatch.collectors.sdk_settings import SdkSettings
-from paywatch.config import Config, KafkaSettings, Topics
 from paywatch.devstack import KafkaServer, free_port
 from paywatch.kafka import ensure_topics, producer_config
+from paywatch.settings import KafkaSettings, Topics
 
 
 def emit_one(log: PaymentLogger, i: int) -> None:

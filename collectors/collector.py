@@ -32,7 +32,7 @@ from paywatch.collectors.dlq import INVALID, REJECTED, DeadLetters
 from paywatch.contract import APP, HEARTBEAT, PAYMENT, ContractError, Id, Timestamp, encode
 from paywatch.elastic import data_stream
 from paywatch.finding import FINDING, decode_finding
-from paywatch.intake import Intake
+from paywatch.intake import Intake, IntakeSettings
 from paywatch.metrics import meter
 from paywatch.pan import DEFAULT, PanSettings, mask_event, mask_tree, may_contain_pan
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
     from paywatch.collectors.settings import CollectorSettings
-    from paywatch.config import Config, Topics
+    from paywatch.settings import ElasticsearchSettings, KafkaSettings, Topics
 
 log = structlog.get_logger("paywatch.collector")
 
@@ -468,7 +468,14 @@ class Collector:
         self.health.lag(self.consumer, tps)
 
 
-def connect(config: Config, should_stop: Callable[[], bool] = lambda: False) -> Collector:
+def connect(
+    settings: CollectorSettings,
+    kafka: KafkaSettings,
+    elasticsearch: ElasticsearchSettings,
+    intake: IntakeSettings,
+    pan: PanSettings,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Collector:
     """Wire a Collector to the configured Kafka and Elasticsearch; topics and templates are
     created first, waiting (with backoff) for servers that are not up yet."""
     from confluent_kafka import Consumer, Producer
@@ -477,20 +484,17 @@ def connect(config: Config, should_stop: Callable[[], bool] = lambda: False) -> 
     from paywatch.elastic import client
     from paywatch.kafka import consumer_config, ensure_topics, producer_config
 
-    settings, kafka = config.collector, config.kafka
-    table = routes(
-        kafka.topics, config.elasticsearch.namespace, settings.max_event_bytes, Intake(config.intake), config.pan
-    )
-    es = client(config.elasticsearch)
+    table = routes(kafka.topics, elasticsearch.namespace, settings.max_event_bytes, Intake(intake), pan)
+    es = client(elasticsearch)
     steps = [lambda: ensure_topics(kafka, [*table, kafka.topics.dead_letter])]
     if settings.install_templates:
         steps.append(lambda: install_templates(es))
     for step in steps:
         _with_retries(step, settings, should_stop)
-    consumer = Consumer(consumer_config(kafka, settings.group_id, **{"client.id": "paywatch-collector"}))
+    consumer = Consumer(consumer_config(kafka, settings.consumer_group, **{"client.id": "paywatch-collector"}))
     # No delivery timeout: during a Kafka outage dead letters wait (and the batch with them).
     producer = Producer(producer_config(kafka, **{"message.timeout.ms": 0, "client.id": "paywatch-collector"}))
-    dead_letters = DeadLetters(producer, kafka.topics.dead_letter, STAGE, config.pan)
+    dead_letters = DeadLetters(producer, kafka.topics.dead_letter, STAGE, pan)
     return Collector(settings, table, consumer, dead_letters, es, should_stop=should_stop)
 
 

@@ -12,35 +12,27 @@ with the reason.
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Iterable
-from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
-import click
-
-from paywatch.cli import config_option
 from paywatch.collectors.dlq import INVALID, dead_letter_headers
-from paywatch.config import Config
 from paywatch.contract import ContractError, encode
-from paywatch.intake import Intake
+from paywatch.intake import Intake, IntakeSettings
 from paywatch.otlp import decode_request, log_events
 from paywatch.pan import mask_bytes, mask_event
-from paywatch.stage import Output, Stage
+from paywatch.settings import Topics
+from paywatch.stage import Handler, Output
 
 if TYPE_CHECKING:
-    from confluent_kafka import Consumer, Message, TopicPartition
+    from confluent_kafka import Message
 
 STAGE: Final = "otlp-relay"
 
 
-class OtlpRelay:
+class OtlpRelay(Handler):
     """The stage's handler: one OTLP/JSON message in, one output per record out."""
 
-    def __init__(self, config: Config) -> None:
-        topics = config.kafka.topics
-        self.intake = Intake(config.intake)
+    def __init__(self, topics: Topics, intake: IntakeSettings) -> None:
+        self.intake = Intake(intake)
         self.topic_of = topics.for_events()
         self.dead_letter = topics.dead_letter
 
@@ -58,31 +50,3 @@ class OtlpRelay:
     def _dead(self, message: Message, value: bytes, reason: str) -> Output:
         headers = dead_letter_headers(message, reason, INVALID, STAGE)
         return Output(self.dead_letter, message.key(), mask_bytes(value), headers=headers)
-
-    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        return partitions
-
-    def on_revoke(self, partitions: list[TopicPartition]) -> None:
-        pass
-
-    def on_eof(self, topic: str, partition: int) -> None:
-        pass
-
-    def tick(self, now: datetime) -> Iterable[Output]:
-        return []
-
-
-@click.command("relay-otlp", epilog="Example: paywatch relay-otlp --config paywatch.yaml --group paywatch-otlp-relay")
-@config_option
-@click.option("--group", default="paywatch-otlp-relay", show_default=True, help="Kafka consumer group.")
-def relay_otlp(config: Config, group: str) -> None:
-    """Put OpenTelemetry log records (OTLP/JSON on kafka.topics.otlp_logs) on paywatch's topics."""
-    from paywatch.kafka import ensure_topics
-
-    topics = config.kafka.topics
-    ensure_topics(config.kafka, [topics.otlp_logs, topics.payments, topics.heartbeats, topics.logs, topics.dead_letter])
-    stage = Stage(config.kafka, group, [topics.otlp_logs], OtlpRelay(config))
-    stop: threading.Event = stage.stop
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stage.run()

@@ -37,7 +37,7 @@ from opentelemetry import metrics, trace
 
 from paywatch.clock import Clock, SystemClock
 from paywatch.collectors.heartbeat import Checks, HeartbeatSender
-from paywatch.collectors.sdk_settings import SdkSettings
+from paywatch.collectors.sdk_settings import SdkConfig, SdkSettings
 from paywatch.collectors.spool import Spool, open_spool
 from paywatch.collectors.transports import (
     CallableTransport,
@@ -47,7 +47,6 @@ from paywatch.collectors.transports import (
     Record,
     Transport,
 )
-from paywatch.config import Config, Topics, load_config, read_secret
 from paywatch.contract import (
     APP,
     HEARTBEAT,
@@ -60,6 +59,8 @@ from paywatch.contract import (
     encode,
 )
 from paywatch.pan import DEFAULT, MaskingFilter, PanSettings, mask_event, mask_text
+from paywatch.secrets import read_secret
+from paywatch.settings import Topics, load_file
 
 log = logging.getLogger("paywatch.sdk")
 # The SDK's diagnostics go to the payment service's own logging: no card number may reach it.
@@ -713,7 +714,7 @@ def open_logger(
     *,
     version: str | None = None,
     instance_id: str | None = None,
-    config: Config | None = None,
+    config: SdkConfig | None = None,
     transport: Transport | Callable[[list[Event]], object] | None = None,
     clock: Clock | None = None,
     heartbeat: bool = True,
@@ -729,7 +730,7 @@ def open_logger(
     `clock` stamps @timestamp (simulated services pass a ManualClock). `context` is bound to
     every event (e.g. region="eu").
     """
-    config = config or load_config()
+    config = config or load_file(SdkConfig)
     settings = config.sdk
     emitter = Emitter(
         service={
@@ -755,7 +756,7 @@ def open_logger(
     return log
 
 
-def _transport(given: Transport | Callable[[list[Event]], object] | None, config: Config) -> Transport:
+def _transport(given: Transport | Callable[[list[Event]], object] | None, config: SdkConfig) -> Transport:
     if given is not None:
         return given if hasattr(given, "send") else CallableTransport(given)  # type: ignore[arg-type, return-value]
     s = config.sdk
@@ -764,7 +765,7 @@ def _transport(given: Transport | Callable[[list[Event]], object] | None, config
     return kafka_transport(config)
 
 
-def kafka_transport(config: Config) -> Transport:
+def kafka_transport(config: SdkConfig) -> Transport:
     """The Kafka transport; paywatch's own Kafka stages (collect, alert) send their heartbeats
     through it whatever `backend` says, since they only run on Kafka."""
     from paywatch.kafka import producer_config

@@ -12,10 +12,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from paywatch.pan import PanSettings
+from paywatch.settings import Backend, KafkaSettings, Section
 
-class SdkSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
+class SdkSettings(Section):
     transport: Literal["kafka", "http"] | None = Field(
         None,
         description="Where events go: `kafka` (the topics in `kafka.topics`, keyed by `Event.key`) or "
@@ -102,3 +103,20 @@ class SdkSettings(BaseModel):
         description="At most one log line per kind of problem (drops, invalid events, transport down) "
         "in this many seconds; each line carries the counts since the last.",
     )
+
+
+class SdkConfig(BaseModel):
+    """The part of paywatch.yaml a payment service's SDK reads. The service imports only the SDK,
+    so this view knows only its own sections and ignores the rest (the paywatch processes, whose
+    `Config` extends this view, validate the whole file)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    backend: Backend = Field(
+        "embedded",
+        description="`embedded`: one process, HTTP ingest, SQLite. `kafka`: Kafka transport, Elasticsearch storage, "
+        "one process per stage. Detection and alerting are the same code either way.",
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    pan: PanSettings = Field(default_factory=PanSettings)
+    sdk: SdkSettings = Field(default_factory=SdkSettings)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from paywatch.contract import MAX_EVENT_BYTES
+from paywatch.settings import Section
 
 
-class CollectorSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    group_id: str = Field(
+class CollectorSettings(Section):
+    consumer_group: str = Field(
         "paywatch-collector",
         description="Kafka consumer group. Run several collectors with the same group to share the "
         "partitions; each partition's offsets move only after Elasticsearch acknowledged its events.",

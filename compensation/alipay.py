@@ -18,6 +18,7 @@ credential and permission faults.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -36,7 +37,7 @@ from paywatch.compensation.channels import (
     rsa_sha256_verify,
 )
 from paywatch.compensation.settings import AlipaySettings
-from paywatch.config import read_secret
+from paywatch.secrets import read_secret
 
 METHOD = "alipay.trade.query"
 REFUND_METHOD = "alipay.trade.fastpay.refund.query"
@@ -88,24 +89,14 @@ def yuan_to_minor(value: Any) -> int | None:
     return int(minor) if minor == minor.to_integral_value() else None
 
 
+@dataclass(eq=False, kw_only=True)
 class AlipayAdapter(HttpAdapter):
     name = "alipay"
 
-    def __init__(
-        self,
-        base_url: str,
-        timeout_s: float,
-        *,
-        app_id: str,
-        private_key: str,
-        alipay_public_key: str,
-        app_auth_token: str | None = None,
-    ) -> None:
-        super().__init__(base_url, timeout_s)
-        self.app_id = app_id
-        self._private_key = private_key
-        self._alipay_public_key = alipay_public_key
-        self._app_auth_token = app_auth_token
+    app_id: str
+    private_key: str = field(repr=False)
+    alipay_public_key: str = field(repr=False)
+    app_auth_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, base_url: str, timeout_s: float, s: AlipaySettings) -> AlipayAdapter:
@@ -149,10 +140,10 @@ class AlipayAdapter(HttpAdapter):
             "version": "1.0",
             "biz_content": json.dumps(biz, separators=(",", ":")),
         }
-        if self._app_auth_token:
-            params["app_auth_token"] = self._app_auth_token
+        if self.app_auth_token:
+            params["app_auth_token"] = self.app_auth_token
         summary = {"method": "POST", "url": self.base_url + "/gateway.do", "biz_content": params["biz_content"]}
-        params["sign"] = rsa_sha256_sign(self._private_key, signing_content(params))
+        params["sign"] = rsa_sha256_sign(self.private_key, signing_content(params))
         headers = {"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"}
         return self._request("POST", "/gateway.do", data=params, headers=headers), summary
 
@@ -169,7 +160,7 @@ class AlipayAdapter(HttpAdapter):
         signed = signed_substring(text, key) if key else None
         if not sign or signed is None:
             return "answer carries no Alipay sign"
-        if not rsa_sha256_verify(self._alipay_public_key, signed.encode(), str(sign)):
+        if not rsa_sha256_verify(self.alipay_public_key, signed.encode(), str(sign)):
             return "sign does not verify with the Alipay public key"
         return None
 

@@ -22,14 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import httpx
 import structlog
 
 from paywatch import __version__
 from paywatch.compensation.settings import check_base_url
-from paywatch.config import read_secret
+from paywatch.secrets import read_secret
 
 Outcome = Literal["success", "failure", "unknown"]
 Purpose = Literal["status", "confirm_paid", "confirm_duplicate", "pre_refund"]
@@ -176,16 +176,20 @@ def mapped(table: dict[str, Outcome], value: str, channel: str) -> tuple[Outcome
     return "unknown", True
 
 
+@dataclass(eq=False)
 class HttpAdapter:
     """Builds every provider's request in one place (`_request`: User-Agent, Accept, timeout),
     sends it, verifies the answer and hands it to `parse`; transport failure, throttling,
-    verification and timing are handled here once for every provider."""
+    verification and timing are handled here once for every provider. A provider declares its
+    credentials and options as (keyword-only) dataclass fields; secrets with `repr=False`."""
 
-    name = "http"
+    name: ClassVar[str] = "http"
 
-    def __init__(self, base_url: str, timeout_s: float) -> None:
-        self.base_url = check_base_url(base_url).rstrip("/")
-        self.timeout_s = timeout_s
+    base_url: str
+    timeout_s: float
+
+    def __post_init__(self) -> None:
+        self.base_url = check_base_url(self.base_url).rstrip("/")
 
     def build(self, request: QueryRequest) -> tuple[httpx.Request, dict[str, Any]]:
         """The provider's request, and a summary of it safe for the audit trail (no credentials)."""
@@ -282,23 +286,3 @@ class HttpAdapter:
             extensions={"timeout": httpx.Timeout(self.timeout_s).as_dict()},
             **kwargs,
         )
-
-
-def build_adapters(settings: Any) -> dict[str, ChannelAdapter]:
-    """One adapter per declared queryable channel, credentials read now (fail fast, by name)."""
-    from paywatch.compensation.alipay import AlipayAdapter
-    from paywatch.compensation.generic import GenericAdapter
-    from paywatch.compensation.stripe import StripeAdapter
-    from paywatch.compensation.wechatpay import WechatPayAdapter
-
-    kinds = {"wechatpay": WechatPayAdapter, "alipay": AlipayAdapter, "stripe": StripeAdapter}
-    adapters: dict[str, ChannelAdapter] = {}
-    for name, ch in settings.channels.items():
-        if ch.adapter == "none":
-            continue
-        timeout = settings.budget_for(name).timeout_s
-        if ch.adapter == "generic":
-            adapters[name] = GenericAdapter.from_settings(ch.base_url, timeout, ch.generic)
-        else:
-            adapters[name] = kinds[ch.adapter].from_settings(ch.base_url, timeout, getattr(ch, ch.adapter))
-    return adapters

@@ -19,14 +19,13 @@ from datetime import datetime
 import httpx
 import structlog
 
-from paywatch.alerts.delivery import Retry
-from paywatch.alerts.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from paywatch.compensation.audit import ORDER_SYSTEM_ACTIONS
 from paywatch.compensation.budget import ChannelBudget
 from paywatch.compensation.channels import ChannelAdapter, QueryRequest, QueryResult
 from paywatch.compensation.engine import Compensator, Effects
 from paywatch.compensation.settings import CompensationSettings, OrderWebhookSettings
-from paywatch.config import read_secret
+from paywatch.secrets import read_secret
+from paywatch.webhooks import TIMESTAMP_HEADER, Retry, post_json, signature_headers
 
 log = structlog.get_logger("paywatch.compensation")
 
@@ -131,9 +130,9 @@ async def run_due(compensator: Compensator, executor: Executor, now: datetime) -
 
 
 class OrderWebhook:
-    """POSTs repair and refund actions to the order system, HMAC-signed, with retries."""
+    """POSTs repair and refund actions to the order system, HMAC-signed, with the shared retry policy."""
 
-    def __init__(self, settings: OrderWebhookSettings, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, settings: OrderWebhookSettings, client: httpx.Client | None = None) -> None:
         if settings.url is None:
             raise ValueError("order_webhook.url is not set")
         self.url = settings.url
@@ -144,32 +143,22 @@ class OrderWebhook:
                 "compensation.order_webhook.secret_file (or allow_unsigned: true to send repairs unsigned)"
             )
         self._retry = Retry(max_attempts=settings.retries + 1, timeout_s=settings.timeout_s)
-        self._client = client or httpx.AsyncClient(timeout=settings.timeout_s)
+        self._client = client or httpx.Client(timeout=settings.timeout_s)
 
     async def deliver(self, action: dict) -> bool:
-        """True once the order system accepted it; never raises."""
+        """True once the order system accepted it; never raises. The blocking POST (and its
+        backoff) runs in a worker thread, so the channel queries on this loop go on meanwhile."""
         if action["action"]["type"] not in ORDER_SYSTEM_ACTIONS or action["action"].get("dry_run"):
             return False
         body = json.dumps(action, separators=(",", ":")).encode()
-        for attempt in range(1, self._retry.max_attempts + 1):
-            stamp = int(time.time())
-            headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: str(stamp)}
-            if self._secret:
-                headers[SIGNATURE_HEADER] = sign(self._secret, stamp, body)
-            retry_after = None
-            try:
-                response = await self._client.post(self.url, content=body, headers=headers)
-                if response.status_code < 300:
-                    return True
-                if response.status_code < 500 and response.status_code != 429:
-                    log.error("order_webhook_rejected", status=response.status_code, action=action["event"]["id"])
-                    return False
-                retry_after = response.headers.get("retry-after")
-            except httpx.HTTPError as exc:
-                log.warning("order_webhook_failed", error=type(exc).__name__, attempt=attempt)
-            if attempt < self._retry.max_attempts:
-                await asyncio.sleep(self._retry.backoff(attempt, retry_after))
-        return False
+        posted = await asyncio.to_thread(
+            post_json, self._client, self.url, body, self._retry, target="order_webhook", headers=self._headers
+        )
+        return posted.ok
+
+    def _headers(self, body: bytes) -> dict[str, str]:
+        stamp = int(time.time())
+        return signature_headers(self._secret, stamp, body) if self._secret else {TIMESTAMP_HEADER: str(stamp)}
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        self._client.close()

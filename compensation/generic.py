@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -10,7 +11,7 @@ import httpx
 
 from paywatch.compensation.channels import HttpAdapter, QueryRequest, QueryResult
 from paywatch.compensation.settings import GenericSettings
-from paywatch.config import read_secret
+from paywatch.secrets import read_secret
 
 
 def dotted(body: Any, path: str) -> Any:
@@ -19,13 +20,12 @@ def dotted(body: Any, path: str) -> Any:
     return body
 
 
+@dataclass(eq=False)
 class GenericAdapter(HttpAdapter):
     name = "generic"
 
-    def __init__(self, base_url: str, timeout_s: float, mapping: GenericSettings, token: str | None) -> None:
-        super().__init__(base_url, timeout_s)
-        self.mapping = mapping
-        self._token = token
+    mapping: GenericSettings
+    token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, base_url: str, timeout_s: float, s: GenericSettings) -> GenericAdapter:
@@ -36,8 +36,8 @@ class GenericAdapter(HttpAdapter):
             attempt_id=quote(request.attempt_id, safe=""), order_id=quote(request.order_id, safe="")
         )
         headers = {}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         return (
             self._request(self.mapping.method, path, headers=headers),
             {"method": self.mapping.method, "url": self.base_url + path},

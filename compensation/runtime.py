@@ -15,44 +15,34 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 from collections.abc import Iterable
 from datetime import datetime
 
 import structlog
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message
 
 from paywatch.collectors.heartbeat import ProcessHeartbeat
 from paywatch.compensation.driver import CompensationDriver
 from paywatch.compensation.engine import Effects
-from paywatch.config import Config
+from paywatch.compensation.settings import CompensationConfig
 from paywatch.contract import ContractError, encode
 from paywatch.finding import decode_finding, encode_finding
 from paywatch.intake import Intake
 from paywatch.kafka import ensure_topics
-from paywatch.stage import Output, Stage
+from paywatch.stage import Handler, Output, Stage, stop_on_signals
 
 log = structlog.get_logger("paywatch.compensation")
 
 
-class CompensationHandler:
+class CompensationHandler(Handler):
     """The stage handler: Kafka messages in, the driver's effects out as topic messages."""
 
-    def __init__(self, config: Config, driver: CompensationDriver) -> None:
+    def __init__(self, config: CompensationConfig, driver: CompensationDriver) -> None:
         self.topics = config.kafka.topics
         self.driver = driver
         self.intake = Intake(config.intake)
         self.beats = ProcessHeartbeat(driver.service, config.compensation.heartbeat_interval_s, driver.checks)
-
-    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        return partitions
-
-    def on_revoke(self, partitions: list[TopicPartition]) -> None:
-        pass
-
-    def on_eof(self, topic: str, partition: int) -> None:
-        pass
 
     def handle(self, message: Message) -> Iterable[Output]:
         raw = message.value() or b""
@@ -83,7 +73,7 @@ class CompensationHandler:
         return out
 
 
-def run(config: Config, instance: str | None = None) -> None:
+def run(config: CompensationConfig, instance: str | None = None) -> None:
     """Run until SIGINT/SIGTERM; the last outputs are flushed and committed before exit."""
     instance_id = instance or f"{socket.gethostname()}-{os.getpid()}"
     t = config.kafka.topics
@@ -103,8 +93,7 @@ def run(config: Config, instance: str | None = None) -> None:
         dry_run=config.compensation.dry_run,
         channels=sorted(config.compensation.channels),
     )
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stage.stop.set())
+    stop_on_signals(stage.stop)
     try:
         stage.run()
     finally:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from paywatch.intake import IntakeSettings
+from paywatch.settings import KafkaSettings, Section
 
 AdapterName = Literal["wechatpay", "alipay", "stripe", "generic", "none"]
 
@@ -34,11 +37,7 @@ def check_base_url(url: str) -> str:
     raise ValueError(f"base_url {url!r} must be https:// (plain http only to a loopback test server)")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ScheduleSettings(_Section):
+class ScheduleSettings(Section):
     """When to ask again: passive wait first, then growing intervals, then hand to a person."""
 
     offsets_s: list[float] = Field(
@@ -69,7 +68,8 @@ class ScheduleSettings(_Section):
         600,
         ge=0,
         description="Inside this many seconds after the attempt started, 'order not found' means "
-        "the record has not landed at the channel yet (unknown, ask again); after it, failure.",
+        "the record has not landed at the channel yet (unknown, ask again); after it, failure. Same default "
+        "as `detectors.default.not_found_grace_s`: both judge the same answer, so keep them equal.",
     )
 
     @model_validator(mode="after")
@@ -79,7 +79,7 @@ class ScheduleSettings(_Section):
         return self
 
 
-class BudgetSettings(_Section):
+class BudgetSettings(Section):
     """How hard paywatch may lean on one channel's query API (bank query systems are fragile)."""
 
     qps: float = Field(5.0, gt=0, description="Most queries per second sent to the channel.")
@@ -113,7 +113,7 @@ class BudgetSettings(_Section):
     )
 
 
-class WechatPaySettings(_Section):
+class WechatPaySettings(Section):
     """WeChat Pay API v3 merchant credentials (the private key itself is a secret)."""
 
     mchid: str = Field("", description="Merchant id (`mchid`) sent with each order query.")
@@ -144,7 +144,7 @@ class WechatPaySettings(_Section):
     )
 
 
-class AlipaySettings(_Section):
+class AlipaySettings(Section):
     """Alipay open platform application credentials (the private key itself is a secret)."""
 
     app_id: str = Field("", description="Application id (`app_id`).")
@@ -167,7 +167,7 @@ class AlipaySettings(_Section):
     app_auth_token_file: Path | None = Field(None, description="ISV mode: file holding the `app_auth_token`.")
 
 
-class StripeSettings(_Section):
+class StripeSettings(Section):
     """Stripe API access (the secret key itself is a secret)."""
 
     secret_key_env: str = Field(
@@ -185,7 +185,7 @@ class StripeSettings(_Section):
     account: str | None = Field(None, description="Connect: the connected account (`acct_…`) sent as `Stripe-Account`.")
 
 
-class GenericSettings(_Section):
+class GenericSettings(Section):
     """An HTTP/JSON query API described by a URL template and a field mapping."""
 
     method: Literal["GET", "POST"] = Field("GET", description="HTTP method of the query.")
@@ -206,7 +206,7 @@ class GenericSettings(_Section):
     token_file: Path | None = Field(None, description="File holding the bearer token.")
 
 
-class ChannelSettings(_Section):
+class ChannelQuerySettings(Section):
     """One payment channel's query API."""
 
     adapter: AdapterName = Field(
@@ -226,7 +226,7 @@ class ChannelSettings(_Section):
     generic: GenericSettings = Field(default_factory=GenericSettings)
 
     @model_validator(mode="after")
-    def _queryable_needs_url(self) -> ChannelSettings:
+    def _queryable_needs_url(self) -> ChannelQuerySettings:
         if self.adapter != "none" and not self.base_url:
             raise ValueError(f"channel with adapter {self.adapter!r} needs a base_url")
         if self.base_url:
@@ -234,7 +234,7 @@ class ChannelSettings(_Section):
         return self
 
 
-class OrderWebhookSettings(_Section):
+class OrderWebhookSettings(Section):
     """Optional HTTP push of repair and refund actions to the order system."""
 
     url: str | None = Field(None, description="URL the order system listens on; unset = Kafka only.")
@@ -252,7 +252,7 @@ class OrderWebhookSettings(_Section):
     retries: int = Field(3, ge=0, description="Retries of a failed delivery, with exponential backoff.")
 
 
-class CompensationSettings(_Section):
+class CompensationSettings(Section):
     """Compensating queries: ask the channel for the truth about stuck, unknown and duplicate
     attempts, within a per-channel budget, and turn confirmed answers into audited repair and
     refund-candidate actions."""
@@ -276,7 +276,7 @@ class CompensationSettings(_Section):
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     order_webhook: OrderWebhookSettings = Field(default_factory=OrderWebhookSettings)
-    channels: dict[str, ChannelSettings] = Field(
+    channels: dict[str, ChannelQuerySettings] = Field(
         default_factory=dict,
         description="Channel name (as in `payment.channel`) → its query API: `adapter`, `base_url`, "
         "credentials section, optional `schedule`/`budget` overrides. Undeclared channels have no query API.",
@@ -297,3 +297,12 @@ class CompensationSettings(_Section):
     def queryable(self, channel: str) -> bool:
         ch = self.channels.get(channel)
         return ch is not None and ch.adapter != "none"
+
+
+class CompensationConfig(Protocol):
+    """What the compensation process reads of the config file: its own section and the shared
+    connection settings. The app's `Config` is one; the stage never sees the other stages' sections."""
+
+    kafka: KafkaSettings
+    intake: IntakeSettings
+    compensation: CompensationSettings

@@ -14,6 +14,7 @@ empty search) is "not found"; 401/403 are credential and permission faults.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -42,24 +43,14 @@ STATUSES: dict[str, Outcome] = {
 }
 
 
+@dataclass(eq=False, kw_only=True)
 class StripeAdapter(HttpAdapter):
     name = "stripe"
 
-    def __init__(
-        self,
-        base_url: str,
-        timeout_s: float,
-        *,
-        secret_key: str,
-        api_version: str | None = None,
-        metadata_key: str | None = None,
-        account: str | None = None,
-    ) -> None:
-        super().__init__(base_url, timeout_s)
-        self._secret_key = secret_key
-        self.api_version = api_version
-        self.metadata_key = metadata_key
-        self.account = account
+    secret_key: str = field(repr=False)
+    api_version: str | None = None
+    metadata_key: str | None = None
+    account: str | None = None
 
     @classmethod
     def from_settings(cls, base_url: str, timeout_s: float, s: StripeSettings) -> StripeAdapter:
@@ -76,7 +67,7 @@ class StripeAdapter(HttpAdapter):
             path = f"/v1/payment_intents/search?query={quote(search, safe='')}&expand[]=data.latest_charge"
         else:
             path = f"/v1/payment_intents/{quote(request.attempt_id, safe='')}?expand[]=latest_charge"
-        headers = {"Authorization": f"Bearer {self._secret_key}"}
+        headers = {"Authorization": f"Bearer {self.secret_key}"}
         if self.api_version:
             headers["Stripe-Version"] = self.api_version
         if self.account:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -58,28 +59,16 @@ def response_message(timestamp: str, nonce: str, body: bytes) -> bytes:
     return timestamp.encode() + b"\n" + nonce.encode() + b"\n" + body + b"\n"
 
 
+@dataclass(eq=False, kw_only=True)
 class WechatPayAdapter(HttpAdapter):
     name = "wechatpay"
 
-    def __init__(
-        self,
-        base_url: str,
-        timeout_s: float,
-        *,
-        mchid: str,
-        serial_no: str,
-        private_key: str,
-        platform_key: str,
-        platform_serial: str,
-        sub_mchid: str | None = None,
-    ) -> None:
-        super().__init__(base_url, timeout_s)
-        self.mchid = mchid
-        self.serial_no = serial_no
-        self.sub_mchid = sub_mchid
-        self.platform_serial = platform_serial
-        self._private_key = private_key
-        self._platform_key = platform_key
+    mchid: str
+    serial_no: str
+    private_key: str = field(repr=False)
+    platform_key: str = field(repr=False)
+    platform_serial: str
+    sub_mchid: str | None = None
 
     @classmethod
     def from_settings(cls, base_url: str, timeout_s: float, s: WechatPaySettings) -> WechatPayAdapter:
@@ -106,7 +95,7 @@ class WechatPayAdapter(HttpAdapter):
         else:
             path = f"/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={quote(self.mchid)}"
         timestamp, nonce = str(int(time.time())), secrets.token_hex(16).upper()
-        signature = rsa_sha256_sign(self._private_key, signature_message("GET", path, timestamp, nonce))
+        signature = rsa_sha256_sign(self.private_key, signature_message("GET", path, timestamp, nonce))
         auth = (
             f'{AUTH_SCHEME} mchid="{self.mchid}",nonce_str="{nonce}",signature="{signature}",'
             f'timestamp="{timestamp}",serial_no="{self.serial_no}"'
@@ -124,7 +113,7 @@ class WechatPayAdapter(HttpAdapter):
             return f"answer signed by platform key {serial!r}, not the configured {self.platform_serial!r}"
         if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > MAX_SKEW_S:
             return f"Wechatpay-Timestamp {timestamp!r} is more than {MAX_SKEW_S} s from now"
-        if not rsa_sha256_verify(self._platform_key, response_message(timestamp, nonce, response.content), signature):
+        if not rsa_sha256_verify(self.platform_key, response_message(timestamp, nonce, response.content), signature):
             return "Wechatpay-Signature does not verify with the platform key"
         return None
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 
-from paywatch.config import read_secret
 from paywatch.dashboards import grafana, kibana
 from paywatch.dashboards.settings import DashboardSettings
+from paywatch.secrets import read_secret
 
 
 class ProvisionError(RuntimeError):

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from paywatch.settings import Section
 
 
-class DashboardSettings(BaseModel):
+class DashboardSettings(Section):
     """Where `paywatch dashboards provision` imports the Grafana dashboards (Kibana: `kibana.url`)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     grafana_url: str = Field("http://localhost:3000", description="Grafana base URL for `dashboards provision`.")
     elasticsearch_url: str | None = Field(

@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -45,7 +44,6 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from paywatch.clock import SystemClock
 from paywatch.collectors.heartbeat import ProcessHeartbeat
-from paywatch.config import Config
 from paywatch.contract import (
     ContractError,
     Event,
@@ -58,12 +56,13 @@ from paywatch.detectors.channel_health import ChannelJudge
 from paywatch.detectors.engine import window_counter
 from paywatch.detectors.heartbeats import HeartbeatTable
 from paywatch.detectors.orders import OrderTracker
+from paywatch.detectors.settings import DetectorsConfig
 from paywatch.detectors.timebase import Ticker, Timebase, to_ms
 from paywatch.detectors.windows import OVERALL, Tally, Window, overall
 from paywatch.finding import Finding, decode_finding, encode_finding
 from paywatch.intake import Intake
 from paywatch.kafka import consumer_config, ensure_compacted, ensure_topics
-from paywatch.stage import Output, Stage
+from paywatch.stage import Handler, Output, Stage, stop_on_signals
 
 log = logging.getLogger("paywatch.detect")
 
@@ -104,7 +103,7 @@ def _retrying(call: Callable[[], T], attempts: int = 20) -> T:
     raise AssertionError("unreachable")
 
 
-def read_emitted(config: Config, since_ms: int, group_id: str) -> set[str]:
+def read_emitted(config: DetectorsConfig, since_ms: int, group_id: str) -> set[str]:
     """Ids of the findings already published since `since_ms` (read back from the findings topic)."""
     topic = config.kafka.topics.findings
     consumer = Consumer(consumer_config(config.kafka, group_id + "-readback", **{"enable.partition.eof": True}))
@@ -200,7 +199,7 @@ class _Emitter:
     An id is remembered for twice the rebuild horizon (wall clock): re-derivation after a rebuild
     only reproduces findings from within the horizon, so older ids can be forgotten."""
 
-    def __init__(self, config: Config, group_id: str, horizon_ms: int) -> None:
+    def __init__(self, config: DetectorsConfig, group_id: str, horizon_ms: int) -> None:
         self.config = config
         self.group_id = group_id
         self.topic = config.kafka.topics.findings
@@ -230,11 +229,11 @@ class _Emitter:
             self.emitted = {k: t for k, t in self.emitted.items() if t >= cutoff}
 
 
-class PartitionWorker:
+class PartitionWorker(Handler):
     """Handler of the partition-worker group."""
 
     def __init__(
-        self, config: Config, group_id: str, partials: int, instance: str, heartbeat_partitions: int = 1
+        self, config: DetectorsConfig, group_id: str, partials: int, instance: str, heartbeat_partitions: int = 1
     ) -> None:
         self.config = config
         self.settings = config.detectors
@@ -360,10 +359,10 @@ class _Judged:
         self.pending: dict[int, dict[int, dict[str, list]]] = {}  # window -> source -> tallies
 
 
-class ChannelAggregator:
+class ChannelAggregator(Handler):
     """Handler of the aggregator group: sums partials of all sources, judges complete windows."""
 
-    def __init__(self, config: Config, group_id: str, sources: int, partials: int) -> None:
+    def __init__(self, config: DetectorsConfig, group_id: str, sources: int, partials: int) -> None:
         self.config = config
         self.settings = config.detectors
         self.sources = sources  # partition count of the payments topic
@@ -428,7 +427,9 @@ class ChannelAggregator:
         return self._feed(s for owned in self.owned.values() for s in owned.board.snapshot())
 
 
-def run(config: Config, group_id: str, instance: str | None = None, stop: threading.Event | None = None) -> None:
+def run(
+    config: DetectorsConfig, group_id: str, instance: str | None = None, stop: threading.Event | None = None
+) -> None:
     """Run one detector worker (both groups) until SIGTERM/SIGINT or `stop`."""
     topics = config.kafka.topics
     names = [topics.payments, topics.heartbeats, topics.findings, topics.channel_partials, topics.channel_health]
@@ -451,8 +452,7 @@ def run(config: Config, group_id: str, instance: str | None = None, stop: thread
     )
     workers.stop = aggregator.stop = stop
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        stop_on_signals(stop)
     thread = threading.Thread(target=aggregator.run, name="channel-aggregator", daemon=True)
     thread.start()
     try:

@@ -13,32 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import msgspec
-
 from paywatch.finding import Finding, is_incident
+from paywatch.truth import Expectation, Incident
 
 SLACK = timedelta(minutes=10)
 SEVERITY_OF_LEVEL = {"healthy": 0, "degraded": 1, "down": 2}
-
-
-class Expectation(msgspec.Struct, omit_defaults=True):
-    kind: str
-    within_s: float
-    channel: str | None = None
-    service: str | None = None
-    level: str | None = None
-    merchant: str | None = None
-    page: bool = True  # False: recorded, not paged; scored on its finding when pages are scored
-
-
-class Incident(msgspec.Struct, omit_defaults=True):
-    id: str
-    scenario: str
-    start: datetime
-    end: datetime
-    detect_from: datetime
-    expect: list[Expectation] = msgspec.field(default_factory=list)
-    recover: list[Expectation] = msgspec.field(default_factory=list)
 
 
 @dataclass
@@ -74,10 +53,6 @@ class Score:
     @property
     def missed(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.caught]
-
-
-def read_truth(lines: list[bytes] | list[str]) -> list[Incident]:
-    return [msgspec.json.decode(line, type=Incident) for line in lines if line.strip()]
 
 
 @dataclass(frozen=True)

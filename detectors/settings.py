@@ -9,15 +9,21 @@ must not be judged by a wallet's 5 s.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from paywatch.intake import IntakeSettings
+from paywatch.settings import KafkaSettings, Section
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Frozen(Section):
+    """Detector settings never change under a running judgement: frozen, so nothing mutates them."""
+
+    model_config = ConfigDict(frozen=True)
 
 
-class ChannelSettings(_Section):
+class ChannelSettings(Frozen):
     """Knobs that may differ per channel."""
 
     paid_grace_s: float = Field(
@@ -31,9 +37,10 @@ class ChannelSettings(_Section):
         "result) before an `unknown_attempt` finding asks for a compensating query.",
     )
     not_found_grace_s: float = Field(
-        300.0,
+        600.0,
         description="Seconds after the attempt during which a channel's 'order not found' answer means "
-        "'not landed yet' (unknown), not failure.",
+        "'not landed yet' (unknown), not failure. Same default as `compensation.schedule.not_found_grace_s`: "
+        "both judge the same answer, so keep them equal.",
     )
     degraded_min_failure_rate: float = Field(
         0.15,
@@ -62,7 +69,7 @@ class ChannelSettings(_Section):
     )
 
 
-class DetectorSettings(_Section):
+class DetectorSettings(Frozen):
     # --- per-order detectors -------------------------------------------------
     default: ChannelSettings = Field(
         default_factory=ChannelSettings, description="Channel knobs used when a channel has no override."
@@ -312,3 +319,12 @@ class DetectorSettings(_Section):
         if channel is None:
             return self.default
         return self._resolved.get(channel, self.default)
+
+
+class DetectorsConfig(Protocol):
+    """What a detector process reads of the config file: its own section and the shared connection
+    settings. The app's `Config` is one; the stage never sees the other stages' sections."""
+
+    kafka: KafkaSettings
+    intake: IntakeSettings
+    detectors: DetectorSettings

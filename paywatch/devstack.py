@@ -27,7 +27,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -592,9 +591,3 @@ def default_server(name: str) -> Server:
     if name == "alertmanager":
         return AlertmanagerServer()
     raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVERS)}")
-
-
-if __name__ == "__main__":  # python -m paywatch.devstack fetch|up|down|status
-    from paywatch.devstack_cli import devstack
-
-    sys.exit(devstack.main(prog_name="python -m paywatch.devstack"))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from paywatch.config import ElasticsearchSettings, read_secret
 from paywatch.finding import INCIDENT_KINDS
+from paywatch.secrets import read_secret
+from paywatch.settings import ElasticsearchSettings
 from paywatch.store import latest_alerts, summarise_incidents
 
 if TYPE_CHECKING:

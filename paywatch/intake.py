@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from paywatch.contract import (
     APP,
@@ -44,6 +44,7 @@ from paywatch.contract import (
     decode,
 )
 from paywatch.ids import content_id
+from paywatch.settings import Section
 
 _PAYMENT_FIELDS: Final = frozenset(f"payment.{f.encode_name}" for f in msgspec.structs.fields(Payment))
 _HEARTBEAT_FIELDS: Final = frozenset(
@@ -82,10 +83,8 @@ _decode_json = msgspec.json.Decoder().decode
 _encode_json = msgspec.json.Encoder(order="sorted").encode
 
 
-class IntakeSettings(BaseModel):
+class IntakeSettings(Section):
     """How lines in a team's own field names map onto the contract (the `intake:` section)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     field_map: dict[str, str] = Field(
         default_factory=dict,

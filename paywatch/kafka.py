@@ -9,7 +9,8 @@ import re
 import time
 from typing import Any
 
-from paywatch.config import KafkaSettings, read_secret
+from paywatch.secrets import read_secret
+from paywatch.settings import KafkaSettings
 
 
 class _EachOncePerWindow(logging.Filter):
@@ -61,11 +62,11 @@ def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]
     }
 
 
-def consumer_config(settings: KafkaSettings, group_id: str, **overrides: Any) -> dict[str, Any]:
+def consumer_config(settings: KafkaSettings, consumer_group: str, **overrides: Any) -> dict[str, Any]:
     """Manual commits: offsets move only after the work for them is durable downstream."""
     return {
         **_base(settings),
-        "group.id": group_id,
+        "group.id": consumer_group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",

@@ -8,13 +8,13 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from paywatch.settings import Section
 
 
-class KibanaSettings(BaseModel):
+class KibanaSettings(Section):
     """The one Kibana every link and import goes to."""
-
-    model_config = ConfigDict(extra="forbid")
 
     url: str = Field(
         "http://localhost:5601",

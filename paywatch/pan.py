@@ -26,9 +26,10 @@ from collections.abc import Collection, Iterable
 from typing import Any, Final, Literal
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from paywatch.contract import APP, ATTEMPT_ACTIONS, CHANNEL_ACTIONS, PAYMENT, ContractError, Event
+from paywatch.settings import Section
 
 MASK_CHAR: Final = "*"
 MIN_PAN, MAX_PAN = 13, 19
@@ -62,11 +63,9 @@ Action = Literal["mask", "drop_field", "reject_event"]
 DEFAULT_ID_LABELS: Final = ("id", "*_id", "*_ids", "*-id", "*.id", "*Id", "*_no")
 
 
-class PanSettings(BaseModel):
+class PanSettings(Section):
     """What happens to card numbers in events (the `pan:` section). Masking can be made stricter,
     never turned off: logs, pages and reports are always masked."""
-
-    model_config = ConfigDict(extra="forbid")
 
     text_policy: Action = Field(
         "mask",

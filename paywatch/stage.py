@@ -10,16 +10,17 @@ why everything a stage produces carries a deterministic idempotency key (`event.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from paywatch.clock import Clock, SystemClock
-from paywatch.config import KafkaSettings
 from paywatch.kafka import consumer_config, producer_config
+from paywatch.settings import KafkaSettings
 
 log = logging.getLogger("paywatch.stage")
 
@@ -32,28 +33,41 @@ class Output(NamedTuple):
     headers: list[tuple[str, bytes]] | None = None
 
 
-class Handler(Protocol):
+class Handler:
+    """What a stage does with its messages. The defaults suit a stateless handler (start where the
+    group left off, nothing to prepare or drop, nothing due on a tick); stateful ones override."""
+
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Prepare state for new partitions; return them with the offsets to start from
         (OFFSET_STORED to resume from the committed offset)."""
-        ...
+        return partitions
 
-    def on_revoke(self, partitions: list[TopicPartition]) -> None: ...
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        """Drop the state of partitions another member now owns."""
 
-    def handle(self, message: Message) -> Iterable[Output]: ...
+    def handle(self, message: Message) -> Iterable[Output]:
+        raise NotImplementedError
 
     def on_eof(self, topic: str, partition: int) -> None:
         """The partition has nothing more to read right now."""
-        ...
 
-    def tick(self, now: datetime) -> Iterable[Output]: ...
+    def tick(self, now: datetime) -> Iterable[Output]:
+        """Outputs due at `now` on the wall clock (deadlines, windows)."""
+        return ()
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stop`, so a long-running process finishes its batch, flushes and
+    commits before exiting instead of dying mid-write."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
 
 
 class Stage:
     def __init__(
         self,
         kafka: KafkaSettings,
-        group_id: str,
+        consumer_group: str,
         topics: list[str],
         handler: Handler,
         *,
@@ -70,7 +84,7 @@ class Stage:
         self.stop = threading.Event()
         self.producer = Producer(producer_config(kafka))
         self.consumer = Consumer(
-            consumer_config(kafka, group_id, **{"enable.partition.eof": True, **(consumer_overrides or {})})
+            consumer_config(kafka, consumer_group, **{"enable.partition.eof": True, **(consumer_overrides or {})})
         )
         self._failed: list[str] = []
         self._pending = False  # produced since the last flush

@@ -6,18 +6,9 @@
     run.incidents               # ground truth, once iterated
     run.truth.channel_record("alipay", attempt_id=...)   # what the channel really did
 
-Imported lazily: `paywatch.config` reads this package's settings, and the simulation itself
-imports the SDK, which reads `paywatch.config`.
+The simulated services send through the real SDK, so the traffic is what production sees.
 """
 
-from typing import Any
+from paywatch.simulator.scenarios import Run, parse_scenario, simulate
 
 __all__ = ["Run", "parse_scenario", "simulate"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from paywatch.simulator import scenarios
-
-        return getattr(scenarios, name)
-    raise AttributeError(name)

@@ -25,7 +25,7 @@ from typing import Any
 from paywatch.clock import ManualClock
 from paywatch.contract import Event
 from paywatch.simulator.settings import SimulatorSettings
-from paywatch.simulator.telemetry import DirectTelemetry, Emitter, SdkTelemetry, Telemetry
+from paywatch.simulator.telemetry import DirectTelemetry, SdkTelemetry, ServiceSender, Telemetry
 from paywatch.simulator.truth import ChannelRecord, GroundTruth
 
 DRAIN_EVERY = 4096  # events between collecting what the services emitted
@@ -394,7 +394,9 @@ class Instance:
 
     __slots__ = ("alive", "beating", "clock", "emitter", "instance_id", "interval_s", "name", "seq", "stopping")
 
-    def __init__(self, name: str, instance_id: str, emitter: Emitter, clock: HostClock, interval_s: float) -> None:
+    def __init__(
+        self, name: str, instance_id: str, emitter: ServiceSender, clock: HostClock, interval_s: float
+    ) -> None:
         self.name = name
         self.instance_id = instance_id
         self.emitter = emitter

@@ -61,7 +61,7 @@ from paywatch.simulator.model import (
     Simulation,
 )
 from paywatch.simulator.settings import SimulatorSettings
-from paywatch.simulator.truth import ExpectItem, Incident
+from paywatch.truth import Expectation, Incident
 
 PAID_GRACE_S = 60.0
 CALLBACK_OUTAGE_WITHIN_S = 30.0
@@ -143,10 +143,10 @@ class Scenario(Observer):
             recover=self.recover(sim),
         )
 
-    def expect(self, sim: Simulation) -> list[ExpectItem]:
+    def expect(self, sim: Simulation) -> list[Expectation]:
         return []
 
-    def recover(self, sim: Simulation) -> list[ExpectItem]:
+    def recover(self, sim: Simulation) -> list[Expectation]:
         return []
 
     def _first(self, t: int) -> None:
@@ -248,14 +248,14 @@ class CallbackOutage(Scenario):
         if self.mode == "unprocessed":
             self._never_applied(sim)
 
-    def expect(self, sim: Simulation) -> list[ExpectItem]:
+    def expect(self, sim: Simulation) -> list[Expectation]:
         if self.mode == "unprocessed":
-            return [ExpectItem("paid_but_pending_incident", CALLBACK_OUTAGE_WITHIN_S, channel=self.channel)]
+            return [Expectation("paid_but_pending_incident", CALLBACK_OUTAGE_WITHIN_S, channel=self.channel)]
         if self.detected_ms is None:
             return []  # too few customers paid twice to be told apart from normal traffic
         # A callback outage is due a page within 30 s; here it can only come from the customers'
         # second payments, which trickle in as their patience runs out (not a 10 s burst).
-        return [ExpectItem("duplicate_charge_incident", CALLBACK_OUTAGE_WITHIN_S)]
+        return [Expectation("duplicate_charge_incident", CALLBACK_OUTAGE_WITHIN_S)]
 
 
 @dataclass
@@ -292,8 +292,8 @@ class MerchantJam(Scenario):
     def finish(self, sim: Simulation) -> None:
         self._never_applied(sim)
 
-    def expect(self, sim: Simulation) -> list[ExpectItem]:
-        return [ExpectItem("paid_but_pending_incident", MERCHANT_JAM_WITHIN_S, merchant=self.merchant)]
+    def expect(self, sim: Simulation) -> list[Expectation]:
+        return [Expectation("paid_but_pending_incident", MERCHANT_JAM_WITHIN_S, merchant=self.merchant)]
 
 
 @dataclass
@@ -319,8 +319,8 @@ class DuplicateBurst(Scenario):
     def duplicate_seen(self, t: int, order: Order) -> None:
         self._count_duplicate(t, order)
 
-    def expect(self, sim: Simulation) -> list[ExpectItem]:
-        return [ExpectItem("duplicate_charge_incident", DUPLICATE_WITHIN_S, channel=self.channel)]
+    def expect(self, sim: Simulation) -> list[Expectation]:
+        return [Expectation("duplicate_charge_incident", DUPLICATE_WITHIN_S, channel=self.channel)]
 
 
 @dataclass
@@ -357,14 +357,14 @@ class ChannelDown(Scenario):
             return MODEST_DEGRADED_WITHIN_S, MODEST_HEALTHY_WITHIN_S
         return QUIET_DEGRADED_WITHIN_S, QUIET_HEALTHY_WITHIN_S
 
-    def expect(self, sim: Simulation) -> list[ExpectItem]:
-        return [ExpectItem("channel_health", self._bounds()[0], channel=self.channel, level="degraded")]
+    def expect(self, sim: Simulation) -> list[Expectation]:
+        return [Expectation("channel_health", self._bounds()[0], channel=self.channel, level="degraded")]
 
-    def recover(self, sim: Simulation) -> list[ExpectItem]:
+    def recover(self, sim: Simulation) -> list[Expectation]:
         within = self._bounds()[1]
         if self.end_ms + within * 1000 > sim.end_ms:
             return []  # the run ends before recovery could be seen
-        return [ExpectItem("channel_health", within, channel=self.channel, level="healthy")]
+        return [Expectation("channel_health", within, channel=self.channel, level="healthy")]
 
 
 @dataclass
@@ -417,17 +417,17 @@ class ChannelRamp(Scenario):
             lo, hi = (mid, hi) if self.observed_rate(sim, mid) < rate else (lo, mid)
         return hi
 
-    def expect(self, sim: Simulation) -> list[ExpectItem]:
+    def expect(self, sim: Simulation) -> list[Expectation]:
         cross = self.crossing_ms(sim)
         if cross is None or self.detected_ms is None or cross + RAMP_WITHIN_S * 1000 > sim.end_ms:
             return []  # never crossed the floor within the run
         within = (cross - self.detected_ms) / 1000 + RAMP_WITHIN_S
-        return [ExpectItem("channel_health", round(within, 3), channel=self.channel, level="degraded")]
+        return [Expectation("channel_health", round(within, 3), channel=self.channel, level="degraded")]
 
-    def recover(self, sim: Simulation) -> list[ExpectItem]:
+    def recover(self, sim: Simulation) -> list[Expectation]:
         if self.end_ms + MODEST_HEALTHY_WITHIN_S * 1000 > sim.end_ms:
             return []
-        return [ExpectItem("channel_health", MODEST_HEALTHY_WITHIN_S, channel=self.channel, level="healthy")]
+        return [Expectation("channel_health", MODEST_HEALTHY_WITHIN_S, channel=self.channel, level="healthy")]
 
 
 @dataclass
@@ -457,9 +457,9 @@ class ErrorCodeSpike(Scenario):
         if self.rate > 0:
             faults.channel_rate[self.channel] = self.rate
 
-    def expect(self, sim: Simulation) -> list[ExpectItem]:
+    def expect(self, sim: Simulation) -> list[Expectation]:
         # detect_from stays at the start (before the first spiked failure): a slightly stricter bound
-        return [ExpectItem("error_code_spike", CODE_SPIKE_WITHIN_S, channel=self.channel)]
+        return [Expectation("error_code_spike", CODE_SPIKE_WITHIN_S, channel=self.channel)]
 
 
 @dataclass
@@ -526,12 +526,12 @@ class ServiceDies(Scenario):
                 f"kill at most {known[self.service] - 1}"
             )
 
-    def expect(self, sim: Simulation) -> list[ExpectItem]:
+    def expect(self, sim: Simulation) -> list[Expectation]:
         within = sim.settings.heartbeat_interval_s * 3 + 2
         total = sim.settings.instances[self.service]
         if self.instances == 0 or self.instances >= total:
-            return [ExpectItem("service_down", within, service=self.service)]
-        return [ExpectItem("heartbeat_missing", within, service=self.service, page=False)]
+            return [Expectation("service_down", within, service=self.service)]
+        return [Expectation("heartbeat_missing", within, service=self.service, page=False)]
 
 
 @dataclass
@@ -590,8 +590,8 @@ class ClockSkew(_OneInstance):
         if self.duration > 0:
             faults.clock_skews.append((self.service, self.instance, self.end_ms, 0))
 
-    def expect(self, sim: Simulation) -> list[ExpectItem]:
-        return [ExpectItem("clock_skew", CLOCK_SKEW_WITHIN_S, service=self.service, page=False)]
+    def expect(self, sim: Simulation) -> list[Expectation]:
+        return [Expectation("clock_skew", CLOCK_SKEW_WITHIN_S, service=self.service, page=False)]
 
 
 @dataclass
@@ -631,9 +631,9 @@ class InstanceDies(_OneInstance):
             found.end = sim.ms_to_dt(sim.end_ms)
         return found
 
-    def expect(self, sim: Simulation) -> list[ExpectItem]:
+    def expect(self, sim: Simulation) -> list[Expectation]:
         within = sim.settings.heartbeat_interval_s * 3 + self.slack
-        return [ExpectItem("heartbeat_missing", within, service=self.service, page=False)]
+        return [Expectation("heartbeat_missing", within, service=self.service, page=False)]
 
 
 @dataclass
@@ -672,9 +672,11 @@ class Autoscale(Scenario):
             return None  # graceful: nothing may page
         return super().incident(sim, incident_id)
 
-    def expect(self, sim: Simulation) -> list[ExpectItem]:
+    def expect(self, sim: Simulation) -> list[Expectation]:
         return [
-            ExpectItem("heartbeat_missing", sim.settings.heartbeat_interval_s * 3 + 2, service=self.service, page=False)
+            Expectation(
+                "heartbeat_missing", sim.settings.heartbeat_interval_s * 3 + 2, service=self.service, page=False
+            )
         ]
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from paywatch.settings import Section
 
 
-class SimulatorSettings(BaseModel):
+class SimulatorSettings(Section):
     """The simulated payment business behind `paywatch simulate` and `paywatch demo`: its volume,
     services and customers. Channels, merchants and incidents are chosen on the command line."""
-
-    model_config = ConfigDict(extra="forbid")
 
     peak_orders_per_s: float = Field(
         25.0,

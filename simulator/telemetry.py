@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from paywatch.clock import Clock
-from paywatch.config import Config
+from paywatch.collectors.sdk import open_logger
+from paywatch.collectors.sdk_settings import SdkConfig
 from paywatch.contract import (
     HEARTBEAT,
     PAYMENT,
@@ -34,14 +35,14 @@ from paywatch.pan import mask_event
 VERSION = "2026.1"
 
 
-class Emitter(Protocol):
+class ServiceSender(Protocol):
     def payment(self, event_id: str, action: str, outcome: str | None, trace_id: str, fields: dict) -> None: ...
     def heartbeat(self, event_id: str, section: dict[str, Any]) -> None: ...
     def close(self) -> None: ...
 
 
 class Telemetry(Protocol):
-    def open(self, service: str, instance_id: str, clock: Clock | None = None) -> Emitter:
+    def open(self, service: str, instance_id: str, clock: Clock | None = None) -> ServiceSender:
         """An emitter for one instance; `clock` (default: the simulation's) stamps its events."""
         ...
 
@@ -52,7 +53,7 @@ class Telemetry(Protocol):
     def close(self) -> None: ...
 
 
-class _DirectEmitter:
+class _DirectSender:
     __slots__ = ("_clock", "_out", "_service")
 
     def __init__(self, service: Service, clock: Clock, out: list[Event]) -> None:
@@ -87,9 +88,9 @@ class DirectTelemetry:
         self._clock = clock
         self._out: list[Event] = []
 
-    def open(self, service: str, instance_id: str, clock: Clock | None = None) -> Emitter:
+    def open(self, service: str, instance_id: str, clock: Clock | None = None) -> ServiceSender:
         svc = Service(name=service, instance=ServiceInstance(id=instance_id), version=VERSION)
-        return _DirectEmitter(svc, clock or self._clock, self._out)
+        return _DirectSender(svc, clock or self._clock, self._out)
 
     def drain(self) -> list[Event]:
         out, self._out[:] = list(self._out), []
@@ -99,7 +100,7 @@ class DirectTelemetry:
         pass
 
 
-class _SdkEmitter:
+class _SdkSender:
     __slots__ = ("_log",)
 
     def __init__(self, log: Any) -> None:
@@ -123,14 +124,12 @@ class SdkTelemetry:
         self._order_key = order_key
         self._received: list[Event] = []
         self._loggers: list[Any] = []
-        self._config = Config()
+        self._config = SdkConfig()
         # In-process delivery never fails, so nothing may ever be spilled to (or replayed from) disk.
         self._config.sdk.spill_max_bytes = 0
         self._config.sdk.spill_dir = Path("/nonexistent-paywatch-simulator")
 
-    def open(self, service: str, instance_id: str, clock: Clock | None = None) -> Emitter:
-        from paywatch.collectors.sdk import open_logger
-
+    def open(self, service: str, instance_id: str, clock: Clock | None = None) -> ServiceSender:
         log = open_logger(
             service,
             version=VERSION,
@@ -141,7 +140,7 @@ class SdkTelemetry:
             heartbeat=False,  # simulated time: the simulation sends the beats
         )
         self._loggers.append(log)
-        return _SdkEmitter(log)
+        return _SdkSender(log)
 
     def drain(self) -> list[Event]:
         for log in self._loggers:

@@ -3,20 +3,19 @@
 Two things live here. `ChannelRecord` is what a channel itself knows about one attempt
 (whether it moved the money, when, how much): the fake channel query servers
 (`simulator/channel_api.py`) answer from it, because only whoever moved the money is
-authoritative. `Incident` is one injected incident in the team's ground-truth JSONL
-format, which `paywatch replay --truth` scores detection against.
+authoritative. `GroundTruth` keeps those records and the injected incidents, in the
+ground-truth JSONL format of paywatch/truth.py that `paywatch replay --truth` scores against.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-import msgspec
-
 from paywatch.clock import Clock
+from paywatch.truth import Incident
 
 ChannelStatus = Literal["pending", "paid", "failed", "closed", "refunded"]
 
@@ -35,71 +34,6 @@ class ChannelRecord:
     paid_at: datetime | None = None
     closed_at: datetime | None = None
     error_code: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ExpectItem:
-    """A finding that must open (or, in `recover`, a level that must return) within `within_s`, and
-    page on-call unless `page` is False."""
-
-    kind: str
-    within_s: float
-    channel: str | None = None
-    service: str | None = None
-    level: str | None = None
-    merchant: str | None = None
-    page: bool = True  # False: on-call is not woken for it (one instance among live ones), it is recorded
-
-    def to_dict(self) -> dict:
-        out: dict = {"kind": self.kind}
-        for key in ("channel", "service", "merchant", "level"):
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value
-        out["within_s"] = self.within_s
-        if not self.page:
-            out["page"] = False
-        return out
-
-
-@dataclass(slots=True)
-class Incident:
-    """One ground-truth line. `detect_from` is when detection first becomes possible from the
-    events alone (e.g. the first stuck order passing its grace), never earlier."""
-
-    id: str
-    scenario: str
-    start: datetime
-    end: datetime
-    detect_from: datetime
-    expect: list[ExpectItem] = field(default_factory=list)
-    recover: list[ExpectItem] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        out: dict = {
-            "id": self.id,
-            "scenario": self.scenario,
-            "start": self.start,
-            "end": self.end,
-            "detect_from": self.detect_from,
-            "expect": [item.to_dict() for item in self.expect],
-        }
-        if self.recover:
-            out["recover"] = [item.to_dict() for item in self.recover]
-        return out
-
-
-_encoder = msgspec.json.Encoder()
-
-
-def encode_incident(incident: Incident) -> bytes:
-    return _encoder.encode(incident.to_dict())
-
-
-def write_truth(incidents: list[Incident], path: str) -> None:
-    with open(path, "wb") as out:
-        for incident in incidents:
-            out.write(encode_incident(incident) + b"\n")
 
 
 class GroundTruth:

@@ -65,7 +65,7 @@ class EmbeddedProcess:
 
     def start(self) -> EmbeddedProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "paywatch.cli", "run", "--embedded", "--config", str(self.config)],
+            [sys.executable, "-m", "paywatch.app.cli", "run", "--embedded", "--config", str(self.config)],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

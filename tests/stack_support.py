@@ -17,7 +17,7 @@ import yaml
 from confluent_kafka import Producer
 from polling import wait_for
 
-from paywatch.config import Config
+from paywatch.app.config import Config
 from paywatch.contract import Event, encode
 from paywatch.devstack import free_port
 from paywatch.kafka import ensure_topics, producer_config
@@ -40,7 +40,7 @@ def stack_config(tmp: Path, kafka_bootstrap: str, es_url: str, **sections: Any) 
         },
         "elasticsearch": {"url": es_url, "namespace": f"t{tag}"},
         # its own metrics port: other collectors (tests, sessions) may hold the default one
-        "collector": {"group_id": f"collect-{tag}", "metrics_port": free_port()},
+        "collector": {"consumer_group": f"collect-{tag}", "metrics_port": free_port()},
         **sections,
     }
     config = Config.model_validate(raw)

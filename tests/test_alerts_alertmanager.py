@@ -14,9 +14,9 @@ import pytest
 from alerts_support import Receiver, am_config, posts, rules, stuck
 
 from paywatch.alerts.alertmanager import AlertmanagerSink
-from paywatch.alerts.delivery import Retry
 from paywatch.alerts.engine import AlertEngine, Links
 from paywatch.alerts.watchdog import watchdog_change
+from paywatch.webhooks import Retry
 
 pytestmark = pytest.mark.alertmanager
 

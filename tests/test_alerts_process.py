@@ -17,8 +17,8 @@ from alerts_support import Receiver, am_config, posts, rules, stuck
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from paywatch.alerts.cli import build_stage
-from paywatch.config import Config
+from paywatch.alerts.runtime import build_stage
+from paywatch.app.config import Config
 from paywatch.finding import encode_finding
 from paywatch.kafka import ensure_topics
 
@@ -29,7 +29,7 @@ class Process:
     """`paywatch alert` in a thread: the same stage the command runs, stopped as SIGTERM would."""
 
     def __init__(self, config: Config) -> None:
-        self.stage = build_stage(config)
+        self.stage = build_stage(config.alerts, config, config.kibana.url)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()

@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 from alerts_support import Receiver, rules, stuck
 
-from paywatch.alerts.delivery import LogSink, Retry
+from paywatch.alerts.delivery import LogSink
 from paywatch.alerts.engine import AlertEngine
 from paywatch.alerts.pagerduty import PagerDutySink
 from paywatch.alerts.runner import AlertRunner
 from paywatch.alerts.settings import AlertSettings
 from paywatch.alerts.slack import SlackSink
 from paywatch.finding import encode_finding
+from paywatch.webhooks import Retry
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 SETTINGS = AlertSettings(self_monitor={"watched_services": []})

@@ -10,14 +10,15 @@ from alerts_support import Receiver
 from click.testing import CliRunner
 
 from paywatch.alerts.alertmanager import AlertmanagerSink, alertmanager_alert
-from paywatch.alerts.cli import alert
-from paywatch.alerts.delivery import LogSink, Retry
+from paywatch.alerts.delivery import LogSink
 from paywatch.alerts.document import alert_document
 from paywatch.alerts.model import Alert, AlertChange
 from paywatch.alerts.pagerduty import PagerDutySink, pagerduty_event
 from paywatch.alerts.slack import SlackSink, slack_message
-from paywatch.alerts.webhook import SignatureError, WebhookSink, sign, verify
+from paywatch.alerts.webhook import WebhookSink
+from paywatch.app.alert import alert
 from paywatch.clock import ManualClock
+from paywatch.webhooks import Retry, SignatureError, sign, verify
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LABELS = {"alertname": "PaidButPending", "severity": "critical", "channel": "alipay"}

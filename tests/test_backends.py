@@ -23,8 +23,8 @@ import pytest
 from elasticsearch import NotFoundError
 from stack_support import Stages, produce, stack_config
 
+from paywatch.app.config import Config
 from paywatch.clock import ManualClock
-from paywatch.config import Config
 from paywatch.contract import Event, decode, encode
 from paywatch.detectors.scoring import score
 from paywatch.elastic import ElasticHistory, data_stream
@@ -151,7 +151,7 @@ def test_embedded_and_kafka_elasticsearch_backends_produce_the_same_incidents(ka
     stages = Stages(config_path, tmp_path)
     try:
         stages.start("collect")
-        stages.start("detect", "--group", f"detect-{config.elasticsearch.namespace}")
+        stages.start("detect", "--consumer-group", f"detect-{config.elasticsearch.namespace}")
         # embedded meanwhile (same events, same config), so the two runs overlap in wall time
         embedded_rows, embedded_findings = _embedded(config, events, cutoff, tmp_path)
 

@@ -12,8 +12,8 @@ from test_replay import _events_file, _incident, _truth_file
 
 from paywatch.alerts.rules import load_rules
 from paywatch.app.backtest import Page, decode_page, page_marks, score_pages
-from paywatch.cli import main
-from paywatch.detectors.scoring import Expectation
+from paywatch.app.cli import main
+from paywatch.truth import Expectation
 
 
 def test_replay_writes_the_pages_on_call_would_have_received(tmp_path):

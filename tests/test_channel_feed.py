@@ -20,8 +20,8 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, ConfigResource
 from stack_support import PAYWATCH, Stages, produce, stack_config
 
+from paywatch.app.config import Config
 from paywatch.clock import ManualClock
-from paywatch.config import Config
 from paywatch.contract import Event, EventMeta, Payment, Service, ServiceInstance
 from paywatch.detectors.channel_feed import ChannelBoard, decode_status
 from paywatch.detectors.engine import DetectionEngine
@@ -186,7 +186,7 @@ def test_kafka_channel_health_topic_shows_down_and_recovery(kafka_bootstrap, tmp
     consumer.subscribe([topic])
     published: list[dict] = []
     try:
-        stages.start("detect", "--group", f"detect-{config.elasticsearch.namespace}")
+        stages.start("detect", "--consumer-group", f"detect-{config.elasticsearch.namespace}")
         produce(config, events)
 
         def read() -> list[dict]:

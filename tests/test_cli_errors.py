@@ -16,7 +16,7 @@ import click
 import msgspec
 import pytest
 
-from paywatch.cli import main
+from paywatch.app.cli import main
 
 PAYWATCH = str(Path(sys.executable).with_name("paywatch"))
 

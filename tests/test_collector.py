@@ -15,12 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from paywatch import contract
 from paywatch.collectors.collector import CollectorHealth, build_batch, chunks, routes
 from paywatch.collectors.templates import component_templates, index_templates, owner_mapping
-from paywatch.config import Topics
 from paywatch.devstack import free_port
 from paywatch.elastic import DATASETS
 from paywatch.finding import encode_finding, make_finding
 from paywatch.metrics import start_metrics_server
 from paywatch.pan import mask_event, may_contain_pan
+from paywatch.settings import Topics
 
 NOW = datetime(2026, 11, 22, 10, 0, 5, 250000, tzinfo=UTC)
 PAN = "4111111111111111"  # Visa test number, passes Luhn

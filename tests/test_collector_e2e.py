@@ -25,9 +25,9 @@ import yaml
 from confluent_kafka import Consumer, Producer
 from polling import wait_for
 
+from paywatch.app.config import Config
 from paywatch.collectors.collector import Collector, connect
 from paywatch.collectors.dlq import KIND, REASON, SOURCE_OFFSET, SOURCE_TOPIC, headers_of
-from paywatch.config import Config
 from paywatch.devstack import free_port
 from paywatch.elastic import data_stream
 
@@ -48,7 +48,7 @@ def make_config(kafka_bootstrap: str, es_url: str, **collector: object) -> Confi
             "kafka": {"bootstrap_servers": kafka_bootstrap, "topics": topics},
             "elasticsearch": {"url": es_url, "namespace": f"t{tag}"},
             "collector": {
-                "group_id": f"collector-{tag}",
+                "consumer_group": f"collector-{tag}",
                 "metrics_port": None,
                 "retry_initial_s": 0.2,
                 "retry_max_s": 2.0,
@@ -90,7 +90,14 @@ class Running:
 
     def __init__(self, config: Config) -> None:
         self.stop = threading.Event()
-        self.collector: Collector = connect(config, should_stop=self.stop.is_set)
+        self.collector: Collector = connect(
+            config.collector,
+            config.kafka,
+            config.elasticsearch,
+            config.intake,
+            config.pan,
+            should_stop=self.stop.is_set,
+        )
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()

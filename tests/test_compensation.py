@@ -11,7 +11,7 @@ from paywatch.compensation.budget import ChannelBudget, CircuitBreaker, TokenBuc
 from paywatch.compensation.channels import QueryRequest, QueryResult
 from paywatch.compensation.engine import Compensator
 from paywatch.compensation.schedule import next_query, query_times
-from paywatch.compensation.settings import BudgetSettings, ChannelSettings, CompensationSettings, ScheduleSettings
+from paywatch.compensation.settings import BudgetSettings, ChannelQuerySettings, CompensationSettings, ScheduleSettings
 from paywatch.contract import PAYMENT, Event, EventMeta, Payment, Service, ServiceInstance
 from paywatch.finding import AttemptEvidence, Evidence, FindingPayment, make_finding
 
@@ -20,9 +20,9 @@ T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
 def settings(**kw) -> CompensationSettings:
     channels = {
-        "wechatpay": ChannelSettings(adapter="wechatpay", base_url="https://api.mch.weixin.qq.com"),
-        "alipay": ChannelSettings(adapter="alipay", base_url="https://openapi.alipay.com"),
-        "bank_b": ChannelSettings(adapter="none"),
+        "wechatpay": ChannelQuerySettings(adapter="wechatpay", base_url="https://api.mch.weixin.qq.com"),
+        "alipay": ChannelQuerySettings(adapter="alipay", base_url="https://openapi.alipay.com"),
+        "bank_b": ChannelQuerySettings(adapter="none"),
     }
     return CompensationSettings(channels=channels, **kw)
 
@@ -317,11 +317,13 @@ def test_give_up_raises_an_alert_through_the_shipped_rules():
 
 def test_channel_settings_are_validated_and_overrides_apply():
     with pytest.raises(ValueError, match="base_url"):
-        ChannelSettings(adapter="stripe")
+        ChannelQuerySettings(adapter="stripe")
     with pytest.raises(ValueError, match="increasing"):
         ScheduleSettings(offsets_s=[300, 120])
     fast = BudgetSettings(qps=50)
-    s = CompensationSettings(channels={"alipay": ChannelSettings(adapter="alipay", base_url="https://a", budget=fast)})
+    s = CompensationSettings(
+        channels={"alipay": ChannelQuerySettings(adapter="alipay", base_url="https://a", budget=fast)}
+    )
     assert s.budget_for("alipay").qps == 50 and s.budget_for("wechatpay").qps == BudgetSettings().qps
     assert s.queryable("alipay") and not s.queryable("wechatpay")
 

@@ -14,14 +14,14 @@ import httpx
 import pytest
 import structlog
 
-from paywatch.alerts.webhook import verify
-from paywatch.compensation.channels import QueryRequest, build_adapters
+from paywatch.compensation.adapters import build_adapters
+from paywatch.compensation.channels import QueryRequest
 from paywatch.compensation.engine import Compensator, Effects
 from paywatch.compensation.executor import Executor, OrderWebhook, run_due
 from paywatch.compensation.generic import GenericAdapter
 from paywatch.compensation.settings import (
     BudgetSettings,
-    ChannelSettings,
+    ChannelQuerySettings,
     CompensationSettings,
     GenericSettings,
     OrderWebhookSettings,
@@ -31,6 +31,7 @@ from paywatch.contract import encode
 from paywatch.finding import AttemptEvidence, Evidence, FindingPayment, encode_finding, make_finding
 from paywatch.simulator.channel_api import ChannelApiServer, merchant_keypair
 from paywatch.simulator.truth import ChannelRecord
+from paywatch.webhooks import verify
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 STRIPE_KEY = "sk_test_51PaywatchSecretDoNotLog"
@@ -77,7 +78,7 @@ def fake(provider: str, truth: Truth, keypair: tuple[str, str], **kw) -> Channel
 
 def comp_settings(servers: dict[str, ChannelApiServer], channel_kw: dict | None = None, **kw) -> CompensationSettings:
     channels = {
-        name: ChannelSettings(
+        name: ChannelQuerySettings(
             adapter=name,  # type: ignore[arg-type]
             base_url=s.url,
             wechatpay={

@@ -14,16 +14,17 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from test_compensation_channels import PLATFORM, Receiver, Truth, keypair, secrets_env  # noqa: F401  (fixtures)
 
-from paywatch.alerts.webhook import verify
+from paywatch.app.config import Config
 from paywatch.compensation.driver import CompensationDriver
 from paywatch.compensation.runtime import CompensationHandler
-from paywatch.compensation.settings import ChannelSettings, CompensationSettings, OrderWebhookSettings
-from paywatch.config import Config, KafkaSettings, Topics
+from paywatch.compensation.settings import ChannelQuerySettings, CompensationSettings, OrderWebhookSettings
 from paywatch.contract import decode
 from paywatch.finding import AttemptEvidence, Evidence, FindingPayment, encode_finding, make_finding
 from paywatch.kafka import consumer_config, ensure_topics, producer_config
+from paywatch.settings import KafkaSettings, Topics
 from paywatch.simulator.channel_api import ChannelApiServer
 from paywatch.stage import Stage
+from paywatch.webhooks import verify
 
 
 def stuck_finding(order: str, attempt: str):
@@ -43,7 +44,7 @@ def config_for(bootstrap: str, alipay_url: str, order_webhook_url: str | None = 
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(**{name: f"{value}.{suffix}" for name, value in Topics().model_dump().items()})
     comp = CompensationSettings(
-        channels={"alipay": ChannelSettings(adapter="alipay", base_url=alipay_url, alipay={"app_id": "2014"})},
+        channels={"alipay": ChannelQuerySettings(adapter="alipay", base_url=alipay_url, alipay={"app_id": "2014"})},
         consumer_group=f"paywatch-compensator-{suffix}",
         order_webhook=OrderWebhookSettings(url=order_webhook_url),
     )

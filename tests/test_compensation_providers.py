@@ -30,11 +30,12 @@ from paywatch import __version__
 from paywatch.alerts.engine import AlertEngine
 from paywatch.alerts.rules import load_rules
 from paywatch.compensation import wechatpay as wechatpay_module
+from paywatch.compensation.adapters import build_adapters
 from paywatch.compensation.alipay import AlipayAdapter, signed_substring, signing_content
-from paywatch.compensation.channels import QueryRequest, QueryResult, build_adapters, rsa_sha256_sign, rsa_sha256_verify
+from paywatch.compensation.channels import QueryRequest, QueryResult, rsa_sha256_sign, rsa_sha256_verify
 from paywatch.compensation.engine import Compensator, Effects
 from paywatch.compensation.executor import Executor, run_due
-from paywatch.compensation.settings import BudgetSettings, ChannelSettings, CompensationSettings, ScheduleSettings
+from paywatch.compensation.settings import BudgetSettings, ChannelQuerySettings, CompensationSettings, ScheduleSettings
 from paywatch.compensation.stripe import StripeAdapter
 from paywatch.compensation.wechatpay import WechatPayAdapter, response_message, signature_message
 from paywatch.finding import AttemptEvidence, Evidence, FindingPayment, make_finding
@@ -463,11 +464,11 @@ def test_wechatpay_rejects_requests_without_user_agent_and_ours_carry_it(keys_en
 def test_base_url_must_be_https_except_loopback():
     for url in ("http://api.mch.weixin.qq.com", "http://10.0.0.7:8080", "ftp://127.0.0.1", "https://"):
         with pytest.raises(ValueError, match="https"):
-            ChannelSettings(adapter="wechatpay", base_url=url)
+            ChannelQuerySettings(adapter="wechatpay", base_url=url)
         with pytest.raises(ValueError, match="https"):
             StripeAdapter(url, 5, secret_key="k")
     for url in ("https://api.stripe.com", "http://127.0.0.1:8443", "http://localhost:1", "http://[::1]:9"):
-        assert ChannelSettings(adapter="stripe", base_url=url).base_url == url
+        assert ChannelQuerySettings(adapter="stripe", base_url=url).base_url == url
 
 
 # -- the compensator, through real adapters and the fakes ------------------------------------------
@@ -497,7 +498,7 @@ def settings_for(servers: dict[str, ChannelApiServer], channel_kw: dict | None =
             "wechatpay": {"mchid": MCHID, "serial_no": MERCHANT_SERIAL, "platform_serial": s.platform_serial},
             "alipay": {"app_id": APP_ID},
         }
-        channels[name] = ChannelSettings(**(fields | (channel_kw or {}).get(name, {})))
+        channels[name] = ChannelQuerySettings(**(fields | (channel_kw or {}).get(name, {})))
     return CompensationSettings(channels=channels, **kw)
 
 
@@ -684,7 +685,7 @@ def test_unknown_status_values_are_unknown_not_api_failures_and_never_open_the_b
         scripted.answers.append((200, {}, stripe_intent("requires_source", f"att-{i}")))
     budget = BudgetSettings(qps=200, concurrency=1, breaker_failures=3)
     settings = CompensationSettings(
-        channels={"stripe": ChannelSettings(adapter="stripe", base_url=scripted.url)}, budget=budget
+        channels={"stripe": ChannelQuerySettings(adapter="stripe", base_url=scripted.url)}, budget=budget
     )
     findings = [finding("unknown_attempt", f"o{i}", [("stripe", f"att-{i}")]) for i in range(6)]
     with structlog.testing.capture_logs() as logs:

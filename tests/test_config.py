@@ -2,8 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from paywatch.config import Config, ConfigError, load_config, read_secret
-from paywatch.config_docs import NAME, _rows, render
+from paywatch.app.config import Config, load_config
+from paywatch.app.config_docs import NAME, _rows, render
+from paywatch.collectors.sdk_settings import SdkConfig
+from paywatch.secrets import read_secret
+from paywatch.settings import ConfigError, load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +65,35 @@ def test_the_old_kibana_url_keys_name_the_new_one(tmp_path):
             load_config(cfg)
     cfg.write_text("kibana:\n  url: http://kibana:5601\n")
     assert load_config(cfg).kibana.url == "http://kibana:5601"
+
+
+def test_every_consumer_group_is_called_consumer_group(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("collector:\n  group_id: old\n")
+    with pytest.raises(ConfigError, match=r"collector\.group_id is now collector\.consumer_group"):
+        load_config(cfg)
+    cfg.write_text(
+        "collector:\n  consumer_group: c\nalerts:\n  consumer_group: a\ncompensation:\n  consumer_group: p\n"
+    )
+    config = load_config(cfg)
+    assert (config.collector.consumer_group, config.alerts.consumer_group, config.compensation.consumer_group) == (
+        "c",
+        "a",
+        "p",
+    )
+
+
+def test_the_sdk_reads_its_own_sections_and_ignores_the_rest(tmp_path):
+    """A payment service's SDK validates only what it reads; the paywatch processes validate all."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("backend: kafka\nsdk:\n  send_timeout_s: 2\ndetectors:\n  bogus: 1\n")
+    sdk = load_file(SdkConfig, cfg)
+    assert sdk.backend == "kafka" and sdk.sdk.send_timeout_s == 2
+    with pytest.raises(ConfigError, match=r"detectors\.bogus"):
+        load_config(cfg)
+    cfg.write_text("sdk:\n  bogus: 1\n")
+    with pytest.raises(ConfigError, match=r"sdk\.bogus"):
+        load_file(SdkConfig, cfg)
 
 
 def test_unknown_keys_and_bad_values_are_clear_errors(tmp_path):

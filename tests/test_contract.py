@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 
 from paywatch import contract, finding
+from paywatch.app.schema import render
 from paywatch.contract import ContractError, decode
 from paywatch.pan import mask_event, mask_text, mask_tree
-from paywatch.schema_cli import render
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,9 +17,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from paywatch.app.dashboards import dashboards as dashboards_cli
 from paywatch.dashboards import check, grafana, kibana
 from paywatch.dashboards import queries as q
-from paywatch.dashboards.cli import dashboards as dashboards_cli
 from paywatch.dashboards.export import export_files
 from paywatch.dashboards.provision import ProvisionError, provision
 from paywatch.dashboards.settings import DashboardSettings

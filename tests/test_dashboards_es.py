@@ -25,12 +25,12 @@ from paywatch.alerts.model import Alert, AlertChange, Delivery
 from paywatch.collectors.collector import routes
 from paywatch.collectors.templates import install_templates
 from paywatch.compensation.audit import action_doc
-from paywatch.config import Topics
 from paywatch.contract import ContractError, Event, EventMeta, Heartbeat, Payment, Service, ServiceInstance
 from paywatch.dashboards import check, grafana, kibana
 from paywatch.dashboards import queries as q
 from paywatch.elastic import data_stream
 from paywatch.finding import Evidence, FindingPayment, FindingService, make_finding
+from paywatch.settings import Topics
 
 pytestmark = pytest.mark.elasticsearch
 
@@ -589,7 +589,7 @@ def test_every_panel_shows_data_on_the_simulated_demo(es: Any) -> None:
 def test_check_command_reports_empty_panels(es_url: str, incident: str, tmp_path: Any) -> None:
     from click.testing import CliRunner
 
-    from paywatch.dashboards.cli import dashboards as dashboards_cli
+    from paywatch.app.dashboards import dashboards as dashboards_cli
 
     config = tmp_path / "paywatch.yaml"
     config.write_text(f"elasticsearch:\n  url: {es_url}\n")

@@ -9,7 +9,7 @@ from test_report import assert_renders_in_chromium
 def test_demo_catches_every_injected_incident_with_no_false_alarm(tmp_path):
     out = tmp_path / "demo"
     run = subprocess.run(
-        [sys.executable, "-m", "paywatch.cli", "demo", "--speed", "0", "--out", str(out)],
+        [sys.executable, "-m", "paywatch.app.cli", "demo", "--speed", "0", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=900,

@@ -249,7 +249,7 @@ def test_not_found_inside_grace_is_unknown_not_failure():
     attempt = r.engine.orders.orders["o1"].attempts[0]
     assert attempt.state == 0 and attempt.querying  # still unknown, the query stays requested
     assert r.of("unknown_attempt", "resolved") == []
-    r.play([pay(400, "channel_query_result", "o1", "a1", outcome="failure", error_code="TRADE_NOT_EXIST")])
+    r.play([pay(700, "channel_query_result", "o1", "a1", outcome="failure", error_code="TRADE_NOT_EXIST")])
     assert attempt.state == 1  # past the grace, not found means it never landed
     assert len(r.of("unknown_attempt", "resolved")) == 1
 

@@ -252,7 +252,7 @@ def test_a_kafka_heartbeat_partition_judges_skewed_hosts_like_replay():
     """`paywatch detect` reading a backlog: the partition's own clock gives the same findings."""
     from test_detectors_partials import Msg
 
-    from paywatch.config import Config
+    from paywatch.app.config import Config
     from paywatch.contract import encode
     from paywatch.detectors.runtime import PartitionWorker, _Heartbeats
     from paywatch.finding import decode_finding

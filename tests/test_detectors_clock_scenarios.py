@@ -15,9 +15,10 @@ import pytest
 
 from paywatch.alerts.rules import load_rules
 from paywatch.app.backtest import Page, backtest, describe, score_pages
-from paywatch.detectors.scoring import Incident, Score, score
+from paywatch.detectors.scoring import Score, score
 from paywatch.finding import Finding
 from paywatch.simulator.scenarios import simulate
+from paywatch.truth import Incident
 
 pytestmark = pytest.mark.slow
 

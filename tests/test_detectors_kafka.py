@@ -18,10 +18,10 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, Producer
 
-from paywatch.config import KafkaSettings
 from paywatch.contract import Event, EventMeta, Heartbeat, Payment, Service, ServiceInstance, encode
 from paywatch.finding import decode_finding, is_incident
 from paywatch.kafka import ensure_topics
+from paywatch.settings import KafkaSettings
 
 pytestmark = [pytest.mark.kafka]
 
@@ -63,7 +63,7 @@ def _config(tmp: Path, bootstrap: str, suffix: str, run: str) -> Path:
 
 def _worker(config: Path, group: str, name: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [PAYWATCH, "detect", "--config", str(config), "--group", group, "--instance", name],
+        [PAYWATCH, "detect", "--config", str(config), "--consumer-group", group, "--instance", name],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -7,7 +7,7 @@ import zlib
 
 from test_detectors import T0, pay
 
-from paywatch.config import Config
+from paywatch.app.config import Config
 from paywatch.contract import encode
 from paywatch.detectors.channel_health import ChannelJudge
 from paywatch.detectors.engine import DetectionEngine

@@ -22,9 +22,10 @@ import pytest
 from paywatch.alerts.rules import load_rules
 from paywatch.app.backtest import Page, backtest, describe, score_pages
 from paywatch.contract import Event
-from paywatch.detectors.scoring import Incident, Outcome, Score, score
+from paywatch.detectors.scoring import Outcome, Score, score
 from paywatch.finding import Finding, is_incident
 from paywatch.simulator.scenarios import simulate
+from paywatch.truth import Incident
 
 pytestmark = pytest.mark.slow
 

@@ -28,8 +28,8 @@ from confluent_kafka import Consumer
 from polling import wait_for
 from stack_support import PAYWATCH, Stages, stack_config
 
+from paywatch.app.config import Config
 from paywatch.collectors.sdk import open_logger
-from paywatch.config import Config
 from paywatch.elastic import ElasticHistory, data_stream
 from paywatch.kafka import consumer_config
 from paywatch.simulator.channel_api import (
@@ -173,7 +173,7 @@ def test_callback_outage_pages_once_is_repaired_by_queries_and_resolves(
         stages = Stages(config_path, tmp_path)
         try:
             stages.start("collect")
-            stages.start("detect", "--group", f"detect-{namespace}")
+            stages.start("detect", "--consumer-group", f"detect-{namespace}")
             stages.start("alert")
             # the fake Alipay signs its answers with its own platform key: the stage verifies each one
             keys = {"PAYWATCH_ALIPAY_PRIVATE_KEY": private, "PAYWATCH_ALIPAY_PUBLIC_KEY": alipay.platform_public_key}

@@ -144,7 +144,7 @@ def test_an_unsigned_order_webhook_refuses_to_start_in_one_line(tmp_path):
         {"PAYWATCH_ORDER_WEBHOOK_SECRET": ""},
     )
     out = subprocess.run(
-        [sys.executable, "-m", "paywatch.cli", "run", "--embedded", "--config", str(proc.config)],
+        [sys.executable, "-m", "paywatch.app.cli", "run", "--embedded", "--config", str(proc.config)],
         env=proc.env,
         capture_output=True,
         text=True,

@@ -46,7 +46,7 @@ class Embedded:
 
     def start(self) -> subprocess.Popen[bytes]:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "paywatch.cli", "run", "--embedded", "--config", str(self.config)],
+            [sys.executable, "-m", "paywatch.app.cli", "run", "--embedded", "--config", str(self.config)],
             env={**os.environ, "PAYWATCH_INGEST_TOKEN": self.token},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

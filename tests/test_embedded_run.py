@@ -10,8 +10,8 @@ import uuid
 import httpx
 from polling import wait_for
 
+from paywatch.app.config import load_config
 from paywatch.collectors.sdk import open_logger
-from paywatch.config import load_config
 
 
 def free_port() -> int:
@@ -34,7 +34,7 @@ sdk: {{transport: http, ingest_url: "http://127.0.0.1:{port}/v1/events"}}
     )
     env = {**os.environ, "PAYWATCH_INGEST_TOKEN": "t0ken-" + uuid.uuid4().hex}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "paywatch.cli", "run", "--embedded", "--config", str(cfg)],
+        [sys.executable, "-m", "paywatch.app.cli", "run", "--embedded", "--config", str(cfg)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -83,7 +83,7 @@ def _healthy(port: int) -> bool:
 
 def _finding(cfg, order_id: str):
     out = subprocess.run(
-        [sys.executable, "-m", "paywatch.cli", "orders", "show", order_id, "--config", str(cfg), "--json"],
+        [sys.executable, "-m", "paywatch.app.cli", "orders", "show", order_id, "--config", str(cfg), "--json"],
         capture_output=True,
         text=True,
     )

@@ -114,7 +114,7 @@ def test_ingest_refuses_clearly(ingest, headers, body, status):
 def test_operator_commands_read_the_embedded_database(tmp_path, store):
     from click.testing import CliRunner
 
-    from paywatch.cli import main
+    from paywatch.app.cli import main
 
     store.write([msgspec.to_builtins(contract.decode(payment_line("e1", order_id="o-42", amount_minor=990)))])
     store.write([finding_doc("open", T0)])

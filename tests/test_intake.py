@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from paywatch import contract
+from paywatch.app.config import Config
 from paywatch.collectors.collector import build_batch, routes
-from paywatch.config import Config, Topics
 from paywatch.contract import ContractError, Event
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.detectors.replay import replay_events
@@ -35,6 +35,7 @@ from paywatch.embedded.ingest import IngestServer
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.finding import encode_finding
 from paywatch.intake import READ, Intake, IntakeSettings
+from paywatch.settings import Topics
 from paywatch.simulator.scenarios import simulate
 
 CORPUS = Path(__file__).parent / "corpus" / "intake.ndjson"

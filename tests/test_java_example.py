@@ -81,7 +81,7 @@ def test_a_log4j_service_is_stored_judged_and_paged(
         )
         try:
             stages.start("collect")
-            stages.start("detect", "--group", f"detect-{namespace}")
+            stages.start("detect", "--consumer-group", f"detect-{namespace}")
             stages.start("alert")
             firing = stages.wait_for(
                 lambda: [p for p in posts(receiver.received) if p["status"] == "firing"],

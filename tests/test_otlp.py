@@ -262,7 +262,7 @@ def test_otlp_json_on_kafka_is_relayed_to_the_contract_topics(server, kafka_boot
     consumer.subscribe([topics.payments, topics.heartbeats, topics.dead_letter])
     got: dict[str, list] = {}
     try:
-        stages.start("relay-otlp", "--group", f"relay-{config.elasticsearch.namespace}")
+        stages.start("relay-otlp", "--consumer-group", f"relay-{config.elasticsearch.namespace}")
 
         def all_three() -> bool:
             while (msg := consumer.poll(0.5)) is not None:

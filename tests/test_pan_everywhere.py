@@ -36,7 +36,7 @@ from pan_corpus import (
     survivors,
 )
 
-from paywatch.config import Config
+from paywatch.app.config import Config
 from paywatch.embedded.ingest import IngestServer
 from paywatch.embedded.pipeline import Pipeline
 from paywatch.embedded.report import ReportInput, render
@@ -152,7 +152,7 @@ def test_no_card_number_survives_anywhere_and_paged_orders_can_be_looked_up(tmp_
     cfg = tmp_path / "paywatch.yaml"
     cfg.write_text(f"embedded: {{database: {db}}}\n")
     shown = subprocess.run(
-        [sys.executable, "-m", "paywatch.cli", "orders", "show", named[0], "--config", str(cfg), "--json"],
+        [sys.executable, "-m", "paywatch.app.cli", "orders", "show", named[0], "--config", str(cfg), "--json"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from pan_corpus import ORDER_IDS, PANS, sample, survivors
 
+from paywatch.app.config import Config
 from paywatch.collectors.sdk import open_logger
 from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.collectors.transports import KeepWaiting, Outcome, Record
-from paywatch.config import Config
 from paywatch.contract import decode
 
 

@@ -8,10 +8,11 @@ from datetime import timedelta
 from click.testing import CliRunner
 from test_detectors import T0, beat, pay
 
-from paywatch.cli import main
+from paywatch.app.cli import main
 from paywatch.contract import encode
-from paywatch.detectors.scoring import Expectation, Incident, read_truth, score
+from paywatch.detectors.scoring import score
 from paywatch.finding import Evidence, FindingPayment, FindingService, decode_finding, make_finding
+from paywatch.truth import Expectation, Incident, read_truth
 
 
 def _events_file(path) -> None:

@@ -20,11 +20,11 @@ import polling
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from paywatch.app.config import Config
 from paywatch.clock import ManualClock
 from paywatch.collectors.sdk import PaymentLogger, open_logger
 from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.collectors.transports import KeepWaiting, Outcome, Record
-from paywatch.config import Config
 from paywatch.contract import Event, decode
 
 PAN = "4111 1111 1111 1111"
@@ -578,7 +578,7 @@ def test_atexit_sends_the_stopping_beat_and_delivers_the_buffer(tmp_path):
         from pathlib import Path
         from paywatch.collectors.sdk import open_logger
         from paywatch.collectors.sdk_settings import SdkSettings
-        from paywatch.config import Config
+        from paywatch.app.config import Config
         from paywatch.contract import encode
 
         out = open({str(out)!r}, "ab")
@@ -627,7 +627,7 @@ def test_counters_are_opentelemetry_metrics_when_the_service_has_a_meter_provide
 
         from paywatch.collectors.sdk import open_logger
         from paywatch.collectors.sdk_settings import SdkSettings
-        from paywatch.config import Config
+        from paywatch.app.config import Config
 
         cfg = Config(sdk=SdkSettings(spill_dir=Path({str(tmp_path / "spool")!r})))
         log = open_logger("order-service", config=cfg, transport=lambda events: None, heartbeat=False)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from test_sdk import wait_for
 
+from paywatch.app.config import Config
 from paywatch.collectors.sdk import open_logger
 from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.collectors.transports import HttpTransport, Record
-from paywatch.config import Config
 from paywatch.contract import Event
 from paywatch.embedded.ingest import IngestServer
 from paywatch.embedded.sqlite_store import SqliteStore

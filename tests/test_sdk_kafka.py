@@ -15,12 +15,13 @@ from confluent_kafka import Consumer, KafkaError
 from polling import wait_for
 from test_sdk import emit_latencies_us, p99
 
+from paywatch.app.config import Config
 from paywatch.collectors.sdk import PaymentLogger, open_logger
 from paywatch.collectors.sdk_settings import SdkSettings
-from paywatch.config import Config, KafkaSettings, Topics
 from paywatch.contract import decode
 from paywatch.devstack import free_port
 from paywatch.kafka import consumer_config, ensure_topics
+from paywatch.settings import KafkaSettings, Topics
 
 
 def kafka_config(bootstrap: str, tmp_path: Path, topics: Topics | None = None, **sdk: object) -> Config:

@@ -11,11 +11,11 @@ from datetime import datetime, timedelta
 import pytest
 from click.testing import CliRunner
 
+from paywatch.app.simulate import simulate as simulate_command
 from paywatch.contract import decode, encode
 from paywatch.simulator import simulate
-from paywatch.simulator.cli import simulate as simulate_command
 from paywatch.simulator.scenarios import DEFAULT_START, ScenarioError, parse_duration, parse_scenario
-from paywatch.simulator.truth import encode_incident
+from paywatch.truth import encode_incident
 
 SUCCESS_ACTIONS = {"payment_requested", "channel_callback", "channel_query_result"}
 

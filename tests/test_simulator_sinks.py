@@ -9,13 +9,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from paywatch.config import KafkaSettings
+from paywatch.app.simulate import simulate as simulate_command
 from paywatch.contract import decode, encode
 from paywatch.embedded.ingest import IngestServer
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.kafka import consumer_config
+from paywatch.settings import KafkaSettings
 from paywatch.simulator import simulate
-from paywatch.simulator.cli import simulate as simulate_command
 
 ARGS = ["-s", "duplicate_burst:start=30s,duration=30s", "--duration", "90s", "--seed", "8", "--telemetry", "direct"]
 

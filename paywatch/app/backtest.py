@@ -20,9 +20,10 @@ from paywatch.clock import iso_utc
 from paywatch.contract import Event, Timestamp
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.detectors.replay import replay_events
-from paywatch.detectors.scoring import Incident, Mark, Score, finding_mark, score_marks
+from paywatch.detectors.scoring import Mark, Score, finding_mark, score_marks
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.finding import Finding
+from paywatch.truth import Incident
 
 _KEEP = {"channel", "service", "merchant"}
 

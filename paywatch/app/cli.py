@@ -1,134 +1,146 @@
-"""`paywatch replay`: a file of events through the detectors and, with `--pages`, the alert rules."""
+"""The `paywatch` command. Subcommands live with the stage they run and are imported only
+when invoked, so `paywatch --help` stays fast and one stage's dependencies never slow another.
+
+Every subcommand runs inside `LazyGroup.invoke`, which turns the mistakes and outages a user
+can fix (a server down, a missing file, a port in use, a bad config) into one line on stderr
+and a non-zero exit, instead of a traceback. A bug still shows its traceback."""
 
 from __future__ import annotations
 
-import sys
-from contextlib import ExitStack
+import errno
+import importlib
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from paywatch.cli import config_option
-from paywatch.config import Config
+if TYPE_CHECKING:
+    from paywatch.app.config import Config
+
+# command name -> "module:attribute" of a click command
+COMMANDS: dict[str, str] = {
+    "collect": "paywatch.app.collect:collect",
+    "relay-otlp": "paywatch.app.relay_otlp:relay_otlp",
+    "detect": "paywatch.app.detect:detect",
+    "replay": "paywatch.app.replay:replay",
+    "alert": "paywatch.app.alert:alert",
+    "compensate": "paywatch.app.compensate:compensate",
+    "simulate": "paywatch.app.simulate:simulate",
+    "run": "paywatch.embedded.cli:run",
+    "demo": "paywatch.embedded.cli:demo",
+    "orders": "paywatch.embedded.cli:orders",
+    "alerts": "paywatch.embedded.cli:alerts",
+    "incidents": "paywatch.embedded.cli:incidents",
+    "dashboards": "paywatch.app.dashboards:dashboards",
+    "devstack": "paywatch.app.devstack:devstack",
+    "schema": "paywatch.app.schema:schema",
+    "config-docs": "paywatch.app.config_docs:config_docs",
+}
 
 
-@click.command(
-    epilog="Example, before changing a rule (which pages would that history have sent?):\n\n"
-    "\b\n"
-    "  paywatch replay events.jsonl --pages pages.jsonl --rules rules.yaml --truth truth.jsonl"
-)
-@click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--out",
-    "out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Findings, one JSON object per line.",
-)
-@click.option(
-    "--pages",
-    "pages_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Pages on-call would have received (firing and resolved notifications), one JSON object per line: "
-    "the findings run through the alert rules at event time.",
-)
-@click.option(
-    "--rules",
-    "rules_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Alert rules to judge with (default: the config's alerts.rules_file, else the shipped rules.yaml).",
-)
-@click.option(
-    "--truth",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Ground-truth incidents (JSONL from `paywatch simulate`): print recall, delays and false alarms "
-    "of the findings and, with --pages, of the pages.",
-)
-@config_option
-@click.option(
-    "--drain-s",
-    default=0.0,
-    show_default=True,
-    help="Keep ticking this many simulated seconds after the last event (late deadlines).",
-)
-@click.option(
-    "--fail-on-miss",
-    is_flag=True,
-    help="Exit 1 when an incident is missed or a false alarm fires (judged on pages with --pages).",
-)
-def replay(
-    events: Path,
-    out: Path | None,
-    pages_path: Path | None,
-    rules_path: Path | None,
-    truth: Path | None,
-    config: Config,
-    drain_s: float,
-    fail_on_miss: bool,
-) -> None:
-    """Replay EVENTS.jsonl through the detectors at full speed, clocked by event time."""
-    from paywatch.alerts.engine import AlertEngine
-    from paywatch.alerts.rules import RulesError, load_rules
-    from paywatch.app.backtest import describe, encode_page, pages_of, score_pages
-    from paywatch.detectors.engine import DetectionEngine
-    from paywatch.detectors.replay import ReplayStats
-    from paywatch.detectors.replay import replay as run
-    from paywatch.detectors.scoring import read_truth, score
-    from paywatch.finding import encode_finding
+def _reason(exc: BaseException) -> str:
+    """The innermost human part of a network error: "Connection refused", "timed out"."""
+    found = re.findall(r"\[Errno -?\d+\] ([^'\")\]]+)", str(exc))
+    if found:
+        return found[-1].strip()
+    return "timed out" if "timeout" in type(exc).__name__.lower() else str(exc).splitlines()[0][:200]
 
-    if out is None and pages_path is None:
-        raise click.UsageError("say where to write: --out FINDINGS.jsonl, --pages PAGES.jsonl, or both")
-    try:
-        rules = load_rules(rules_path or config.alerts.rules_file)
-    except RulesError as exc:
-        raise click.ClickException(str(exc)) from None
-    stats = ReplayStats()
 
-    def reject(number: int, reason: str) -> None:
-        click.echo(f"{events}:{number}: rejected: {reason}", err=True)
+def user_error(exc: BaseException) -> str | None:
+    """One line saying what is wrong and what to do, for errors the user can fix; None for bugs."""
+    from paywatch.settings import ConfigError
 
-    findings, pages = [], []
-    with ExitStack() as files:
-        src = files.enter_context(events.open("rb"))
-        found = run(src, DetectionEngine(config.detectors), stats, drain_s=drain_s, on_reject=reject)
-        findings_out = files.enter_context(out.open("wb")) if out else None
-        pages_out = files.enter_context(pages_path.open("wb")) if pages_path else None
-        for finding, caused in pages_of(found, AlertEngine(rules)):
-            findings.append(finding)
-            if findings_out:
-                findings_out.write(encode_finding(finding) + b"\n")
-            for page in caused:
-                pages.append(page)
-                if pages_out:
-                    pages_out.write(encode_page(page) + b"\n")
-    written = " → ".join(str(p) for p in (out, pages_path) if p)
-    click.echo(
-        f"{stats.events} events, {stats.findings} findings, {len(pages)} pages, "
-        f"{len(stats.rejected)} rejected lines → {written}",
-        err=True,
-    )
-    if truth is None:
-        return
-    incidents = read_truth(truth.read_bytes().splitlines())
-    judged = [("findings", score(findings, incidents))]
-    if pages_path:
-        judged.append(("pages", score_pages(pages, incidents, rules, findings)))
-    for what, result in judged:
-        click.echo(f"— {what}")
-        for o in result.outcomes:
-            verb = "recovered" if o.recovery else "caught"
-            status = f"{verb} after {o.delay_s:.1f} s" if o.caught else "MISSED"
-            click.echo(f"{o.incident:<12} {o.kind:<28} {o.subject:<16} {status}")
-        click.echo(
-            f"recall {result.caught}/{result.incidents} ({result.recall:.0%}), "
-            f"false {'pages' if what == 'pages' else 'incidents'} {len(result.false_incidents)}"
+    module = type(exc).__module__.split(".")[0]
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    if module == "elastic_transport" and type(exc).__name__ in ("ConnectionError", "ConnectionTimeout"):
+        return (
+            f"cannot reach Elasticsearch ({_reason(exc)}): start it (`paywatch devstack up elasticsearch`) "
+            "or set elasticsearch.url in the config"
         )
-        for alarm in result.false_incidents:
-            if what == "pages":
-                click.echo(f"  false: {describe(alarm)}")
-            else:
-                click.echo(
-                    f"  false: {alarm.timestamp.isoformat()} {alarm.finding.fingerprint} {alarm.finding.summary}"
-                )
-    final = judged[-1][1]
-    if fail_on_miss and (final.missed or final.false_incidents):
-        sys.exit(1)
+    if module == "elasticsearch" and hasattr(exc, "status_code"):
+        return f"Elasticsearch refused the request ({exc.status_code}): {getattr(exc, 'message', exc)}"
+    if module == "niquests" and type(exc).__name__ in ("ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout"):
+        url = getattr(getattr(exc, "request", None), "url", "") or ""
+        base = url.split("/api/", 1)[0]
+        return f"cannot reach Grafana at {base} ({_reason(exc)}): start it or pass --grafana URL"
+    if module == "httpx" and type(exc).__name__ in (
+        "ConnectError",
+        "ConnectTimeout",
+        "ReadTimeout",
+        "RemoteProtocolError",
+    ):
+        return f"cannot reach {exc.request.url} ({_reason(exc)}): is the server running at that address?"  # type: ignore[attr-defined]
+    if module == "cimpl" or type(exc).__name__ == "KafkaException":
+        error = exc.args[0] if exc.args else exc
+        text = error.str() if hasattr(error, "str") else str(error)
+        return f"Kafka: {text}: start it (`paywatch devstack up kafka`) or set kafka.bootstrap_servers in the config"
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return (
+            "a port paywatch must listen on is already in use: stop the process holding it, or set another "
+            "port in the config (embedded.listen_port, collector.metrics_port)"
+        )
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return f"{exc.strerror}: {exc.filename}"
+    return None
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, path: Path | None) -> Config:
+    from paywatch.app.config import load_config
+    from paywatch.settings import ConfigError
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:  # a missing, unreadable or invalid file: one line, exit 1
+        raise click.ClickException(str(exc)) from None
+
+
+config_option = click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_load_config,
+    help="paywatch YAML config (default: $PAYWATCH_CONFIG, else built-in defaults).",
+)
+"""`--config FILE` on every command: the command receives the loaded `Config`, never a path, so
+every command reads the file the same way and reports a bad one the same way."""
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            message = user_error(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+@click.group(cls=LazyGroup, epilog="Example: paywatch demo && paywatch incidents")
+@click.version_option(package_name="paywatch")
+def main() -> None:
+    """paywatch: catch stuck paid orders, duplicate charges, failing channels and silent services.
+
+    \b
+    Try it in two minutes, on one machine:
+      paywatch demo                  # replay a callback outage, detect it, write report.html
+      paywatch incidents             # what it found (reads the demo's database)
+    """
+
+
+if __name__ == "__main__":
+    main()

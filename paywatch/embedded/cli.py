@@ -12,9 +12,9 @@ import click
 from rich.console import Console
 from rich.table import Column, Table
 
-from paywatch.cli import config_option
+from paywatch.app.cli import config_option
+from paywatch.app.config import Config
 from paywatch.clock import iso_utc
-from paywatch.config import Config
 from paywatch.embedded.settings import DEMO_DATABASE, DEMO_DIR
 from paywatch.store import HistoryReader, get
 

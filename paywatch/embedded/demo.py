@@ -26,10 +26,10 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from paywatch.app.config import Config
 from paywatch.clock import ManualClock
 from paywatch.compensation.driver import CompensationDriver
-from paywatch.compensation.settings import BudgetSettings, ChannelSettings, CompensationSettings
-from paywatch.config import Config
+from paywatch.compensation.settings import BudgetSettings, ChannelQuerySettings, CompensationSettings
 from paywatch.contract import Event, encode
 from paywatch.detectors.scoring import Score, score
 from paywatch.embedded.ingest import IngestServer
@@ -84,10 +84,10 @@ def demo_config(out_dir: Path, channel_urls: dict[str, str]) -> Config:
     config.alerts.alertmanager.urls = []  # the demo pages to the log and the store; point it at one with --config
     config.alerts.self_monitor.watchdog = False
     channels = {
-        name: ChannelSettings(adapter=provider, base_url=channel_urls[name])  # type: ignore[arg-type]
+        name: ChannelQuerySettings(adapter=provider, base_url=channel_urls[name])  # type: ignore[arg-type]
         for name, provider in QUERY_APIS.items()
     }
-    channels |= {name: ChannelSettings(adapter="none") for name in CALLBACK_ONLY}
+    channels |= {name: ChannelQuerySettings(adapter="none") for name in CALLBACK_ONLY}
     # Local fakes answer in microseconds; a real bank's budget would be far lower.
     config.compensation = CompensationSettings(channels=channels, budget=BudgetSettings(qps=200, concurrency=16))
     return config

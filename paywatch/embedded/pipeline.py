@@ -33,10 +33,10 @@ import structlog
 
 from paywatch.alerts.model import Alert
 from paywatch.alerts.runner import AlertRunner, build_engine, build_sinks
+from paywatch.app.config import Config
 from paywatch.clock import Clock
 from paywatch.compensation.driver import CompensationDriver
 from paywatch.compensation.engine import Effects
-from paywatch.config import Config
 from paywatch.contract import HEARTBEAT, PAYMENT, Event
 from paywatch.detectors.channel_feed import ChannelBoard
 from paywatch.detectors.engine import DetectionEngine

@@ -20,9 +20,9 @@ import threading
 import click
 import structlog
 
+from paywatch.app.config import Config
 from paywatch.clock import SystemClock
 from paywatch.collectors.heartbeat import ProcessHeartbeat
-from paywatch.config import Config, read_secret
 from paywatch.contract import Service, ServiceInstance
 from paywatch.embedded.health import Progress
 from paywatch.embedded.ingest import IngestServer
@@ -31,6 +31,7 @@ from paywatch.embedded.queries import Queries
 from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.intake import Intake
 from paywatch.logs import configure_logging
+from paywatch.secrets import read_secret
 
 log = structlog.get_logger("paywatch.embedded")
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from paywatch.settings import Section
 
 # Where `paywatch demo` writes by default; the operator commands fall back to its database.
 DEMO_DIR = Path("paywatch-data/demo")
 DEMO_DATABASE = DEMO_DIR / "demo.sqlite"
 
 
-class EmbeddedSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EmbeddedSettings(Section):
     database: Path = Field(
         Path("paywatch-data/paywatch.sqlite"),
         description="SQLite file (WAL mode) holding events, findings, alerts, actions and dead letters.",

@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from paywatch.cli import config_option
-from paywatch.config import Config
+from paywatch.app.cli import config_option
+from paywatch.app.config import Config
 
 
 @click.command(epilog="Example: paywatch compensate --config paywatch.yaml --dry-run")

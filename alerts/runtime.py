@@ -1,5 +1,5 @@
-"""`paywatch alert`: consume paywatch.findings, page through the configured sinks, publish every
-alert state change to paywatch.alerts (stored by the collector as dataset paywatch.alert).
+"""The alert process on Kafka: consume paywatch.findings, page through the configured sinks, publish
+every alert state change to paywatch.alerts (stored by the collector as dataset paywatch.alert).
 
 It runs on the shared Kafka loop (`paywatch.stage.Stage`). Rollup needs every finding of a
 channel in one place, so one process reads *all* partitions of the findings topic: give
@@ -11,75 +11,51 @@ as with Prometheus: Alertmanager deduplicates what both send.
 from __future__ import annotations
 
 import json
-import signal
-import threading
 from datetime import datetime
 
-import click
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Message, TopicPartition
 
 from paywatch.alerts.runner import AlertRunner, build_engine, build_sinks
-from paywatch.cli import config_option
+from paywatch.alerts.settings import AlertSettings
 from paywatch.clock import Clock, SystemClock
 from paywatch.collectors.sdk import kafka_transport, open_logger
-from paywatch.config import Config
+from paywatch.collectors.sdk_settings import SdkConfig
 from paywatch.contract import ContractError, decode
 from paywatch.kafka import ensure_topics
-from paywatch.stage import Output, Stage
+from paywatch.stage import Handler, Output, Stage
 
 log = structlog.get_logger("paywatch.alerts")
 SELF = "paywatch-alert"
 
 
-@click.command(epilog="Example: paywatch alert --config paywatch.yaml")
-@config_option
-@click.option("--max-seconds", type=float, default=None, help="Stop after this many seconds (demos, tests).")
-def alert(config: Config, max_seconds: float | None) -> None:
-    """Turn findings into pages for on-call: Alertmanager, webhook, Slack, PagerDuty and the log."""
-    try:
-        stage = build_stage(config)
-    except ValueError as exc:  # a bad rules file, a sink without its secret
-        raise click.ClickException(str(exc)) from None
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stage.stop.set())
-    if max_seconds:
-        timer = threading.Timer(max_seconds, stage.stop.set)
-        timer.daemon = True  # a SIGTERM before it fires must not wait for it
-        timer.start()
-    try:
-        stage.run()
-    finally:
-        stage.handler.close()
-
-
-def build_stage(config: Config, clock: Clock | None = None) -> Stage:
-    """The alert process: an `AlertHandler` on the shared Kafka stage loop (not started)."""
+def build_stage(settings: AlertSettings, sdk: SdkConfig, kibana_url: str, clock: Clock | None = None) -> Stage:
+    """The alert process: an `AlertHandler` on the shared Kafka stage loop (not started).
+    `sdk` carries the Kafka connection and how our own heartbeats are sent."""
     clock = clock or SystemClock()
-    handler = AlertHandler(config, clock)  # first: rules and sink secrets fail before Kafka is touched
-    topics = config.kafka.topics
-    ensure_topics(config.kafka, [topics.findings, topics.alerts, topics.heartbeats])
+    handler = AlertHandler(settings, sdk, kibana_url, clock)  # first: rules and sinks fail before Kafka
+    topics = sdk.kafka.topics
+    ensure_topics(sdk.kafka, [topics.findings, topics.alerts, topics.heartbeats])
     return Stage(
-        config.kafka,
-        config.alerts.consumer_group,
+        sdk.kafka,
+        settings.consumer_group,
         [topics.findings, topics.heartbeats],
         handler,
         clock=clock,
-        tick_s=config.alerts.tick_interval_s,
+        tick_s=settings.tick_interval_s,
     )
 
 
-class AlertHandler:
+class AlertHandler(Handler):
     """Kafka edge of the alert process: findings replayed from the start, heartbeats from now."""
 
-    def __init__(self, config: Config, clock: Clock) -> None:
-        settings = config.alerts
-        self.topics = config.kafka.topics
+    def __init__(self, settings: AlertSettings, sdk: SdkConfig, kibana_url: str, clock: Clock) -> None:
+        self.topics = sdk.kafka.topics
         self.watched = set(settings.self_monitor.watched_services)
         sinks, alertmanager = build_sinks(settings)
         self._out: list[Output] = []
         self.runner = AlertRunner(
-            settings, build_engine(settings, config.kibana.url), sinks, self._publish, clock.now(), alertmanager
+            settings, build_engine(settings, kibana_url), sinks, self._publish, clock.now(), alertmanager
         )
         self.findings: dict[int, TopicPartition] = {}
         self.replaying: set[int] = set()
@@ -88,8 +64,8 @@ class AlertHandler:
         # Our own heartbeats, through the SDK like any service: the detectors watch us too.
         self.sdk = open_logger(
             SELF,
-            config=config,
-            transport=kafka_transport(config),
+            config=sdk,
+            transport=kafka_transport(sdk),
             checks=lambda: {"findings_lag": not self.runner.stall.is_stalled(SELF)},
         )
 

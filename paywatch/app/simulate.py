@@ -12,13 +12,14 @@ from typing import IO
 
 import click
 
-from paywatch.cli import config_option
-from paywatch.config import Config, read_secret
+from paywatch.app.cli import config_option
+from paywatch.app.config import Config
 from paywatch.contract import Event, encode
+from paywatch.secrets import read_secret
 from paywatch.simulator.scenarios import DEFAULT_START, SCENARIOS, ScenarioError, parse_duration
 from paywatch.simulator.scenarios import simulate as run_simulation
 from paywatch.simulator.settings import SimulatorSettings
-from paywatch.simulator.truth import write_truth
+from paywatch.truth import write_truth
 
 BATCH = 500
 

@@ -10,7 +10,7 @@ from typing import Any, get_args, get_origin
 import click
 from pydantic import BaseModel
 
-from paywatch.config import Config
+from paywatch.app.config import Config
 
 HEADER = """# Configuration
 

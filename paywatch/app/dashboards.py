@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from paywatch.cli import config_option
-from paywatch.config import Config
+from paywatch.app.cli import config_option
+from paywatch.app.config import Config
 
 
 @click.group(epilog="Example: paywatch dashboards provision --grafana http://localhost:3000")

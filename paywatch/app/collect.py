@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 
 import click
 
-from paywatch.cli import config_option
-from paywatch.config import Config
+from paywatch.app.cli import config_option
+from paywatch.app.config import Config
+from paywatch.stage import stop_on_signals
 
 SELF = "paywatch-collect"
 
@@ -27,13 +27,14 @@ def collect(config: Config) -> None:
 
     configure_logging()  # on stderr, like every stage: stdout stays free
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_on_signals(stop)
     settings = config.collector
     if settings.metrics_port is not None:
         start_metrics_server(settings.metrics_port, settings.metrics_host)
     try:
-        collector = connect(config, should_stop=stop.is_set)
+        collector = connect(
+            config.collector, config.kafka, config.elasticsearch, config.intake, config.pan, should_stop=stop.is_set
+        )
     except Stopped:
         return
     # Our own heartbeats, through the SDK like any service: silence means the store is not fed.
