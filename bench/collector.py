@@ -12,7 +12,8 @@ bytes put as they are into a bulk `create` body (`_id` from partition and offset
 is still idempotent), the bulk request on a worker thread while the next batch is read and
 built (as the collector does), the same response filter and its all-created shortcut, a
 synchronous commit after the bulk is acknowledged, and its consumer closed inside the
-measurement (as the collector's run() does). What it skips is what the collector is for: decoding into the
+measurement (as the collector's run() does), and the start-up heap frozen for the cycle
+collector (`gc.freeze()`, as `paywatch collect` does before its loop). What it skips is what the collector is for: decoding into the
 contract and checking it, the card-number policy, `event.ingested`, routing and dead letters.
 
 Printed for each round: events/s (wall clock from the first message read) and CPU µs per
@@ -27,6 +28,7 @@ deletes them afterwards.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import time
@@ -202,6 +204,9 @@ def main() -> None:
 
     es = client(config.elasticsearch)
     install_templates(es)  # the same mappings for both: the collector would install them itself
+    # The start-up heap frozen, as `paywatch collect` does before its loop, for both pipelines.
+    gc.collect()
+    gc.freeze()
     results: dict[str, list[tuple[float, float]]] = {"ideal": [], "collector": []}
     streams = []
     for r in range(args.rounds):
