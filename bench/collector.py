@@ -11,10 +11,11 @@ essential work with nothing else: the same consumer settings and batch size, eac
 bytes put as they are into a bulk `create` body (`_id` from partition and offset, so a re-read
 is still idempotent), the bulk request on a worker thread while the next batch is read and
 built (as the collector does), the same response filter and its all-created shortcut, a
-synchronous commit after the bulk is acknowledged, and its consumer closed inside the
-measurement (as the collector's run() does), and the start-up heap frozen for the cycle
-collector (`gc.freeze()`, as `paywatch collect` does before its loop). What it skips is what the collector is for: decoding into the
-contract and checking it, the card-number policy, `event.ingested`, routing and dead letters.
+synchronous commit after the bulk is acknowledged, its consumer closed inside the measurement
+(as the collector's run() does), and the start-up heap frozen for the cycle collector
+(`gc.freeze()`, as `paywatch collect` does before its loop). What it skips is what the
+collector is for: decoding into the contract and checking it, the card-number policy,
+`event.ingested`, routing and dead letters.
 
 Printed for each round: events/s (wall clock from the first message read) and CPU µs per
 event (process CPU, all threads incl. librdkafka and the Elasticsearch client, / events);
