@@ -18,7 +18,7 @@ polling so it stays in its group, and nothing past the batch is read until it su
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
@@ -48,7 +48,8 @@ log = structlog.get_logger("paywatch.collector")
 STAGE: Final = "collector"
 # Per-document statuses worth retrying (overload, shard not ready); other errors are the document's.
 RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
-BULK_FILTER: Final = "items.*.status,items.*.error.type,items.*.error.reason"
+# `errors` is false when every document was created: the common case skips the per-item loop.
+BULK_FILTER: Final = "errors,items.*.status,items.*.error.type,items.*.error.reason"
 
 # raw message, processing time -> (event.id, document bytes to store)
 Prepare = Callable[[bytes, datetime], tuple[str, bytes]]
@@ -260,7 +261,7 @@ class CollectorHealth:
                 self._lag.set(max(high - tp.offset, 0), {"topic": tp.topic, "partition": tp.partition})
 
 
-Sent = list[tuple[list[int], "Future[list[dict[str, Any]] | None]"]]  # line indexes, their bulk request
+Sent = list[tuple[Sequence[int], "Future[list[dict[str, Any]] | None]"]]  # line indexes, their bulk request
 
 
 class InFlight(NamedTuple):
@@ -324,14 +325,11 @@ class Collector:
         # settled batch's commit must not wait on a quiet topic.
         timeout = self.settings.poll_timeout_s if in_flight is None else min(self.settings.poll_timeout_s, 0.05)
         messages = self.consumer.consume(self.settings.batch_size, timeout)
-        good = []
-        for msg in messages:
-            err = msg.error()
-            if err is None:
-                good.append(msg)
-            elif err.fatal():
-                raise RuntimeError(f"fatal Kafka consumer error: {err}")
-            else:
+        good = [msg for msg in messages if msg.error() is None]
+        if len(good) != len(messages):
+            for err in filter(None, (msg.error() for msg in messages)):
+                if err.fatal():
+                    raise RuntimeError(f"fatal Kafka consumer error: {err}")
                 log.warning("kafka consumer error", error=str(err))
         batch = build_batch(good, self.table, self.clock.now(), self.settings.max_event_bytes)
         if in_flight is not None:
@@ -366,8 +364,11 @@ class Collector:
         self._last_step = now
         self.handled += flight.messages
 
-    def _send(self, batch: Batch, indexes: Iterable[int]) -> Sent:
-        """Bulk requests for these lines, on the worker thread."""
+    def _send(self, batch: Batch, indexes: Sequence[int]) -> Sent:
+        """Bulk requests for these lines, on the worker thread (the whole batch in one when it fits)."""
+        lines = batch.lines
+        if len(indexes) == len(lines) and sum(map(len, lines)) <= self.settings.bulk_max_bytes:
+            return [(indexes, self._pool.submit(self._bulk, b"".join(lines)))]
         return [
             (chunk, self._pool.submit(self._bulk, b"".join([batch.lines[i] for i in chunk])))
             for chunk in chunks(batch.lines, indexes, self.settings.bulk_max_bytes)
@@ -384,6 +385,9 @@ class Collector:
                 items = request.result()
                 if items is None:
                     retry.extend(chunk)
+                    continue
+                if not items:  # every document created
+                    indexed += len(chunk)
                     continue
                 for i, item in zip(chunk, items, strict=True):
                     result = next(iter(item.values()))
@@ -407,7 +411,8 @@ class Collector:
         return indexed, duplicates, rejected
 
     def _bulk(self, body: bytes) -> list[dict[str, Any]] | None:
-        """One bulk request; None when Elasticsearch is unreachable or refused the whole request."""
+        """One bulk request: each document's result when some document was not created, [] when
+        every one was, None when Elasticsearch is unreachable or refused the whole request."""
         from elasticsearch import ApiError, TransportError
 
         started = time.perf_counter()
@@ -417,7 +422,7 @@ class Collector:
             log.warning("elasticsearch bulk failed; pausing consumption", error=str(exc))
             return None
         self.health.bulk_latency(time.perf_counter() - started)
-        return resp["items"]
+        return resp["items"] if resp["errors"] else []
 
     def _backoff(self, attempt: int, downstream: str) -> None:
         """Pause the partitions and wait before retry number `attempt` (exponential, capped)."""

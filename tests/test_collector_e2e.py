@@ -456,3 +456,40 @@ def test_elasticsearch_down_for_30s_pauses_and_loses_nothing(kafka_bootstrap, es
     wait_for(lambda: not running.collector.paused, 120, "consumption to resume")
     running.close()
     isolated.close()
+
+
+def test_every_message_is_counted_once_as_indexed_or_duplicate(kafka_bootstrap, es_url, es, collector_in_thread):
+    """A bulk answered `errors: false` is counted without reading its items; one with 409s item by
+    item. Counters are process-wide: judge what this collector added."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from paywatch.metrics import start_metrics_server
+
+    def events_total() -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        return {
+            s.labels["result"]: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "paywatch_collector_events_total"
+        }
+
+    port = free_port()
+    server = start_metrics_server(port)
+    try:
+        config = make_config(kafka_bootstrap, es_url)
+        before = events_total()
+        running = collector_in_thread(config)
+        produce(config, config.kafka.topics.payments, encoded([payment(i) for i in range(300)]))
+        wait_for(lambda: running.collector.handled >= 300, 120, "the first 300 events")
+        # the same 100 events again, and 50 new ones in the same batch: a bulk with 409s
+        again = [payment(i) for i in range(100)] + [payment(i) for i in range(300, 350)]
+        produce(config, config.kafka.topics.payments, encoded(again))
+        wait_for(lambda: running.collector.handled >= 450, 120, "the repeated events")
+        added = {k: v - before.get(k, 0) for k, v in events_total().items()}
+    finally:
+        server.shutdown()
+    assert running.collector.handled == 450
+    assert added.get("indexed") == 350 and added.get("duplicate") == 100
+    assert_exactly_once(es, config, [f"e{i}" for i in range(350)])
