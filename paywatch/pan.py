@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
-from paywatch.contract import APP, ATTEMPT_ACTIONS, CHANNEL_ACTIONS, PAYMENT, ContractError, Event
+from paywatch.contract import APP, ATTEMPT_ACTIONS, CHANNEL_ACTIONS, PAYMENT, ContractError, Event, encode
 
 MASK_CHAR: Final = "*"
 MIN_PAN, MAX_PAN = 13, 19
@@ -420,6 +420,19 @@ def mask_event(event: Event, settings: PanSettings = DEFAULT) -> Event:
             if ref.id is None:  # dropped: the whole trace/span reference goes
                 setattr(event, name, None)
     return event
+
+
+def encode_masked(event: Event, settings: PanSettings = DEFAULT) -> bytes:
+    """The event's contract JSON with the card-number policy applied: `encode(mask_event(event))`,
+    byte for byte, with the same ContractError, but at the cost of one encoding and one C-speed
+    scan for nearly every event. The scan (`may_contain_pan`) sees every string of the event in
+    its JSON; only an event whose bytes may hold a card number goes through `mask_event` (which
+    masks it in place, as ever) and is encoded again. For whoever encodes events anyway: the SDK
+    before buffering, the collector before indexing."""
+    encoded = encode(event)
+    if not may_contain_pan(encoded):
+        return encoded
+    return encode(mask_event(event, settings))
 
 
 # ---------------------------------------------------------------- documents, bytes, logs
