@@ -650,20 +650,21 @@ class Emitter:
             reason = f"{self._transport.name} refused: {outcome.rejected[0][1]}"
             self.count("dropped_rejected", reason, len(outcome.rejected))
         if outcome.retry:
-            self._unavailable(outcome.reason or "not acknowledged")
+            self._unavailable(outcome.reason or "not acknowledged", outcome.retry_after_s)
         elif not self._available:
             self._available = True
             self._backoff = self._settings.retry_interval_s
             log.warning("paywatch sdk: transport %s is available again", self._transport.name)
 
-    def _unavailable(self, reason: str) -> None:
+    def _unavailable(self, reason: str, retry_after_s: float | None = None) -> None:
+        """The transport is tried again after the backoff, or later if the receiver asked so."""
         if self._available:
             where = f"spilling to {self._spool.directory}" if self._spool else self._no_spill_reason
             log.warning("paywatch sdk: transport %s unavailable (%s); %s", self._transport.name, reason, where)
             self._available = False
         else:
             self._backoff = min(self._backoff * 2, self._settings.retry_max_interval_s)
-        self._next_try = time.monotonic() + self._backoff
+        self._next_try = time.monotonic() + max(self._backoff, retry_after_s or 0.0)
 
     def _spill(self, records: list[Record]) -> None:
         if not records:
