@@ -6,10 +6,12 @@
     log.error("callback signature invalid", order_id="o-1", exc_info=True)
     log.close()
 
-A call builds one contract `Event` in the caller's thread through a structlog processor
-chain (one step per concern, below), masks card numbers, encodes it and appends it to a
-bounded in-memory buffer. Everything that can wait happens in a drain thread: sending,
-spilling to disk when the transport is unavailable, replaying in order when it is back.
+A call takes, in the caller's thread, what belongs to its moment (context, exception, time,
+trace) through a structlog processor chain (one step per concern, below) and appends the
+call to a bounded in-memory buffer. Everything that can wait happens in a drain thread:
+building the contract `Event`, masking card numbers and encoding it (before anything is
+sent or spilled), sending, spilling to disk when the transport is unavailable, replaying in
+order when it is back.
 The caller is never made to wait and never sees an exception; every event that cannot be
 delivered is counted in `stats()` and reported in a log line of the `paywatch.sdk` logger.
 """
@@ -97,9 +99,9 @@ class InvalidEvent(Exception):
 
 
 # ---------------------------------------------------------------- processors
-# structlog calls each with (emitter, method name, event dict). Up to to_ecs_document the
-# dict is the caller's flat keywords plus bound context; to_contract_event turns the nested
-# document into an Event, which the last steps carry instead of a dict.
+# structlog calls the caller's steps (PROCESSORS) with (emitter, method name, event dict): the
+# caller's flat keywords plus bound context. The drain thread runs the rest (Emitter._record)
+# with the same signature: up to to_ecs_document on the dict, then on the Event.
 
 
 def add_error_fields(_emitter: Emitter, _method: str, ed: EventDict) -> EventDict:
