@@ -6,13 +6,15 @@ takes the caller with Kafka up and with every broker down.
 Side by side (the floor): the same events, to the same Kafka, from one thread, by the SDK and
 by a raw producer that builds the same ECS document as a dict (same fields, same service, same
 key), msgspec-encodes it and calls `Producer.produce`, with the same producer settings
-(`paywatch.kafka.producer_config`: idempotent, acks=all, linger.ms 20, lz4, default batch.size).
-The raw producer validates and masks nothing. Compared: the caller's CPU per event (its own
-thread's CPU time), and the delivered rate (events acknowledged by Kafka per second of wall
-clock, from the first call to the last acknowledgement). Not hidden: the SDK's drain thread's
-CPU per event, and each side's process CPU per event (every thread: caller, drain, librdkafka),
-are printed beside them. The two alternate `--rounds` times; each figure is the best of its
-rounds, so a burst of load elsewhere on the machine hurts neither.
+(`paywatch.kafka.producer_config`: idempotent, acks=all, linger.ms 20, lz4, default batch.size;
+the SDK's transport adds only how failures are reported: `delivery.report.only.error`, its
+`message.timeout.ms`, an error callback). The raw producer validates and masks nothing.
+Compared: the caller's CPU per event (its own thread's CPU time), and the delivered rate
+(events acknowledged by Kafka per second of wall clock, from the first call to the last
+acknowledgement). Not hidden: the SDK's drain thread's CPU per event, and each side's process
+CPU per event (every thread: caller, drain, librdkafka), are printed beside them. The two
+alternate `--rounds` times; each figure is the best of its rounds, so a burst of load
+elsewhere on the machine hurts neither.
 
 Kafka up uses the local dev broker (started, or reused if already running); Kafka down is a
 bootstrap address where nothing listens, which is what "all brokers down" looks like to the

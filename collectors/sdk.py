@@ -67,7 +67,7 @@ log = logging.getLogger("paywatch.sdk")
 log.addFilter(MaskingFilter())
 
 EventDict = dict[str, Any]
-Call = tuple[str, EventDict]  # (method, the call's fields with its context, id, time and trace)
+Call = tuple[str, EventDict]  # (method, the call's fields with its context, time and trace)
 PAYMENT_FIELDS: Final = frozenset(Payment.__struct_fields__)
 APP_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 DATASET_OF: Final = {"payment": PAYMENT, "heartbeat": HEARTBEAT, **{level: APP for level in APP_LEVELS}}
@@ -232,7 +232,7 @@ def to_record(emitter: Emitter, _method: str, event: Event) -> Record:
 
 def hand_over(_emitter: Emitter, method: str, ed: EventDict) -> tuple[tuple[Call], dict[str, Any]]:
     """The last step in the caller's thread: the call, with everything that belongs to its moment
-    (context, exception, id, time, trace), goes to the emitter as it is. A `labels` mapping is
+    (context, exception, time, trace), goes to the emitter as it is. A `labels` mapping is
     copied, since the drain thread reads it a moment later."""
     labels = ed.get("labels")
     if isinstance(labels, Mapping):
@@ -586,21 +586,29 @@ class Emitter:
     def _record(self, method: str, ed: EventDict, out: list[Record]) -> None:
         """One call → one record; an invalid call is counted and reported as an error event of
         the same moment and trace (a report is not itself reported)."""
-        first, moment = ed.get("event"), {k: ed[k] for k in ("timestamp", "trace_id", "span_id") if k in ed}
+        first = ed.get("event")
         try:
             doc = to_ecs_document(self, method, to_utc_ms(self, method, add_event_id(self, method, ed)))
-            out.append(to_record(self, method, to_contract_event(self, method, doc)))
-        except InvalidEvent as exc:
-            self.count("dropped_invalid", exc.reason)
-            if "sdk_rejected_event" not in ed:
-                report = _rejection(exc, first)
-                report.update(moment, event=f"paywatch sdk dropped an invalid {method} event")
-                ts = report.get("timestamp")
-                if not isinstance(ts, datetime) or ts.tzinfo is None:
-                    report["timestamp"] = None  # the call's own may be what was wrong: the report's is now
-                self._record("error", add_timestamp(self, "error", report), out)
+            try:
+                out.append(to_record(self, method, to_contract_event(self, method, doc)))
+            except InvalidEvent as exc:
+                self.count("dropped_invalid", exc.reason)
+                if "sdk_rejected_event" not in doc["labels"]:
+                    self._record("error", self._report(method, first, doc, exc), out)
         except Exception as exc:
             self.count("errors", f"{type(exc).__name__}: {exc}", exc=exc)
+
+    def _report(self, method: str, first: Any, doc: EventDict, exc: InvalidEvent) -> EventDict:
+        """The error event sent in place of an invalid call: the reason and the document, at the
+        call's time (or now, when its time was what was wrong) and in its trace."""
+        report: EventDict = _rejection(exc, first)
+        report["event"] = f"paywatch sdk dropped an invalid {method} event"
+        ts = doc["@timestamp"]
+        report["timestamp"] = ts if isinstance(ts, datetime) and ts.tzinfo is not None else self.clock.now()
+        for name in ("trace", "span"):
+            if isinstance(ref := doc.get(name), dict) and "id" in ref:
+                report[f"{name}_id"] = ref["id"]
+        return report
 
     def _keep_waiting(self, waited: float) -> bool:
         """Called by a transport during a long send. Once it has gone `send_timeout_s` without an
