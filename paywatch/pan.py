@@ -291,7 +291,7 @@ def may_contain_pan(raw: bytes) -> bool:
     This holds in the raw bytes because JSON escapes other than \\u never produce a digit or a
     separator; non-ASCII text (full-width digits, non-breaking spaces) and \\u escapes answer
     True. One C-speed pass; false positives (long numbers) only cost the full masking."""
-    if not raw.isascii() or b"\\u" in raw:
+    if not raw.isascii() or (b"\\" in raw and b"\\u" in raw):  # one byte is found at memchr speed
         return True
     return _MIN_PAN_ZEROS in raw.translate(_DIGITS_AS_ZERO, b" -.")
 
