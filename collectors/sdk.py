@@ -6,10 +6,12 @@
     log.error("callback signature invalid", order_id="o-1", exc_info=True)
     log.close()
 
-A call builds one contract `Event` in the caller's thread through a structlog processor
-chain (one step per concern, below), masks card numbers, encodes it and appends it to a
-bounded in-memory buffer. Everything that can wait happens in a drain thread: sending,
-spilling to disk when the transport is unavailable, replaying in order when it is back.
+A call takes, in the caller's thread, what belongs to its moment (context, exception, time,
+trace) through a structlog processor chain (one step per concern, below) and appends the
+call to a bounded in-memory buffer. Everything that can wait happens in a drain thread:
+building the contract `Event`, masking card numbers and encoding it (before anything is
+sent or spilled), sending, spilling to disk when the transport is unavailable, replaying in
+order when it is back.
 The caller is never made to wait and never sees an exception; every event that cannot be
 delivered is counted in `stats()` and reported in a log line of the `paywatch.sdk` logger.
 """
@@ -29,7 +31,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 import msgspec
 import structlog
@@ -52,13 +54,18 @@ from paywatch.contract import (
     HEARTBEAT,
     MAX_EVENT_BYTES,
     PAYMENT,
+    PAYMENT_ACTIONS,
     ContractError,
     Event,
+    EventMeta,
     Payment,
+    Service,
+    TraceId,
     check,
     encode,
 )
-from paywatch.pan import DEFAULT, MaskingFilter, PanSettings, mask_event, mask_text
+from paywatch.contract import Outcome as EventOutcome
+from paywatch.pan import DEFAULT, MaskingFilter, PanSettings, encode_masked, mask_text, may_contain_pan
 from paywatch.secrets import read_secret
 from paywatch.settings import Topics, load_file
 
@@ -67,6 +74,7 @@ log = logging.getLogger("paywatch.sdk")
 log.addFilter(MaskingFilter())
 
 EventDict = dict[str, Any]
+Call = tuple[str, EventDict]  # (method, the call's fields with its context, time and trace)
 PAYMENT_FIELDS: Final = frozenset(Payment.__struct_fields__)
 APP_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 DATASET_OF: Final = {"payment": PAYMENT, "heartbeat": HEARTBEAT, **{level: APP for level in APP_LEVELS}}
@@ -98,14 +106,16 @@ class InvalidEvent(Exception):
 
 
 # ---------------------------------------------------------------- processors
-# structlog calls each with (emitter, method name, event dict). Up to to_ecs_document the
-# dict is the caller's flat keywords plus bound context; to_contract_event turns the nested
-# document into an Event, which the last steps carry instead of a dict.
+# structlog calls the caller's steps (PROCESSORS) with (emitter, method name, event dict): the
+# caller's flat keywords plus bound context. The drain thread runs the rest (Emitter._record)
+# with the same signature: up to to_ecs_document on the dict, then on the Event.
 
 
 def add_error_fields(_emitter: Emitter, _method: str, ed: EventDict) -> EventDict:
     """`exc_info=True` (or an exception) becomes ECS error.type / error.message."""
     exc_info = ed.pop("exc_info", None)
+    if exc_info is None:  # nearly every call
+        return ed
     if exc_info is True:
         exc_info = sys.exc_info()[1]
     if isinstance(exc_info, tuple):
@@ -124,10 +134,15 @@ def add_event_id(_emitter: Emitter, _method: str, ed: EventDict) -> EventDict:
 
 
 def add_timestamp(emitter: Emitter, _method: str, ed: EventDict) -> EventDict:
-    """@timestamp (event time, ms, UTC) from the injected clock unless the caller gave `timestamp`."""
-    ts = ed.get("timestamp")
-    if ts is None:
-        ts = emitter.clock.now()
+    """@timestamp (event time) from the injected clock, at the call, unless the caller gave `timestamp`."""
+    if ed.get("timestamp") is None:
+        ed["timestamp"] = emitter.clock.now()
+    return ed
+
+
+def to_utc_ms(_emitter: Emitter, _method: str, ed: EventDict) -> EventDict:
+    """@timestamp in UTC, whole milliseconds, as the contract stores it."""
+    ts = ed["timestamp"]
     if isinstance(ts, datetime) and ts.tzinfo is not None:
         if ts.tzinfo is not UTC:
             ts = ts.astimezone(UTC)
@@ -148,7 +163,7 @@ def add_trace_context(_emitter: Emitter, _method: str, ed: EventDict) -> EventDi
 
 def to_ecs_document(emitter: Emitter, method: str, ed: EventDict) -> EventDict:
     """Flat keywords → the nested ECS document; keywords the contract has no field for become labels.
-    One pass over the keywords: this runs in the caller's thread for every event."""
+    Set intersections sort the keywords at C speed: Python touches only those it must fix or move."""
     dataset = DATASET_OF[method]
     first = ed.pop("event", None)
     event: EventDict = {"id": _id(ed.pop("event_id")), "dataset": dataset}
@@ -158,25 +173,21 @@ def to_ecs_document(emitter: Emitter, method: str, ed: EventDict) -> EventDict:
     elif dataset == APP:
         doc["log"] = {"level": method}
         doc["message"] = _safe_str(first)
-    in_payment = dataset == PAYMENT or "order_id" in ed  # an app log about an order names it in payment.*
-    payment: EventDict = {}
-    error: EventDict = {}
-    labels: dict[str, str] = {}
     extra = ed.pop("labels") if isinstance(ed.get("labels"), Mapping) else None
-    for k, v in ed.items():
-        fix = _FIXES.get(k)
-        if fix is not None:
-            v = fix(v)
-        if in_payment and k in PAYMENT_FIELDS:
-            payment[k] = v
-        elif k in _DOC_FIELDS:
-            _DOC_FIELDS[k](doc, event, error, v)
-        else:
-            labels[k] = v if isinstance(v, str) else _safe_str(v)
-    if in_payment:
-        doc["payment"] = payment
+    keys = ed.keys()
+    for k in keys & _FIXES.keys():
+        ed[k] = _FIXES[k](ed[k])
+    if dataset == PAYMENT or "order_id" in ed:  # an app log about an order names it in payment.*
+        doc["payment"] = {k: ed.pop(k) for k in keys & PAYMENT_FIELDS}
+    error: EventDict = {}
+    for k in keys & _DOC_FIELDS.keys():
+        _DOC_FIELDS[k](doc, event, error, ed.pop(k))
     if error:
         doc["error"] = error
+    labels = ed  # what is left, in the caller's order
+    for k, v in labels.items():
+        if not isinstance(v, str):
+            labels[k] = _safe_str(v)
     if extra:
         for k, v in extra.items():
             labels[_safe_str(k)] = v if isinstance(v, str) else _safe_str(v)
@@ -214,34 +225,97 @@ def to_contract_event(_emitter: Emitter, _method: str, doc: EventDict) -> Event:
         raise InvalidEvent(str(exc), doc) from None
 
 
-def mask_pans(emitter: Emitter, _method: str, event: Event) -> Event:
-    """Card numbers are masked before the event is buffered, spilled or sent (or the event is
-    refused, as the `pan` policy says)."""
+def to_record(emitter: Emitter, _method: str, event: Event) -> Record:
+    """Mask card numbers (or refuse the event, as the `pan` policy says) and encode, before the
+    event is buffered, spilled or sent; route: topic by dataset, key `Event.key`. One encoding and
+    one scan of its bytes for nearly every event (`encode_masked`)."""
     try:
-        return mask_event(event, emitter.pan)
+        value = encode_masked(event, emitter.pan)
     except ContractError as exc:
         raise InvalidEvent(str(exc), msgspec.to_builtins(event)) from None
-
-
-def to_record(emitter: Emitter, _method: str, event: Event) -> tuple[tuple[Record], dict[str, Any]]:
-    """Encode and route: topic by dataset, key `Event.key`; hands the record to the emitter."""
-    value = encode(event)
     if len(value) > MAX_EVENT_BYTES:
         limit = f"event is {len(value)} bytes, over the {MAX_EVENT_BYTES}-byte limit"
         raise InvalidEvent(limit, msgspec.to_builtins(event))  # the report keeps its first 4000 chars
-    return (Record(emitter.topics[event.event.dataset], event.key, value),), {}
+    return Record(emitter.topics[event.event.dataset], event.key, value)
 
 
+class _PaymentFields(Payment, forbid_unknown_fields=False):
+    """`Payment`, converted straight from a whole call's keywords: the keywords that are not
+    payment fields (action, time, outcome, ids) are read apart by `payment_record`."""
+
+
+# The keywords of a payment call that `payment_record` takes; any other makes labels.
+_PAYMENT_CALL_KEYS: Final = PAYMENT_FIELDS | {"event", "timestamp", "outcome", "event_id", "trace_id", "span_id"}
+_OUTCOMES: Final = frozenset(get_args(EventOutcome))
+
+
+def _is_id(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= 256
+
+
+def payment_record(emitter: Emitter, ed: EventDict) -> Record | None:
+    """The common payment call (contract fields only, each of the type the contract wants) →
+    its record, with no document dict: one msgspec conversion validates the payment fields,
+    the Event is built from structs, checked, encoded and scanned. The service section is the
+    emitter's, validated once. None, having changed nothing, for any other call (labels, an id
+    or amount to fix, a value the contract refuses, bytes that may hold a card number): the
+    general path (`to_ecs_document` … `to_record`) then makes it, and says why it is invalid.
+    tests/test_sdk_fast_path.py holds the two to the same bytes."""
+    service = emitter.service_struct
+    if service is None or not _PAYMENT_CALL_KEYS.issuperset(ed):
+        return None
+    try:
+        payment = msgspec.convert(ed, _PaymentFields)
+    except msgspec.ValidationError:
+        return None
+    action, outcome, ts, event_id = ed.get("event"), ed.get("outcome"), ed.get("timestamp"), ed.get("event_id")
+    if (
+        type(action) is not str
+        or action not in PAYMENT_ACTIONS
+        or (outcome is not None and (type(outcome) is not str or outcome not in _OUTCOMES))
+        or type(ts) is not datetime
+        or ts.tzinfo is not UTC
+        or not (event_id is None or _is_id(event_id))
+        or not ("trace_id" not in ed or _is_id(ed["trace_id"]))
+        or not ("span_id" not in ed or _is_id(ed["span_id"]))
+    ):
+        return None
+    if ts.microsecond % 1000:
+        ts -= _SUB_MILLISECOND[ts.microsecond % 1000]
+    event = Event(
+        timestamp=ts,
+        event=EventMeta(id=event_id or new_event_id(), dataset=PAYMENT, action=action, outcome=outcome),
+        service=service,
+        payment=payment,
+        trace=TraceId(ed["trace_id"]) if "trace_id" in ed else None,
+        span=TraceId(ed["span_id"]) if "span_id" in ed else None,
+    )
+    try:
+        check(event)
+    except ContractError:
+        return None
+    value = encode(event)
+    if len(value) > MAX_EVENT_BYTES or may_contain_pan(value):
+        return None
+    return Record(emitter.topics[PAYMENT], payment.order_id, value)
+
+
+def hand_over(_emitter: Emitter, method: str, ed: EventDict) -> tuple[tuple[Call], dict[str, Any]]:
+    """The last step in the caller's thread: the call, with everything that belongs to its moment
+    (context, exception, time, trace), goes to the emitter as it is. A `labels` mapping is
+    copied, since the drain thread reads it a moment later."""
+    if "labels" in ed and isinstance(labels := ed["labels"], Mapping):  # isinstance(x, Mapping) is slow
+        ed["labels"] = dict(labels)
+    return ((method, ed),), {}
+
+
+# In the caller's thread: only what must be taken at the moment of the call.
 PROCESSORS: Final = [
     structlog.contextvars.merge_contextvars,
     add_error_fields,
-    add_event_id,
     add_timestamp,
     add_trace_context,
-    to_ecs_document,
-    to_contract_event,
-    mask_pans,
-    to_record,
+    hand_over,
 ]
 
 
@@ -280,8 +354,20 @@ def _upper(value: Any) -> Any:
 
 
 _SUB_MILLISECOND: Final = tuple(timedelta(microseconds=us) for us in range(1000))
-_h = uuid.uuid4().hex
-_ID_PREFIX: Final = f"{_h[:8]}-{_h[8:12]}-8{_h[12:15]}-{'89ab'[int(_h[15], 16) & 3]}{_h[16:19]}-"
+
+
+def _id_prefix() -> str:
+    """The random part of this process's event ids (RFC 9562 version 8 layout), drawn again until
+    no id can hold a run of 13+ digits: the card-number scan then passes every id at once, and no
+    event is refused because its own id looked like a card. Costs about a tenth of one bit."""
+    while True:
+        h = uuid.uuid4().hex
+        prefix = f"{h[:8]}-{h[8:12]}-8{h[12:15]}-{'89ab'[int(h[15], 16) & 3]}{h[16:19]}-"
+        if not may_contain_pan(f"{prefix}{'0' * 12}".encode()):  # the counter at its most digit-like
+            return prefix
+
+
+_ID_PREFIX: Final = _id_prefix()
 _id_counter = itertools.count(1)
 
 
@@ -352,10 +438,6 @@ class PaymentLogger(structlog.BoundLoggerBase):
             if args:
                 first = _format(first, args)
             emitter.submit(self._process_event(method, first, fields)[0][0])  # structlog copies fields
-        except InvalidEvent as exc:
-            emitter.count("dropped_invalid", exc.reason)
-            if fields.get("sdk_rejected_event") is None:  # a report must not report itself
-                self.emit("error", f"paywatch sdk dropped an invalid {method} event", _rejection(exc, first))
         except Exception as exc:
             emitter.count("errors", f"{type(exc).__name__}: {exc}", exc=exc)
 
@@ -387,6 +469,15 @@ def _rejection(exc: InvalidEvent, first: str | None) -> dict[str, Any]:
     }
 
 
+def _valid_service(service: dict[str, Any]) -> Service | None:
+    """The service section as the contract's struct, for `payment_record`; None if it breaks the
+    contract (every event then goes the general path, which reports why)."""
+    try:
+        return msgspec.convert(service, Service)
+    except msgspec.ValidationError:
+        return None
+
+
 # ---------------------------------------------------------------- the emitter
 
 
@@ -407,6 +498,7 @@ class Emitter:
         pan: PanSettings = DEFAULT,
     ) -> None:
         self.service = service
+        self.service_struct = _valid_service(service)
         self.pan = pan
         self.clock = clock
         self.topics = topics.for_events()
@@ -414,7 +506,12 @@ class Emitter:
         self.heartbeat: HeartbeatSender | None = None
         self._transport = transport
         self._settings = settings
-        self._buffer: deque[Record] = deque()
+        # Each call's fields, and its method beside them in a deque of its own: a (method, fields)
+        # tuple per waiting call would be one more object for the cycle collector to track, and
+        # thousands of them waiting make its collections a tenth of the process's time. A method
+        # is appended before its fields and taken after them, so `_buffer` never runs ahead.
+        self._buffer: deque[EventDict] = deque()
+        self._methods: deque[str] = deque()
         self._capacity = settings.buffer_events
         self._batch = settings.batch_events
         self._counts = dict.fromkeys(COUNTERS, 0)
@@ -440,7 +537,7 @@ class Emitter:
 
     # ---- caller side
 
-    def submit(self, record: Record) -> None:
+    def submit(self, call: Call) -> None:
         with self._lock:
             if self._closed:
                 self._counts["dropped_closed"] += 1
@@ -450,7 +547,8 @@ class Emitter:
                 self._reasons["dropped_buffer_full"] = f"buffer of {self._capacity} events full"
                 return
             else:
-                self._buffer.append(record)
+                self._methods.append(call[0])
+                self._buffer.append(call[1])
                 self._counts["emitted"] += 1
                 if len(self._buffer) == self._batch:  # else the drain thread finds it within _LINGER_S
                     self._wake.set()
@@ -560,10 +658,54 @@ class Emitter:
         return True
 
     def _take(self, limit: int | None) -> list[Record]:
-        """Records leave the buffer; `_in_flight` covers them (for flush) until the caller resets it."""
+        """Calls leave the buffer as records; `_in_flight` covers them (for flush) until the
+        caller resets it."""
         n = len(self._buffer) if limit is None else min(limit, len(self._buffer))
         self._in_flight = n
-        return [self._buffer.popleft() for _ in range(n)]
+        records: list[Record] = []
+        for _ in range(n):
+            ed = self._buffer.popleft()
+            self._record(self._methods.popleft(), ed, records)
+        return records
+
+    def _record(self, method: str, ed: EventDict, out: list[Record]) -> None:
+        """One call → one record: a common payment call straight, any other through its document."""
+        if method == "payment":
+            try:
+                record = payment_record(self, ed)
+            except Exception:  # a fault here (it changes nothing) costs only time: the general path follows
+                record = None
+            if record is not None:
+                out.append(record)
+                return
+        self._record_document(method, ed, out)
+
+    def _record_document(self, method: str, ed: EventDict, out: list[Record]) -> None:
+        """One call → its ECS document → one record; an invalid call is counted and reported as
+        an error event of the same moment and trace (a report is not itself reported)."""
+        first = ed.get("event")
+        try:
+            doc = to_ecs_document(self, method, to_utc_ms(self, method, add_event_id(self, method, ed)))
+            try:
+                out.append(to_record(self, method, to_contract_event(self, method, doc)))
+            except InvalidEvent as exc:
+                self.count("dropped_invalid", exc.reason)
+                if "sdk_rejected_event" not in doc["labels"]:
+                    self._record("error", self._report(method, first, doc, exc), out)
+        except Exception as exc:
+            self.count("errors", f"{type(exc).__name__}: {exc}", exc=exc)
+
+    def _report(self, method: str, first: Any, doc: EventDict, exc: InvalidEvent) -> EventDict:
+        """The error event sent in place of an invalid call: the reason and the document, at the
+        call's time (or now, when its time was what was wrong) and in its trace."""
+        report: EventDict = _rejection(exc, first)
+        report["event"] = f"paywatch sdk dropped an invalid {method} event"
+        ts = doc["@timestamp"]
+        report["timestamp"] = ts if isinstance(ts, datetime) and ts.tzinfo is not None else self.clock.now()
+        for name in ("trace", "span"):
+            if isinstance(ref := doc.get(name), dict) and "id" in ref:
+                report[f"{name}_id"] = ref["id"]
+        return report
 
     def _keep_waiting(self, waited: float) -> bool:
         """Called by a transport during a long send. Once it has gone `send_timeout_s` without an
@@ -613,20 +755,21 @@ class Emitter:
             reason = f"{self._transport.name} refused: {outcome.rejected[0][1]}"
             self.count("dropped_rejected", reason, len(outcome.rejected))
         if outcome.retry:
-            self._unavailable(outcome.reason or "not acknowledged")
+            self._unavailable(outcome.reason or "not acknowledged", outcome.retry_after_s)
         elif not self._available:
             self._available = True
             self._backoff = self._settings.retry_interval_s
             log.warning("paywatch sdk: transport %s is available again", self._transport.name)
 
-    def _unavailable(self, reason: str) -> None:
+    def _unavailable(self, reason: str, retry_after_s: float | None = None) -> None:
+        """The transport is tried again after the backoff, or later if the receiver asked so."""
         if self._available:
             where = f"spilling to {self._spool.directory}" if self._spool else self._no_spill_reason
             log.warning("paywatch sdk: transport %s unavailable (%s); %s", self._transport.name, reason, where)
             self._available = False
         else:
             self._backoff = min(self._backoff * 2, self._settings.retry_max_interval_s)
-        self._next_try = time.monotonic() + self._backoff
+        self._next_try = time.monotonic() + max(self._backoff, retry_after_s or 0.0)
 
     def _spill(self, records: list[Record]) -> None:
         if not records:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from paywatch.contract import ContractError, Event, decode
+from paywatch.retry_after import retry_after_seconds
 
 log = logging.getLogger("paywatch.sdk")
 KeepWaiting = Callable[[float], bool]  # (seconds waited so far) -> wait on?
@@ -39,10 +40,19 @@ class Outcome:
     retry: list[int] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
     reason: str = ""  # why records are to be retried, for the log line
+    retry_after_s: float | None = None  # the receiver asked not to be tried again sooner (Retry-After)
 
     @classmethod
-    def all_retry(cls, n: int, reason: str) -> Outcome:
-        return cls(retry=list(range(n)), reason=reason)
+    def all_retry(cls, n: int, reason: str, retry_after_s: float | None = None) -> Outcome:
+        return cls(retry=list(range(n)), reason=reason, retry_after_s=retry_after_s)
+
+    def add(self, other: Outcome, offset: int) -> None:
+        """Take in the outcome of a part of this batch that starts at `offset`."""
+        self.retry += [offset + i for i in other.retry]
+        self.rejected += [(offset + i, why) for i, why in other.rejected]
+        self.reason = self.reason or other.reason
+        if other.retry_after_s is not None:
+            self.retry_after_s = max(self.retry_after_s or 0.0, other.retry_after_s)
 
 
 class Transport(Protocol):
@@ -84,12 +94,16 @@ class HttpTransport:
 
     The server judges each line: 200 accepts all, 422 lists the refused ones as
     `{"rejected": [{"line": n, "reason": ...}]}` (1-based) and accepts the rest. Connection
-    errors, timeouts, 408, 429 and 5xx are retried; 401/403 too (a wrong token is fixed by a
-    restart, and the spill file keeps the events until then). Any other 4xx refuses the batch.
+    errors, timeouts, 408, 429 and 5xx are retried, no sooner than a `Retry-After` says; 401/403
+    too (a wrong token is fixed by a restart, and the spill file keeps the events until then).
+    413 (body too large) splits the batch in halves until the parts pass, and bodies stay under
+    the smallest refused size from then on: no event is lost to a body limit, unless one event
+    alone is over it (then it is refused). Any other 4xx refuses the batch.
     """
 
     name = "http"
     _RETRY_STATUS = frozenset({401, 403, 408, 425, 429})
+    _TOO_LARGE = 413
 
     def __init__(self, url: str, token: str | None, timeout_s: float) -> None:
         import httpx
@@ -100,16 +114,38 @@ class HttpTransport:
         self._url = url
         self._client = httpx.Client(headers=headers, timeout=timeout_s)
         self._http_error = httpx.HTTPError
+        self._too_large: int | None = None  # the smallest body size the ingest refused with 413
 
     def send(self, records: Sequence[Record], keep_waiting: KeepWaiting) -> Outcome:
+        outcome = Outcome()
+        start, size = 0, 0
+        for i, r in enumerate(records):  # parts under the body limit learned so far
+            if self._too_large is not None and i > start and size + len(r.value) + 1 >= self._too_large:
+                outcome.add(self._post(records[start:i]), start)
+                start, size = i, 0
+            size += len(r.value) + 1
+        outcome.add(self._post(records[start:]), start)
+        return outcome
+
+    def _post(self, records: Sequence[Record]) -> Outcome:
         body = b"".join(r.value + b"\n" for r in records)
         try:
             resp = self._client.post(self._url, content=body)
         except self._http_error as exc:
             return Outcome.all_retry(len(records), f"{type(exc).__name__}: {exc}")
         status = resp.status_code
+        if status == self._TOO_LARGE:
+            self._too_large = min(self._too_large or len(body), len(body))
+            if len(records) == 1:
+                why = f"HTTP 413: one event is over the ingest's body limit: {resp.text[:200]}"
+                return Outcome(rejected=[(0, why)])
+            half = len(records) // 2
+            outcome = self._post(records[:half])
+            outcome.add(self._post(records[half:]), half)
+            return outcome
         if status >= 500 or status in self._RETRY_STATUS:
-            return Outcome.all_retry(len(records), f"HTTP {status}: {resp.text[:200]}")
+            wait = retry_after_seconds(resp.headers.get("Retry-After")) if status in (429, 503) else None
+            return Outcome.all_retry(len(records), f"HTTP {status}: {resp.text[:200]}", wait)
         refused = _refused_lines(resp, len(records)) if status in (200, 422) else None
         if status >= 400 and not refused:
             reason = f"HTTP {status}: {resp.text[:200]}"

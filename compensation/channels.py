@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal, Protocol
 
 import httpx
@@ -29,6 +28,7 @@ import structlog
 
 from paywatch import __version__
 from paywatch.compensation.settings import check_base_url
+from paywatch.retry_after import retry_after_seconds
 from paywatch.secrets import read_secret
 
 Outcome = Literal["success", "failure", "unknown"]
@@ -95,21 +95,6 @@ class QueryResult:
 
 class ChannelAdapter(Protocol):
     async def query(self, client: httpx.AsyncClient, request: QueryRequest) -> QueryResult: ...
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After is either delay-seconds or an HTTP-date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 @functools.lru_cache(maxsize=8)

@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 import msgspec
 from pydantic import Field
 
-from paywatch.contract import APP, ATTEMPT_ACTIONS, CHANNEL_ACTIONS, PAYMENT, ContractError, Event
+from paywatch.contract import APP, ATTEMPT_ACTIONS, CHANNEL_ACTIONS, PAYMENT, ContractError, Event, encode
 from paywatch.settings import Section
 
 MASK_CHAR: Final = "*"
@@ -290,7 +290,7 @@ def may_contain_pan(raw: bytes) -> bool:
     This holds in the raw bytes because JSON escapes other than \\u never produce a digit or a
     separator; non-ASCII text (full-width digits, non-breaking spaces) and \\u escapes answer
     True. One C-speed pass; false positives (long numbers) only cost the full masking."""
-    if not raw.isascii() or b"\\u" in raw:
+    if not raw.isascii() or (b"\\" in raw and b"\\u" in raw):  # one byte is found at memchr speed
         return True
     return _MIN_PAN_ZEROS in raw.translate(_DIGITS_AS_ZERO, b" -.")
 
@@ -419,6 +419,19 @@ def mask_event(event: Event, settings: PanSettings = DEFAULT) -> Event:
             if ref.id is None:  # dropped: the whole trace/span reference goes
                 setattr(event, name, None)
     return event
+
+
+def encode_masked(event: Event, settings: PanSettings = DEFAULT) -> bytes:
+    """The event's contract JSON with the card-number policy applied: `encode(mask_event(event))`,
+    byte for byte, with the same ContractError, but at the cost of one encoding and one C-speed
+    scan for nearly every event. The scan (`may_contain_pan`) sees every string of the event in
+    its JSON; only an event whose bytes may hold a card number goes through `mask_event` (which
+    masks it in place, as ever) and is encoded again. For whoever encodes events anyway: the SDK
+    before buffering, the collector before indexing."""
+    encoded = encode(event)
+    if not may_contain_pan(encoded):
+        return encoded
+    return encode(mask_event(event, settings))
 
 
 # ---------------------------------------------------------------- documents, bytes, logs
