@@ -318,7 +318,7 @@ def contract_events(draw: st.DrawFn) -> dict[str, Any]:
         tree["labels"] = draw(st.dictionaries(_words, _words, max_size=3))
     if dataset == "paywatch.heartbeat":
         tree["heartbeat"] = {
-            "interval_s": draw(st.floats(min_value=0.001, max_value=1e6)),
+            "interval_s": draw(st.floats(min_value=0.001, max_value=contract.MAX_INTERVAL_S)),
             "seq": draw(st.integers(0, 2**53)),
             "status": draw(st.sampled_from(["up", "degraded", "stopping"])),
         }

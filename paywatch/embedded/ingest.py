@@ -19,29 +19,12 @@ from typing import Any
 from paywatch.contract import ContractError, Event
 from paywatch.embedded.queries import Queries
 from paywatch.embedded.sqlite_store import SqliteStore
-from paywatch.intake import Intake
+from paywatch.intake import Intake, judge_lines
 from paywatch.otlp import export_logs
 from paywatch.pan import DEFAULT, PanSettings, mask_bytes, mask_event, mask_text
 
 EventSink = Callable[[list[Event]], None]
 JSON = "application/json"
-
-
-def judge_lines(
-    body: bytes, intake: Intake, pan: PanSettings = DEFAULT
-) -> tuple[list[Event], list[tuple[int, str, bytes]]]:
-    """Split an NDJSON body (contract events or ECS log lines) into valid, PAN-masked events and
-    (line number, reason, raw line) rejects; an event the card-number policy rejects is one of them."""
-    accepted: list[Event] = []
-    rejected: list[tuple[int, str, bytes]] = []
-    for number, line in enumerate(body.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            accepted.append(mask_event(intake.decode(line), pan))
-        except ContractError as exc:
-            rejected.append((number, str(exc), line))
-    return accepted, rejected
 
 
 class IngestServer:
