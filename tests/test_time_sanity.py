@@ -10,54 +10,21 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner
+from live_pipeline import TOKEN, Live, running
 
-from paywatch.clock import ManualClock
-from paywatch.config import Config
 from paywatch.embedded.ingest import IngestServer
-from paywatch.embedded.pipeline import Pipeline
 from paywatch.embedded.sqlite_store import SqliteStore
-from paywatch.finding import Finding
-from paywatch.intake import Intake
 from paywatch.simulator.cli import simulate as simulate_command
 
-TOKEN = "time-sanity-token"
 CONTRACT = Path(__file__).resolve().parents[1] / "docs" / "contract.md"
-
-
-class Live:
-    """The embedded pipeline behind its real HTTP ingest, on a manual clock ticked by the test."""
-
-    def __init__(self, tmp_path: Path, start: datetime) -> None:
-        self.clock = ManualClock(start)
-        self.store = SqliteStore(tmp_path / "db.sqlite", clock=self.clock)
-        self.pipeline = Pipeline(Config(), self.store, started_at=start, clock=self.clock)
-        self.findings: list[Finding] = []
-        self.pipeline.listeners.append(self.findings.append)
-        self.server = IngestServer(self.pipeline.ingest, self.store, TOKEN, "127.0.0.1", 0, 1 << 20, Intake())
-
-    def post(self, *lines: bytes) -> httpx.Response:
-        return httpx.post(
-            f"{self.server.url}/v1/events", content=b"\n".join(lines), headers={"Authorization": f"Bearer {TOKEN}"}
-        )
-
-    def run(self, seconds: int) -> None:
-        for _ in range(seconds):
-            self.pipeline.tick(self.clock.advance(1))
-
-    def opened(self, kind: str) -> list[Finding]:
-        return [f for f in self.findings if f.finding.kind == kind and f.finding.state == "open"]
 
 
 @pytest.fixture
 def live(tmp_path) -> Iterator[Live]:
-    env = Live(tmp_path, datetime.now(UTC).replace(microsecond=0))
-    env.server.start()
-    yield env
-    env.server.stop()
-    env.store.close()
+    with running(tmp_path) as env:
+        yield env
 
 
 def beat(at: datetime | str, seq: int, service: str = "compensation-job") -> bytes:
