@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from paywatch.detectors.cardinality import Cap
 from paywatch.detectors.incidents import IncidentJudge
 from paywatch.detectors.settings import ChannelSettings, DetectorSettings
 from paywatch.detectors.stats import binomial_head, binomial_lower_bound, binomial_tail, ewma
@@ -133,6 +134,7 @@ class ChannelJudge:
         self.window_ms = int(settings.window_s * 1000)
         self.lateness_ms = int(settings.allowed_lateness_s * 1000)
         self.channels: dict[str, _Channel] = {}
+        self.channel_cap = Cap("channels", settings.max_channels, "max_channels")
         # `overall`: this judge owns the all-channel incident scope (one judge of several does)
         self.incidents = IncidentJudge(settings, overall)
         self.last_index: int | None = None
@@ -159,6 +161,8 @@ class ChannelJudge:
         at = (index + 1) * self.window_ms + self.lateness_ms
         for key in window:
             if (is_channel(key) or "/" in key) and key not in self.channels:
+                if not self.channel_cap.admits(len(self.channels), key, at, found):
+                    continue  # counted, not judged; its orders still count in the platform-wide rollup
                 channel = key.split("/", 1)[0]
                 self.channels[key] = _Channel(self.s, self.s.for_channel(channel), self.span_windows)
         for key in sorted(self.channels):
@@ -167,7 +171,7 @@ class ChannelJudge:
             self._health(key, state, tally, at, found)
             if "/" not in key:
                 self._codes(key, state, tally, at, found)
-        self.incidents.judge(at, window, found)
+        self.incidents.judge(at, window, found, self.channels)
 
     # --- health ---------------------------------------------------------------
     def _health(self, key: str, st: _Channel, tally: Tally, at: int, found: list[Finding]) -> None:

@@ -13,6 +13,9 @@ An instance is missing once silent for longer than its own announced interval ×
 and coming back is reported once as flapping, and its further gaps are not paged, unless
 one lasts longer than `flapping_page_after_s`: flapping never hides a death.
 Silence is only visible with a clock, so the findings come from `tick`.
+
+The table holds at most `max_services` services and `max_instances` instances: a beat of a new
+one past either cap is counted, not tracked, and reported once (`cardinality_capped`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 from collections import deque
 
 from paywatch.contract import Event
+from paywatch.detectors.cardinality import Cap
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.detectors.timebase import Timebase, to_dt
 from paywatch.finding import Evidence, Finding, FindingService, FindingServiceInstance, make_finding
@@ -67,6 +71,9 @@ class HeartbeatTable:
         self.s = settings
         self.clock = clock or Timebase.of(settings)
         self.instances: dict[tuple[str, str], Instance] = {}
+        self.services: dict[str, int] = {}  # service → its instances in the table
+        self.service_cap = Cap("services", settings.max_services, "max_services")
+        self.instance_cap = Cap("instances", settings.max_instances, "max_instances")
         self.down: set[str] = set()  # services with an open service_down finding
         self.started: int | None = None  # ms of the first tick, for required services
         self._flap_ms = int(settings.flap_window_s * 1000)
@@ -80,9 +87,16 @@ class HeartbeatTable:
         svc = event.service
         key = (svc.name, svc.instance.id)
         inst = self.instances.get(key)
-        if inst is None:
-            inst = self.instances[key] = Instance(svc.name, svc.instance.id)
         clock = self.clock
+        if inst is None:
+            capped: list[Finding] = []
+            if (
+                svc.name not in self.services
+                and not self.service_cap.admits(len(self.services), svc.name, clock.now, capped)
+            ) or not self.instance_cap.admits(len(self.instances), f"{svc.name}/{svc.instance.id}", clock.now, capped):
+                return capped
+            inst = self.instances[key] = Instance(svc.name, svc.instance.id)
+            self.services[svc.name] = self.services.get(svc.name, 0) + 1
         far = clock.far(claim)
         if hb.seq <= inst.seq and (far or claim <= inst.stamp):
             return []  # an older beat delivered again says nothing new
@@ -149,6 +163,9 @@ class HeartbeatTable:
             decide = max(deadline, started + span)
             if (inst.stopped or inst.missing) and now - inst.last > forget:
                 del self.instances[key]
+                self.services[inst.service] -= 1
+                if not self.services[inst.service]:
+                    del self.services[inst.service]
                 if inst.skewed:
                     found.append(self._skew_finding(inst, "resolved", now))
                 continue
@@ -166,6 +183,8 @@ class HeartbeatTable:
                 found.append(self._instance_finding(inst, "open", inst.last + self._flap_page_ms))
             if inst.missing:
                 silent_services.add(inst.service)
+        self.service_cap.release(len(self.services), now, found)
+        self.instance_cap.release(len(self.instances), now, found)
         alive = {i.service for i in self.instances.values() if not i.missing and not i.stopped}
         for service in sorted(silent_services - alive - self.down):
             self.down.add(service)

@@ -15,8 +15,10 @@ Every finding names the channels and merchants concerned.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Container
 from dataclasses import dataclass
 
+from paywatch.detectors.cardinality import Cap
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.detectors.stats import ewma
 from paywatch.detectors.timebase import to_dt
@@ -84,6 +86,7 @@ class IncidentJudge:
         self.s = settings
         self.overall = overall
         self.rollups: dict[tuple[str, str], _Rollup] = {}
+        self.merchant_cap = Cap("merchants", settings.max_merchants, "max_merchants")
 
     def _scope(self, kind: str, key: str) -> _Scope:
         s = self.s
@@ -101,8 +104,18 @@ class IncidentJudge:
             defer = ("channel=",)
         return _Scope(kind, key, span, minimum, defer)
 
-    def judge(self, at: int, window: Window, found: list[Finding]) -> None:
-        keys = [k for k in window if is_channel(k) or k.startswith(MERCHANT)]
+    def judge(self, at: int, window: Window, found: list[Finding], channels: Container[str]) -> None:
+        """Roll one closed window up; `channels` are those tracked (the channel judge's cap), the rest
+        count only in the platform-wide rollup."""
+        merchants = {key for _, key in self.rollups if key.startswith(MERCHANT)}
+        keys = [k for k in window if is_channel(k) and k in channels]
+        for key in window:
+            # a merchant past the cap is counted, not tracked: the platform-wide rollup still counts its orders
+            if key.startswith(MERCHANT) and (
+                key in merchants or self.merchant_cap.admits(len(merchants), key[len(MERCHANT) :], at, found)
+            ):
+                merchants.add(key)
+                keys.append(key)
         for kind in (PENDING, DUPLICATES):
             for key in keys:
                 if (kind, key) not in self.rollups:
@@ -117,6 +130,7 @@ class IncidentJudge:
             self._roll(self.rollups[ident], getattr(tally, field), getattr(tally, by), at, found)
             if key.startswith(MERCHANT) and self.rollups[ident].idle():
                 del self.rollups[ident]  # merchants come and go by the thousand; keep only the live ones
+        self.merchant_cap.release(len({key for _, key in self.rollups if key.startswith(MERCHANT)}), at, found)
 
     def _roll(self, r: _Rollup, n: int, named: dict[str, int], at: int, found: list[Finding]) -> None:
         s = self.s

@@ -88,17 +88,20 @@ class OrderTracker:
 
     # --- per-channel knobs, cached as ms ints --------------------------------
     def _knobs(self, channel: str) -> tuple[str, int, int, int]:
-        """(interned channel, paid grace ms, query-after ms, not-found grace ms)."""
+        """(interned channel, paid grace ms, query-after ms, not-found grace ms); cached for at most
+        `max_channels` channels, so made-up channel names cost no memory beyond their orders."""
         k = self._channel.get(channel)
         if k is None:
             c: ChannelSettings = self.settings.for_channel(channel)
+            cached = len(self._channel) < self.settings.max_channels
             k = (
-                sys.intern(channel),
+                sys.intern(channel) if cached else channel,
                 int(c.paid_grace_s * 1000),
                 int(c.query_after_s * 1000),
                 int(c.not_found_grace_s * 1000),
             )
-            self._channel[k[0]] = k
+            if cached:
+                self._channel[k[0]] = k
         return k
 
     # --- events ---------------------------------------------------------------

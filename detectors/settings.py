@@ -189,6 +189,19 @@ class DetectorSettings(Frozen):
         description="Paid-but-pending orders of one merchant (or, spread over channels and merchants, of the "
         "whole platform) within `merchant_span_windows` needed to page.",
     )
+    max_channels: int = Field(
+        1000,
+        gt=0,
+        description="Distinct channels (and channel × method pairs) whose health is judged. A new one past this is "
+        "counted, not judged (its stuck and duplicate-charged orders still count in the platform-wide "
+        "rollup), and one `cardinality_capped` finding says so.",
+    )
+    max_merchants: int = Field(
+        10000,
+        gt=0,
+        description="Distinct merchants with stuck or duplicate-charged orders tracked at once (idle ones are "
+        "forgotten); past it, as `max_channels`.",
+    )
     incident_max_share: float = Field(
         0.6,
         description="A merchant's rollup leaves the incident to the channel's when one channel holds more than "
@@ -241,6 +254,16 @@ class DetectorSettings(Frozen):
     flapping_page_after_s: float = Field(
         120.0,
         description="A flapping instance silent for longer than this is paged anyway: flapping never hides a death.",
+    )
+    max_services: int = Field(
+        1000,
+        gt=0,
+        description="Distinct services the heartbeat table tracks. A beat of a new service past this is counted, "
+        "not tracked, and one `cardinality_capped` finding says so (a bug or an attacker inventing names must "
+        "not cost memory and a page per name).",
+    )
+    max_instances: int = Field(
+        10000, gt=0, description="Distinct service instances the heartbeat table tracks; past it, as `max_services`."
     )
     # --- paywatch's clock against the producers' clocks -----------------------------
     arrival_tolerance_s: float = Field(

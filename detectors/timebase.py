@@ -32,6 +32,9 @@ from datetime import UTC, datetime
 
 COUNT_MS = 10_000  # how often the producers heard from recently are counted (the quorum's size)
 TICK_MS = 1000  # detectors are ticked at every whole second of their clock
+# The instants a datetime can hold: a claim of 9999-12-31 plus a deadline is still a date.
+MIN_MS = -62_135_596_800_000  # 0001-01-01
+MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999
 
 
 def to_ms(at: datetime) -> int:
@@ -39,7 +42,7 @@ def to_ms(at: datetime) -> int:
 
 
 def to_dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    return datetime.fromtimestamp(min(max(ms, MIN_MS), MAX_MS) / 1000, UTC)
 
 
 class Ticker:

@@ -19,6 +19,11 @@ from msgspec import Meta, Struct, field
 
 CONTRACT_VERSION: Final = "1"
 MAX_EVENT_BYTES: Final = 64 * 1024
+# Bounds at the contract's edge, so nothing a producer sends overflows downstream: Elasticsearch
+# stores integers as `long` (int64), and a heartbeat interval is turned into deadlines (a week:
+# longer than any batch job's beat, short enough that deadlines stay dates).
+MAX_INT: Final = 2**63 - 1
+MAX_INTERVAL_S: Final = 7 * 86400.0
 
 Dataset = Literal["paywatch.payment", "paywatch.heartbeat", "paywatch.app"]
 PAYMENT, HEARTBEAT, APP = "paywatch.payment", "paywatch.heartbeat", "paywatch.app"
@@ -46,7 +51,7 @@ HeartbeatStatus = Literal["up", "degraded", "stopping"]
 # otherwise rescan again and again.
 Id = Annotated[str, Meta(min_length=1, max_length=256)]
 Timestamp = Annotated[datetime, Meta(tz=True)]
-NonNegative = Annotated[int, Meta(ge=0)]
+NonNegative = Annotated[int, Meta(ge=0, le=MAX_INT)]
 
 
 class EventMeta(Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
@@ -86,7 +91,7 @@ class Payment(Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
 
 
 class Heartbeat(Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
-    interval_s: Annotated[float, Meta(gt=0)]
+    interval_s: Annotated[float, Meta(gt=0, le=MAX_INTERVAL_S)]
     seq: NonNegative
     status: HeartbeatStatus
     checks: dict[str, Literal["ok", "fail"]] | None = None
@@ -162,6 +167,19 @@ def decode(raw: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> Event:
         raise ContractError(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise ContractError(f"not valid JSON: {exc}") from None
+    except UnicodeError as exc:
+        raise ContractError(f"not valid UTF-8: {exc.reason} at byte {_bad_byte(raw)}") from None
+    except RecursionError:
+        raise ContractError("nested too deeply") from None
+
+
+def _bad_byte(raw: bytes | str) -> int:
+    """Where in the line the encoding breaks (msgspec reports it within one string only)."""
+    try:
+        raw.encode() if isinstance(raw, str) else raw.decode()
+    except UnicodeError as exc:
+        return exc.start  # type: ignore[attr-defined]
+    return 0
 
 
 def encode(event: Event) -> bytes:

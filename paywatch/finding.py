@@ -31,6 +31,7 @@ Kind = Literal[
     "service_down",
     "service_flapping",
     "clock_skew",
+    "cardinality_capped",
     "compensation_gave_up",
     "query_unavailable",
     "untrusted_answer",

@@ -22,6 +22,10 @@ The rules, in one place (docs/contract.md describes them for producers):
 - `event.dataset` outside `paywatch.*` (ecs-logging writes `<service>.log`) or missing: a
   heartbeat if `heartbeat.*` is present, a payment if `event.action` is, else an app log.
 - `service.instance.id` may come from ECS's `service.node.name` or `host.name`.
+
+A request body (NDJSON) is judged line by line (`judge_lines`): each line is stored or
+dead-lettered with its reason on its own, so one bad line — broken UTF-8, a number out of the
+contract's range, nesting too deep — never costs the good lines of the same request.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 import msgspec
+import structlog
 from pydantic import Field, field_validator
 
 from paywatch.contract import (
@@ -44,6 +49,7 @@ from paywatch.contract import (
     decode,
 )
 from paywatch.ids import content_id
+from paywatch.pan import DEFAULT, PanSettings, mask_bytes, mask_event, mask_text
 from paywatch.settings import Section
 
 _PAYMENT_FIELDS: Final = frozenset(f"payment.{f.encode_name}" for f in msgspec.structs.fields(Payment))
@@ -79,6 +85,11 @@ STRICT_NAMESPACES: Final = ("payment.", "heartbeat.")
 INSTANCE_FALLBACKS: Final = ("service.node.name", "host.name", "host.hostname")
 LEVELS: Final = frozenset({"trace", "debug", "info", "warn", "warning", "error", "critical", "fatal"})
 
+# The reason given for a line that broke paywatch itself rather than the contract (a bug, logged):
+# it is dead-lettered like any other, so it cannot stop the rest of its request.
+UNJUDGED: Final = "paywatch could not judge this line"
+
+log = structlog.get_logger("paywatch.intake")
 _decode_json = msgspec.json.Decoder().decode
 _encode_json = msgspec.json.Encoder(order="sorted").encode
 
@@ -117,7 +128,7 @@ class Intake:
                 raise
             try:
                 tree = _decode_json(raw)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, UnicodeError, RecursionError):
                 raise strict from None
             if not isinstance(tree, dict):
                 raise strict from None  # "Expected `object`, got `array`"
@@ -126,7 +137,10 @@ class Intake:
     def event(self, tree: dict[str, Any]) -> Event:
         """A JSON object in ECS form (nested, dotted or both) → a validated Event."""
         flat: dict[str, Any] = {}
-        _flatten(tree, "", flat)
+        try:
+            _flatten(tree, "", flat)
+        except RecursionError:
+            raise ContractError("nested too deeply") from None
         for source, target in self.field_map.items():
             if source in flat:
                 value = flat.pop(source)
@@ -136,6 +150,27 @@ class Intake:
         if "event.id" not in flat:
             flat["event.id"] = content_id(_encode_json(flat))
         return _to_event(flat)
+
+
+def judge_lines(
+    body: bytes, intake: Intake, pan: PanSettings = DEFAULT
+) -> tuple[list[Event], list[tuple[int, str, bytes]]]:
+    """Split an NDJSON body (contract events or ECS log lines) into valid, PAN-masked events and
+    (line number, reason, raw line) rejects, reason and raw line PAN-masked too; an event the
+    card-number policy rejects is one of them. Every non-blank line gets exactly one verdict."""
+    accepted: list[Event] = []
+    rejected: list[tuple[int, str, bytes]] = []
+    for number, line in enumerate(body.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            accepted.append(mask_event(intake.decode(line), pan))
+        except ContractError as exc:
+            rejected.append((number, mask_text(str(exc)), mask_bytes(line, pan)))
+        except Exception as exc:  # a bug of ours must cost this line, not the request
+            log.exception("line not judged", line=number, error=type(exc).__name__)
+            rejected.append((number, f"{UNJUDGED} ({type(exc).__name__})", mask_bytes(line, pan)))
+    return accepted, rejected
 
 
 def _flatten(tree: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:

@@ -490,7 +490,7 @@ def _tree_ids(node: Any, settings: PanSettings, path: tuple[str, ...] = ()) -> l
 def _ids_in(raw: bytes, settings: PanSettings) -> frozenset[str]:
     try:
         return id_digits(_tree_ids(msgspec.json.decode(raw), settings))
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeError, RecursionError):  # not JSON, not UTF-8, too deep: no ids to keep
         return frozenset()
 
 

@@ -21,6 +21,7 @@ import ecs_logging
 import httpx
 import msgspec
 import pytest
+from event_strategies import contract_events, words
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -299,51 +300,6 @@ def test_ecs_lines_from_elastics_formatter_are_judged_exactly_like_sdk_events():
 
 # --- fuzzing ------------------------------------------------------------------------------------
 
-_ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
-_words = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
-_times = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2035, 1, 1), timezones=st.just(UTC)).map(
-    lambda t: t.replace(microsecond=t.microsecond // 1000 * 1000)
-)
-
-
-@st.composite
-def contract_events(draw: st.DrawFn) -> dict[str, Any]:
-    """Valid contract events of the three datasets, as nested builtins."""
-    dataset = draw(st.sampled_from(["paywatch.payment", "paywatch.heartbeat", "paywatch.app"]))
-    tree: dict[str, Any] = {
-        "@timestamp": draw(_times).isoformat().replace("+00:00", "Z"),
-        "event": {"id": draw(_ids), "dataset": dataset},
-        "service": {"name": draw(_ids), "instance": {"id": draw(_ids)}},
-    }
-    if draw(st.booleans()):
-        tree["labels"] = draw(st.dictionaries(_words, _words, max_size=3))
-    if dataset == "paywatch.heartbeat":
-        tree["heartbeat"] = {
-            "interval_s": draw(st.floats(min_value=0.001, max_value=1e6)),
-            "seq": draw(st.integers(0, 2**53)),
-            "status": draw(st.sampled_from(["up", "degraded", "stopping"])),
-        }
-        if draw(st.booleans()):
-            tree["heartbeat"]["checks"] = draw(
-                st.dictionaries(_words, st.sampled_from(["ok", "fail"]), min_size=1, max_size=3)
-            )
-        return tree
-    payment = {"order_id": draw(_ids)}
-    if dataset == "paywatch.payment":
-        action = draw(st.sampled_from(sorted(contract.PAYMENT_ACTIONS)))
-        tree["event"]["action"] = action
-        payment.update(attempt_id=draw(_ids), channel=draw(_words))
-    else:
-        tree["log"] = {"level": draw(st.sampled_from(["info", "warn", "error", "fatal"]))}
-        tree["message"] = draw(_words)
-    payment["amount_minor"] = draw(st.integers(0, 2**62))
-    if draw(st.booleans()):
-        payment["currency"] = draw(st.sampled_from(["CNY", "EUR"]))
-        payment["error_category"] = draw(st.sampled_from(["user", "channel", "system", "limit"]))
-    tree["payment"] = payment
-    return tree
-
-
 ECS_EXTRAS = {
     "ecs.version": "1.2.0",
     "log.logger": "com.example.Pay",
@@ -399,16 +355,16 @@ def test_fuzz_any_ecs_rendering_of_a_contract_event_is_that_event(pair):
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _words,
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | words,
     lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(sorted(READ)) | _words, inner, max_size=5)
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(sorted(READ)) | words, inner, max_size=5)
     ),
     max_leaves=20,
 )
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.dictionaries(st.sampled_from(sorted(READ | {"labels", "orderNo", "payment", "event"})) | _words, _json))
+@given(st.dictionaries(st.sampled_from(sorted(READ | {"labels", "orderNo", "payment", "event"})) | words, _json))
 @example({"payment": {"order_id": {"x": 1}}})
 @example({"@timestamp": 1e300})
 def test_fuzz_any_json_object_is_an_event_or_a_contract_error(tree):

@@ -24,6 +24,14 @@ from paywatch.truth import write_truth
 BATCH = 500
 
 
+def default_start(speed: float, live: bool) -> datetime:
+    """Paced events to a live paywatch carry the present: it judges by its own clock, and events
+    stamped months ago are a clock far off (judged at arrival, flagged) rather than traffic."""
+    if speed > 0 and live:
+        return datetime.now(UTC).replace(microsecond=0)
+    return DEFAULT_START
+
+
 def paced(events: Iterable[Event], start: datetime, speed: float) -> Iterator[Event]:
     """Release each event when its event time comes, `speed` times faster than real time
     (the edge of the simulator that reads the wall clock; the simulation itself never does)."""
@@ -131,9 +139,9 @@ def _stream(
 @click.option(
     "--start",
     type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z"]),  # %z takes Z and +08:00
-    default=DEFAULT_START.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    show_default=True,
-    help="Simulated start (UTC).",
+    default=None,
+    help=f"Simulated start (UTC). Default: now when paced (--speed > 0) to --kafka or --ingest, so a "
+    f"live paywatch gets events of the present; else {DEFAULT_START:%Y-%m-%dT%H:%M:%SZ}.",
 )
 @click.option("--rate", type=float, default=None, help="Peak new orders per second (default from config).")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
@@ -159,7 +167,7 @@ def simulate(
     scenarios: tuple[str, ...],
     seed: int,
     duration: str,
-    start: datetime,
+    start: datetime | None,
     rate: float | None,
     out: str | None,
     truth_path: str | None,
@@ -174,7 +182,7 @@ def simulate(
     settings: SimulatorSettings = config.simulator
     if rate is not None:
         settings = settings.model_copy(update={"peak_orders_per_s": rate})
-    start = start.astimezone(UTC)
+    start = default_start(speed, kafka or bool(ingest)) if start is None else start.astimezone(UTC)
     try:
         seconds = parse_duration(duration)
     except ScenarioError as exc:

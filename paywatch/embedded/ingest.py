@@ -48,7 +48,7 @@ from paywatch.embedded.pipeline import Overloaded
 from paywatch.embedded.queries import Queries
 from paywatch.embedded.settings import EmbeddedSettings
 from paywatch.embedded.sqlite_store import SqliteStore
-from paywatch.intake import Intake
+from paywatch.intake import Intake, judge_lines
 from paywatch.otlp import export_logs
 from paywatch.pan import DEFAULT, PanSettings, mask_bytes, mask_event, mask_text
 
@@ -59,23 +59,6 @@ RETRY_AFTER_S = 1
 # zstd frames may ask for windows of up to 2 GiB; RFC 8878 asks HTTP decoders to support 8 MiB.
 ZSTD_MAX_WINDOW = 8 << 20
 log = structlog.get_logger("paywatch.embedded.ingest")
-
-
-def judge_lines(
-    body: bytes, intake: Intake, pan: PanSettings = DEFAULT
-) -> tuple[list[Event], list[tuple[int, str, bytes]]]:
-    """Split an NDJSON body (contract events or ECS log lines) into valid, PAN-masked events and
-    (line number, reason, raw line) rejects; an event the card-number policy rejects is one of them."""
-    accepted: list[Event] = []
-    rejected: list[tuple[int, str, bytes]] = []
-    for number, line in enumerate(body.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            accepted.append(mask_event(intake.decode(line), pan))
-        except ContractError as exc:
-            rejected.append((number, str(exc), line))
-    return accepted, rejected
 
 
 class Refused(Exception):
