@@ -176,8 +176,8 @@ def drive(server: Server, clients: int, seconds: float, batch: int, pad: int = 0
 
 def store_floor(workdir: Path, events: int, batch: int) -> float:
     """The same lines decoded and written straight into the SQLite store: events/s."""
+    from paywatch.app.embedded.sqlite_store import SqliteStore
     from paywatch.contract import decode
-    from paywatch.embedded.sqlite_store import SqliteStore
 
     store = SqliteStore(workdir / "floor.sqlite")
     started = time.perf_counter()

@@ -44,12 +44,12 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from paywatch.app.config import Config
+from paywatch.app.demo import _per_second
+from paywatch.app.embedded.pipeline import Pipeline
+from paywatch.app.embedded.sqlite_store import SqliteStore
 from paywatch.contract import HEARTBEAT, Event
-from paywatch.detectors.settings import ChannelQuerySettings, DetectorSettings
+from paywatch.detectors.settings import ChannelSettings, DetectorSettings
 from paywatch.devstack import AlertmanagerServer, PrometheusServer, alertmanager_binary, free_port, prometheus_binary
-from paywatch.embedded.demo import _per_second
-from paywatch.embedded.pipeline import Pipeline
-from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.simulator import simulate
 from paywatch.simulator.model import CHANNELS
 from paywatch.simulator.settings import SimulatorSettings
@@ -416,7 +416,7 @@ def main() -> None:
             config.embedded.database = tmp / "paywatch.sqlite"
             config.alerts.alertmanager.urls = [am.url for am in ams.values()]
             config.alerts.self_monitor.watchdog = False
-            config.detectors = DetectorSettings(default=ChannelQuerySettings(paid_grace_s=PAID_GRACE_S))
+            config.detectors = DetectorSettings(default=ChannelSettings(paid_grace_s=PAID_GRACE_S))
             store = SqliteStore(config.embedded.database)
             pipeline = Pipeline(config, store, started_at=start)
             print(f"traffic from {start:%H:%M:%S}, onset at {onset:%H:%M:%S} UTC: {'; '.join(story[1:])}")

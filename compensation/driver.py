@@ -21,7 +21,8 @@ from typing import Any
 
 import structlog
 
-from paywatch.compensation.channels import QueryRequest, QueryResult, build_adapters
+from paywatch.compensation.adapters import build_adapters
+from paywatch.compensation.channels import QueryRequest, QueryResult
 from paywatch.compensation.engine import Compensator, Effects
 from paywatch.compensation.executor import Executor, OrderWebhook
 from paywatch.compensation.settings import CompensationSettings

@@ -24,13 +24,13 @@ from elasticsearch import NotFoundError
 from stack_support import Stages, produce, stack_config
 
 from paywatch.app.config import Config
+from paywatch.app.demo import _per_second
+from paywatch.app.embedded.pipeline import Pipeline
+from paywatch.app.embedded.sqlite_store import SqliteStore
 from paywatch.clock import ManualClock
 from paywatch.contract import Event, decode, encode
 from paywatch.detectors.scoring import score
 from paywatch.elastic import ElasticHistory, data_stream
-from paywatch.embedded.demo import _per_second
-from paywatch.embedded.pipeline import Pipeline
-from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.finding import INCIDENT_KINDS, Finding, decode_finding
 from paywatch.simulator import simulate
 from paywatch.simulator.settings import SimulatorSettings

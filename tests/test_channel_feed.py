@@ -21,16 +21,16 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from stack_support import PAYWATCH, Stages, produce, stack_config
 
 from paywatch.app.config import Config
+from paywatch.app.demo import _per_second
+from paywatch.app.embedded.ingest import IngestServer
+from paywatch.app.embedded.pipeline import Pipeline
+from paywatch.app.embedded.queries import Queries
+from paywatch.app.embedded.sqlite_store import SqliteStore
 from paywatch.clock import ManualClock
 from paywatch.contract import Event, EventMeta, Payment, Service, ServiceInstance
 from paywatch.detectors.channel_feed import ChannelBoard, decode_status
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.detectors.replay import replay_events
-from paywatch.embedded.demo import _per_second
-from paywatch.embedded.ingest import IngestServer
-from paywatch.embedded.pipeline import Pipeline
-from paywatch.embedded.queries import Queries
-from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.kafka import consumer_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -261,9 +261,9 @@ def test_times_print_whole_as_iso_8601_utc_at_80_columns(tmp_path: Path) -> None
     the demo's database is read when no embedded database exists yet."""
     from datetime import UTC, datetime
 
+    from paywatch.app.embedded.settings import DEMO_DATABASE
+    from paywatch.app.embedded.sqlite_store import SqliteStore
     from paywatch.clock import ManualClock
-    from paywatch.embedded.settings import DEMO_DATABASE
-    from paywatch.embedded.sqlite_store import SqliteStore
     from paywatch.finding import FindingPayment, make_finding
 
     database = tmp_path / DEMO_DATABASE

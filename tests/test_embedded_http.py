@@ -23,10 +23,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_embedded_process import app_lines
 
+from paywatch.app.embedded.ingest import DECODERS, IngestServer, Refused, _TooLarge
+from paywatch.app.embedded.settings import EmbeddedSettings
+from paywatch.app.embedded.sqlite_store import SqliteStore
 from paywatch.contract import Event
-from paywatch.embedded.ingest import DECODERS, IngestServer, Refused, _TooLarge
-from paywatch.embedded.settings import EmbeddedSettings
-from paywatch.embedded.sqlite_store import SqliteStore
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -212,7 +212,7 @@ def test_a_stop_that_hangs_is_ended_at_its_bound():
     hung = (
         "import threading, time\n"
         "from paywatch.logs import configure_logging\n"
-        "from paywatch.embedded.runtime import _stop_within\n"
+        "from paywatch.app.embedded.runtime import _stop_within\n"
         "configure_logging()\n"
         "_stop_within(threading.Event(), 1.0)\n"
         "time.sleep(60)\n"

@@ -8,9 +8,9 @@ import msgspec
 import pytest
 
 from paywatch import contract
+from paywatch.app.embedded.ingest import IngestServer
+from paywatch.app.embedded.sqlite_store import SqliteStore
 from paywatch.clock import ManualClock
-from paywatch.embedded.ingest import IngestServer
-from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.finding import FindingPayment, encode_finding, make_finding
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

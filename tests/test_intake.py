@@ -28,12 +28,12 @@ from pydantic import ValidationError
 
 from paywatch import contract
 from paywatch.app.config import Config
+from paywatch.app.embedded.ingest import IngestServer
+from paywatch.app.embedded.sqlite_store import SqliteStore
 from paywatch.collectors.collector import build_batch, routes
 from paywatch.contract import ContractError, Event
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.detectors.replay import replay_events
-from paywatch.embedded.ingest import IngestServer
-from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.finding import encode_finding
 from paywatch.intake import READ, Intake, IntakeSettings
 from paywatch.settings import Topics

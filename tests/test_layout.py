@@ -37,13 +37,13 @@ def test_components_import_through_the_namespace():
 # Three layers, each importing only from the ones below (docs/architecture.md):
 #   base   paywatch/*.py                      contract, clock, settings, wiring; imports no stage
 #   stage  collectors/ detectors/ alerts/ compensation/ dashboards/ simulator/
-#   app    paywatch/app/ (and paywatch/embedded/, the embedded backend, which belongs to it)
+#   app    paywatch/app/: the config, every command, the embedded backend (paywatch/app/embedded/), the demo
 # A stage imports the base and itself; of another stage only the public SDK, which every
 # process may use like any payment service does (to send its own heartbeats — the SDK's
 # heartbeat sender —, to simulate services). Everything else of another stage is its internals.
 
 STAGES = ("collectors", "detectors", "alerts", "compensation", "dashboards", "simulator")
-APP = ("app", "embedded")
+APP = ("app",)
 PUBLIC = frozenset({"paywatch.collectors.sdk", "paywatch.collectors.sdk_settings", "paywatch.collectors.heartbeat"})
 
 
@@ -160,7 +160,7 @@ def test_the_graph_is_built_from_the_real_imports():
     assert "paywatch.compensation.engine" in graph["paywatch.compensation.executor"]
     assert "paywatch.collectors.sdk" in graph["paywatch.alerts.runtime"]
     assert any(_layer(i)[0] == "stage" for i in graph["paywatch.app.config"])
-    assert _layer("paywatch.embedded.pipeline") == ("app", "app")
+    assert _layer("paywatch.app.embedded.pipeline") == ("app", "app")
 
 
 def test_importing_the_sdk_loads_no_other_stage():

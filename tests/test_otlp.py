@@ -26,12 +26,12 @@ from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from stack_support import Stages, stack_config
 
+from paywatch.app.embedded.ingest import IngestServer
+from paywatch.app.embedded.sqlite_store import SqliteStore
 from paywatch.collectors.dlq import headers_of
 from paywatch.contract import ContractError, Event, decode
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.detectors.replay import replay_events
-from paywatch.embedded.ingest import IngestServer
-from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.finding import encode_finding
 from paywatch.intake import READ, Intake
 from paywatch.kafka import consumer_config

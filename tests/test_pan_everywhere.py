@@ -37,10 +37,10 @@ from pan_corpus import (
 )
 
 from paywatch.app.config import Config
-from paywatch.embedded.ingest import IngestServer
-from paywatch.embedded.pipeline import Pipeline
-from paywatch.embedded.report import ReportInput, render
-from paywatch.embedded.sqlite_store import SqliteStore
+from paywatch.app.embedded.ingest import IngestServer
+from paywatch.app.embedded.pipeline import Pipeline
+from paywatch.app.embedded.sqlite_store import SqliteStore
+from paywatch.app.report import ReportInput, render
 from paywatch.logs import configure_logging
 
 TOKEN = "t0ken-pan-everywhere"

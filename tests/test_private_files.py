@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from paywatch.app.embedded.sqlite_store import SqliteStore
+from paywatch.app.report import ReportInput, render
 from paywatch.collectors.spool import open_spool
 from paywatch.collectors.transports import Record
-from paywatch.embedded.report import ReportInput, render
-from paywatch.embedded.sqlite_store import SqliteStore
 
 
 @pytest.fixture(autouse=True)

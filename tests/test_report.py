@@ -8,9 +8,9 @@ import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
 
+from paywatch.app.embedded.sqlite_store import SqliteStore
+from paywatch.app.report import CaughtIncident, ReportInput, render
 from paywatch.clock import ManualClock
-from paywatch.embedded.report import CaughtIncident, ReportInput, render
-from paywatch.embedded.sqlite_store import SqliteStore
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 CHROMIUM = shutil.which("chromium")

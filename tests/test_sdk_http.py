@@ -9,12 +9,12 @@ import pytest
 from test_sdk import wait_for
 
 from paywatch.app.config import Config
+from paywatch.app.embedded.ingest import IngestServer
+from paywatch.app.embedded.sqlite_store import SqliteStore
 from paywatch.collectors.sdk import open_logger
 from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.collectors.transports import HttpTransport, Record
 from paywatch.contract import Event
-from paywatch.embedded.ingest import IngestServer
-from paywatch.embedded.sqlite_store import SqliteStore
 
 TOKEN = "s3cret-ingest-token"
 

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from paywatch.app.embedded.ingest import IngestServer
+from paywatch.app.embedded.sqlite_store import SqliteStore
 from paywatch.app.simulate import simulate as simulate_command
 from paywatch.contract import decode, encode
-from paywatch.embedded.ingest import IngestServer
-from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.kafka import consumer_config
 from paywatch.settings import KafkaSettings
 from paywatch.simulator import simulate

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 from live_pipeline import TOKEN, Live, running
 
-from paywatch.embedded.ingest import IngestServer
-from paywatch.embedded.sqlite_store import SqliteStore
-from paywatch.simulator.cli import simulate as simulate_command
+from paywatch.app.embedded.ingest import IngestServer
+from paywatch.app.embedded.sqlite_store import SqliteStore
+from paywatch.app.simulate import simulate as simulate_command
 
 CONTRACT = Path(__file__).resolve().parents[1] / "docs" / "contract.md"
 

@@ -12,12 +12,12 @@ from pathlib import Path
 from pydantic import ConfigDict, Field, model_validator
 
 from paywatch.alerts.settings import AlertSettings
+from paywatch.app.embedded.settings import EmbeddedSettings
 from paywatch.collectors.sdk_settings import SdkConfig
 from paywatch.collectors.settings import CollectorSettings
 from paywatch.compensation.settings import CompensationSettings
 from paywatch.dashboards.settings import DashboardSettings
 from paywatch.detectors.settings import DetectorSettings
-from paywatch.embedded.settings import EmbeddedSettings
 from paywatch.intake import IntakeSettings
 from paywatch.kibana import KibanaSettings
 from paywatch.settings import ElasticsearchSettings, load_file

@@ -29,7 +29,7 @@ import pandas as pd
 from matplotlib.patches import Patch
 
 from paywatch import private
-from paywatch.embedded.sqlite_store import SqliteStore
+from paywatch.app.embedded.sqlite_store import SqliteStore
 from paywatch.pan import mask_text
 from paywatch.store import get
 

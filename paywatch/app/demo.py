@@ -27,16 +27,16 @@ from rich.live import Live
 from rich.table import Table
 
 from paywatch.app.config import Config
+from paywatch.app.embedded.ingest import IngestServer
+from paywatch.app.embedded.pipeline import Pipeline
+from paywatch.app.embedded.settings import DEMO_DATABASE, DEMO_DIR
+from paywatch.app.embedded.sqlite_store import SqliteStore
+from paywatch.app.report import CaughtIncident, ReportInput, render
 from paywatch.clock import ManualClock
 from paywatch.compensation.driver import CompensationDriver
 from paywatch.compensation.settings import BudgetSettings, ChannelQuerySettings, CompensationSettings
 from paywatch.contract import Event, encode
 from paywatch.detectors.scoring import Score, score
-from paywatch.embedded.ingest import IngestServer
-from paywatch.embedded.pipeline import Pipeline
-from paywatch.embedded.report import CaughtIncident, ReportInput, render
-from paywatch.embedded.settings import DEMO_DATABASE, DEMO_DIR
-from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.finding import Finding, holds_open, is_incident
 from paywatch.intake import Intake
 from paywatch.simulator.channel_api import ChannelApiServer, merchant_keypair

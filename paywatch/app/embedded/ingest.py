@@ -1,6 +1,6 @@
 """HTTP ingest for the embedded backend: `POST /v1/events`, NDJSON in the event contract (or ECS
 log lines); `POST /v1/logs`, OpenTelemetry logs over OTLP/HTTP (`paywatch/otlp.py`);
-authenticated reads on GET (`paywatch/embedded/queries.py`); `GET /healthz`.
+authenticated reads on GET (`paywatch/app/embedded/queries.py`); `GET /healthz`.
 
 The same contract as the Kafka topics, so a service moves between backends by changing
 only where its SDK points. Each line is judged on its own: valid events go on, invalid
@@ -42,12 +42,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from paywatch.app.embedded.health import HealthCheck, report
+from paywatch.app.embedded.pipeline import Overloaded
+from paywatch.app.embedded.queries import Queries
+from paywatch.app.embedded.settings import EmbeddedSettings
+from paywatch.app.embedded.sqlite_store import SqliteStore
 from paywatch.contract import ContractError, Event
-from paywatch.embedded.health import HealthCheck, report
-from paywatch.embedded.pipeline import Overloaded
-from paywatch.embedded.queries import Queries
-from paywatch.embedded.settings import EmbeddedSettings
-from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.intake import Intake, judge_lines
 from paywatch.otlp import export_logs
 from paywatch.pan import DEFAULT, PanSettings, mask_bytes, mask_event, mask_text
@@ -58,7 +58,7 @@ JSON = "application/json"
 RETRY_AFTER_S = 1
 # zstd frames may ask for windows of up to 2 GiB; RFC 8878 asks HTTP decoders to support 8 MiB.
 ZSTD_MAX_WINDOW = 8 << 20
-log = structlog.get_logger("paywatch.embedded.ingest")
+log = structlog.get_logger("paywatch.app.embedded.ingest")
 
 
 class Refused(Exception):

@@ -21,19 +21,19 @@ import click
 import structlog
 
 from paywatch.app.config import Config
+from paywatch.app.embedded.health import Progress
+from paywatch.app.embedded.ingest import IngestServer
+from paywatch.app.embedded.pipeline import Overloaded, Pipeline
+from paywatch.app.embedded.queries import Queries
+from paywatch.app.embedded.sqlite_store import SqliteStore
 from paywatch.clock import SystemClock
 from paywatch.collectors.heartbeat import ProcessHeartbeat
 from paywatch.contract import Service, ServiceInstance
-from paywatch.embedded.health import Progress
-from paywatch.embedded.ingest import IngestServer
-from paywatch.embedded.pipeline import Overloaded, Pipeline
-from paywatch.embedded.queries import Queries
-from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.intake import Intake
 from paywatch.logs import configure_logging
 from paywatch.secrets import read_secret
 
-log = structlog.get_logger("paywatch.embedded")
+log = structlog.get_logger("paywatch.app.embedded")
 
 SERVICE = "paywatch-embedded"
 

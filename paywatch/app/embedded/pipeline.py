@@ -34,6 +34,8 @@ import structlog
 from paywatch.alerts.model import Alert
 from paywatch.alerts.runner import AlertRunner, build_engine, build_sinks
 from paywatch.app.config import Config
+from paywatch.app.embedded.health import HealthCheck
+from paywatch.app.embedded.sqlite_store import SqliteStore
 from paywatch.clock import Clock
 from paywatch.compensation.driver import CompensationDriver
 from paywatch.compensation.engine import Effects
@@ -41,11 +43,9 @@ from paywatch.contract import HEARTBEAT, PAYMENT, Event
 from paywatch.detectors.channel_feed import ChannelBoard
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.detectors.timebase import Ticker, to_ms
-from paywatch.embedded.health import HealthCheck
-from paywatch.embedded.sqlite_store import SqliteStore
 from paywatch.finding import Finding
 
-log = structlog.get_logger("paywatch.embedded")
+log = structlog.get_logger("paywatch.app.embedded")
 
 FindingListener = Callable[[Finding], None]
 # The detector stage's service name, as the alert stage's stall monitor knows it.
