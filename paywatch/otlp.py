@@ -115,7 +115,11 @@ def _record(record: dict[str, Any], resource: dict[str, Any], ids_base64: bool) 
         fields.setdefault("message", body if isinstance(body, str) else _encode_json(body).decode())
     nanos = _int(record.get("timeUnixNano")) or _int(record.get("observedTimeUnixNano"))
     if nanos:
-        fields.setdefault("@timestamp", (_EPOCH + timedelta(microseconds=nanos // 1000)).isoformat())
+        try:
+            stamp = (_EPOCH + timedelta(microseconds=nanos // 1000)).isoformat()
+        except OverflowError:  # no date at all: the record, not the request, is rejected for it
+            stamp = f"{nanos} ns since 1970"
+        fields.setdefault("@timestamp", stamp)
     severity = _int(record.get("severityNumber"))
     if severity and 1 <= severity <= 24:
         fields.setdefault("log.level", SEVERITIES[(severity - 1) // 4])

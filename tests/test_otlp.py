@@ -303,7 +303,9 @@ _attrs = st.lists(st.builds(lambda k, v: {"key": k, "value": v}, _keys, _any_val
 _records = st.fixed_dictionaries(
     {},
     optional={
-        "timeUnixNano": st.integers(0, 2**64) | st.text(max_size=20),
+        # beyond the dates a datetime holds too: such a record is rejected, never the request
+        "timeUnixNano": st.integers(-(2**80), 2**80) | st.text(max_size=20),
+        "observedTimeUnixNano": st.integers(-(2**80), 2**80),
         "severityNumber": st.integers(-3, 30),
         "severityText": st.text(max_size=6),
         "body": _any_value,
