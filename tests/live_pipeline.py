@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 
+from paywatch.app.config import Config
 from paywatch.app.embedded.ingest import IngestServer
 from paywatch.app.embedded.pipeline import Pipeline
 from paywatch.app.embedded.sqlite_store import SqliteStore
 from paywatch.clock import ManualClock
-from paywatch.app.config import Config
 from paywatch.finding import Finding
 from paywatch.intake import Intake
 

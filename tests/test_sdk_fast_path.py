@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from paywatch.app.config import Config
 from paywatch.collectors.sdk import PaymentLogger, open_logger, payment_record
 from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.collectors.transports import Record
-from paywatch.app.config import Config
 from paywatch.contract import PAYMENT_ACTIONS, decode
 from paywatch.pan import may_contain_pan
 
