@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent import futures
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -154,6 +155,13 @@ def sdk_round(kafka: KafkaSettings, n: int, spool: Path) -> Round:
     return cpu / n * 1e6, drain_cpu / n * 1e6, process_cpu / n * 1e6, rate
 
 
+def delete_topics(bootstrap: str, names: list[str]) -> None:
+    """The shared broker keeps no topic of a run. The deletion is waited for: the admin
+    client is asynchronous: it is kept until its answer has come, or the request is dropped."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures.wait(admin.delete_topics(names).values(), timeout=30)
+
+
 def side_by_side(bootstrap: str, n: int, rounds: int, spool: Path) -> None:
     raw: list[Round] = []
     sdk: list[Round] = []
@@ -185,7 +193,7 @@ def side_by_side(bootstrap: str, n: int, rounds: int, spool: Path) -> None:
         f"delivered to Kafka: SDK {sdk_rate:,.0f} events/s, raw producer {raw_rate:,.0f} events/s: "
         f"{raw_rate / sdk_rate:.2f}× fewer"
     )
-    AdminClient({"bootstrap.servers": bootstrap}).delete_topics(made)
+    delete_topics(bootstrap, made)
 
 
 def measure(log: PaymentLogger, n: int) -> tuple[list[float], list[float], float]:
@@ -257,6 +265,7 @@ def main() -> None:
         up = run("up", bootstrap, args.events, Path(tmp) / "up")
         down.close(timeout=0)
         up.close(timeout=10)
+        delete_topics(bootstrap, sorted(set(up._logger.topics.values())))
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

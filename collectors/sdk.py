@@ -31,10 +31,11 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, get_args
+from typing import Any, Final
 
 import msgspec
 import structlog
+from msgspec import UNSET, UnsetType
 from opentelemetry import metrics, trace
 
 from paywatch.clock import Clock, SystemClock
@@ -54,12 +55,14 @@ from paywatch.contract import (
     HEARTBEAT,
     MAX_EVENT_BYTES,
     PAYMENT,
-    PAYMENT_ACTIONS,
     ContractError,
     Event,
     EventMeta,
+    Id,
     Payment,
+    PaymentAction,
     Service,
+    Timestamp,
     TraceId,
     check,
     encode,
@@ -240,22 +243,28 @@ def to_record(emitter: Emitter, _method: str, event: Event) -> Record:
 
 
 class _PaymentFields(Payment, forbid_unknown_fields=False):
-    """`Payment`, converted straight from a whole call's keywords: the keywords that are not
-    payment fields (action, time, outcome, ids) are read apart by `payment_record`."""
+    """`Payment`, converted straight from a whole call's keywords (the others are ignored)."""
+
+
+class _PaymentCallMeta(msgspec.Struct, forbid_unknown_fields=False, gc=False):
+    """The other keywords of a payment call as the contract types them; the ids the caller
+    did not give stay UNSET (None would be a value, and an invalid one)."""
+
+    event: PaymentAction
+    timestamp: Timestamp
+    outcome: EventOutcome | None = None
+    event_id: Id | None = None
+    trace_id: Id | UnsetType = UNSET
+    span_id: Id | UnsetType = UNSET
 
 
 # The keywords of a payment call that `payment_record` takes; any other makes labels.
-_PAYMENT_CALL_KEYS: Final = PAYMENT_FIELDS | {"event", "timestamp", "outcome", "event_id", "trace_id", "span_id"}
-_OUTCOMES: Final = frozenset(get_args(EventOutcome))
-
-
-def _is_id(value: Any) -> bool:
-    return type(value) is str and 0 < len(value) <= 256
+_PAYMENT_CALL_KEYS: Final = PAYMENT_FIELDS | frozenset(_PaymentCallMeta.__struct_fields__)
 
 
 def payment_record(emitter: Emitter, ed: EventDict) -> Record | None:
     """The common payment call (contract fields only, each of the type the contract wants) →
-    its record, with no document dict: one msgspec conversion validates the payment fields,
+    its record, with no document dict: two msgspec conversions validate the caller's keywords,
     the Event is built from structs, checked, encoded and scanned. The service section is the
     emitter's, validated once. None, having changed nothing, for any other call (labels, an id
     or amount to fix, a value the contract refuses, bytes that may hold a card number): the
@@ -266,29 +275,21 @@ def payment_record(emitter: Emitter, ed: EventDict) -> Record | None:
         return None
     try:
         payment = msgspec.convert(ed, _PaymentFields)
+        call = msgspec.convert(ed, _PaymentCallMeta)
     except msgspec.ValidationError:
         return None
-    action, outcome, ts, event_id = ed.get("event"), ed.get("outcome"), ed.get("timestamp"), ed.get("event_id")
-    if (
-        type(action) is not str
-        or action not in PAYMENT_ACTIONS
-        or (outcome is not None and (type(outcome) is not str or outcome not in _OUTCOMES))
-        or type(ts) is not datetime
-        or ts.tzinfo is not UTC
-        or not (event_id is None or _is_id(event_id))
-        or not ("trace_id" not in ed or _is_id(ed["trace_id"]))
-        or not ("span_id" not in ed or _is_id(ed["span_id"]))
-    ):
+    ts = call.timestamp
+    if ts.tzinfo is not UTC:
         return None
     if ts.microsecond % 1000:
         ts -= _SUB_MILLISECOND[ts.microsecond % 1000]
     event = Event(
         timestamp=ts,
-        event=EventMeta(id=event_id or new_event_id(), dataset=PAYMENT, action=action, outcome=outcome),
+        event=EventMeta(id=call.event_id or new_event_id(), dataset=PAYMENT, action=call.event, outcome=call.outcome),
         service=service,
         payment=payment,
-        trace=TraceId(ed["trace_id"]) if "trace_id" in ed else None,
-        span=TraceId(ed["span_id"]) if "span_id" in ed else None,
+        trace=None if call.trace_id is UNSET else TraceId(call.trace_id),
+        span=None if call.span_id is UNSET else TraceId(call.span_id),
     )
     try:
         check(event)
