@@ -19,6 +19,9 @@ from paywatch.finding import Finding
 from paywatch.intake import Intake
 
 TOKEN = "time-sanity-token"
+# Pages go nowhere but the log: these tests judge intake and detection, and must not wait on (or
+# page into) whatever happens to listen on the default Alertmanager port.
+NO_ALERTMANAGER = {"alerts": {"alertmanager": {"urls": []}}}
 
 
 class Live:
@@ -27,7 +30,7 @@ class Live:
     def __init__(self, tmp_path: Path, start: datetime) -> None:
         self.clock = ManualClock(start)
         self.store = SqliteStore(tmp_path / "db.sqlite", clock=self.clock)
-        self.pipeline = Pipeline(Config(), self.store, started_at=start, clock=self.clock)
+        self.pipeline = Pipeline(Config.model_validate(NO_ALERTMANAGER), self.store, started_at=start, clock=self.clock)
         self.findings: list[Finding] = []
         self.pipeline.listeners.append(self.findings.append)
         self.server = IngestServer(self.pipeline.ingest, self.store, TOKEN, "127.0.0.1", 0, 1 << 20, Intake())

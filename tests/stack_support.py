@@ -41,6 +41,8 @@ def stack_config(tmp: Path, kafka_bootstrap: str, es_url: str, **sections: Any) 
         "elasticsearch": {"url": es_url, "namespace": f"t{tag}"},
         # its own metrics port: other collectors (tests, sessions) may hold the default one
         "collector": {"consumer_group": f"collect-{tag}", "metrics_port": free_port()},
+        # no pages into the default Alertmanager port: a test that judges pages brings its own
+        "alerts": {"alertmanager": {"urls": []}},
         **sections,
     }
     config = Config.model_validate(raw)

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, ConfigResource
+from live_pipeline import NO_ALERTMANAGER
 from stack_support import PAYWATCH, Stages, produce, stack_config
 
 from paywatch.app.config import Config
@@ -110,7 +111,7 @@ def test_the_board_follows_channel_health_findings():
 
 def _serve(tmp: Path, events: list[Event]) -> tuple[ManualClock, Pipeline, IngestServer, SqliteStore]:
     """The embedded backend's pipeline on a manual clock, behind a real HTTP server."""
-    config = Config.model_validate({"detectors": DETECTORS})
+    config = Config.model_validate({"detectors": DETECTORS, **NO_ALERTMANAGER})
     clock = ManualClock(events[0].timestamp)
     store = SqliteStore(tmp / "embedded.sqlite", clock=clock)
     pipeline = Pipeline(config, store, started_at=clock.now())
