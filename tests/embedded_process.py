@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,11 +16,7 @@ from typing import Any
 import httpx
 from polling import wait_for
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from paywatch.devstack import free_port
 
 
 def payment(action: str, order: str, attempt: str | None = None, channel: str | None = None, **kw: Any) -> dict:
@@ -50,20 +45,30 @@ def charged_but_pending(order: str, attempt: str, channel: str) -> list[dict]:
 
 
 class EmbeddedProcess:
-    def __init__(self, tmp_path: Path, yaml: str, env: dict[str, str] | None = None, embedded: str = "") -> None:
-        self.port = free_port()
+    """One `paywatch run --embedded` process; `yaml` goes beside its `embedded:` section, whose
+    settings `embedded` overrides. Restartable on the same database; `output` collects every run's."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        yaml: str = "",
+        env: dict[str, str] | None = None,
+        listen_port: int = 0,
+        **embedded: object,
+    ) -> None:
+        self.port = listen_port or free_port()
         self.database = tmp_path / "pw.sqlite"
         self.config = tmp_path / "paywatch.yaml"
-        self.config.write_text(
-            f"embedded: {{database: {self.database}, listen_port: {self.port}, tick_interval_s: 0.2{embedded}}}\n{yaml}"
-        )
+        settings = {"database": str(self.database), "listen_port": self.port, "tick_interval_s": 0.2, **embedded}
+        self.config.write_text(f"embedded: {json.dumps(settings)}\n{yaml}")
         self.token = "t0ken-" + uuid.uuid4().hex
+        self.auth = {"Authorization": f"Bearer {self.token}"}
         self.env = {**os.environ, "PAYWATCH_INGEST_TOKEN": self.token, **(env or {})}
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.output = b""
 
-    def start(self) -> EmbeddedProcess:
+    def start(self) -> subprocess.Popen[bytes]:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "paywatch.app.cli", "run", "--embedded", "--config", str(self.config)],
             env=self.env,
@@ -71,7 +76,7 @@ class EmbeddedProcess:
             stderr=subprocess.STDOUT,
         )
         wait_for(self._up, 120, "the embedded ingest endpoint")
-        return self
+        return self.proc
 
     def _up(self) -> bool:
         assert self.proc is not None
@@ -88,18 +93,18 @@ class EmbeddedProcess:
         reply = httpx.post(
             f"{self.url}/v1/events",
             content="\n".join(json.dumps(e) for e in events).encode(),
-            headers={"Authorization": f"Bearer {self.token}"},
+            headers=self.auth,
             timeout=60,
         )
         assert reply.status_code == 200, reply.text
         return time.monotonic() - started
 
-    def health(self) -> tuple[int, dict]:
-        reply = httpx.get(f"{self.url}/healthz", timeout=10)
+    def health(self, timeout_s: float = 10) -> tuple[int, dict]:
+        reply = httpx.get(f"{self.url}/healthz", timeout=timeout_s)
         return reply.status_code, reply.json()
 
     def stop(self, timeout_s: float = 60) -> float:
-        """SIGTERM; seconds until the process is gone."""
+        """SIGTERM (unless it is gone already); seconds until the process is gone."""
         assert self.proc is not None
         started = time.monotonic()
         self.proc.terminate()

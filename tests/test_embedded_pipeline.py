@@ -73,7 +73,8 @@ detectors: {{default: {{paid_grace_s: 1}}}}
 {alipay(channel.url + "/gateway.do")}
 """,
         {"PAYWATCH_WEBHOOK_SECRET": "whsec-pager", "PAYWATCH_SLACK_WEBHOOK_URL": slack.url, **channel_env(keypair)},
-        embedded=", stuck_after_s: 2, shutdown_timeout_s: 3",
+        stuck_after_s=2,
+        shutdown_timeout_s=3,
     )
     proc.start()
     try:
@@ -167,7 +168,7 @@ alerts: {{alertmanager: {{urls: []}}, webhook: {{url: "{pager.url}"}}}}
 detectors: {{default: {{paid_grace_s: 5}}}}
 """,
         {"PAYWATCH_WEBHOOK_SECRET": "whsec-pager"},
-        embedded=", heartbeat_interval_s: 0.5",
+        heartbeat_interval_s=0.5,
     )
 
     def pages(channel: str) -> list[dict]:

@@ -6,70 +6,29 @@ SIGKILL while many clients push (no acknowledged event lost), more clients than 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import httpx
+from embedded_process import EmbeddedProcess
 from polling import wait_for
 
 MIB = 1 << 20
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def embedded_process(tmp_path: Path, **embedded: object) -> EmbeddedProcess:
+    """The process these tests load: ticking every 0.5 s, paging nowhere."""
+    return EmbeddedProcess(tmp_path, "alerts: {alertmanager: {urls: []}}\n", tick_interval_s=0.5, **embedded)
 
 
-class Embedded:
-    """One `paywatch run --embedded` process on a fresh port; restartable on the same database."""
-
-    def __init__(self, tmp_path: Path, **embedded: object) -> None:
-        self.port = free_port()
-        self.db = tmp_path / "pw.sqlite"
-        self.token = "t0ken-" + uuid.uuid4().hex
-        settings = {"database": str(self.db), "listen_port": self.port, "tick_interval_s": 0.5, **embedded}
-        self.config = tmp_path / "paywatch.yaml"
-        self.config.write_text(json.dumps({"embedded": settings, "alerts": {"alertmanager": {"urls": []}}}))
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.auth = {"Authorization": f"Bearer {self.token}"}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> subprocess.Popen[bytes]:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "paywatch.app.cli", "run", "--embedded", "--config", str(self.config)],
-            env={**os.environ, "PAYWATCH_INGEST_TOKEN": self.token},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for(self.healthy, 120, "the embedded ingest endpoint")
-        return self.proc
-
-    def healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> str:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=60)
-        return out.decode(errors="replace")
-
-    def stored_ids(self) -> set[str]:
-        with sqlite3.connect(self.db) as db:
-            return {row[0] for row in db.execute("SELECT event_id FROM docs")}
+def stored_ids(embedded: EmbeddedProcess) -> set[str]:
+    return {doc["event"]["id"] for doc in embedded.documents("paywatch.app")}
 
 
 def app_lines(prefix: str, count: int, pad: int = 0) -> bytes:
@@ -93,7 +52,7 @@ class Load:
     """Clients pushing batch after batch of new events until the block ends; the ids of every
     200 are acknowledged. On 429 they wait a tenth of Retry-After: impatient, to keep the pressure on."""
 
-    def __init__(self, embedded: Embedded, clients: int, name: str, count: int = 50, pad: int = 0) -> None:
+    def __init__(self, embedded: EmbeddedProcess, clients: int, name: str, count: int = 50, pad: int = 0) -> None:
         self.embedded, self.count, self.pad = embedded, count, pad
         self.acked: set[str] = set()
         self.statuses: Counter = Counter()
@@ -131,7 +90,7 @@ class Load:
 
 
 def test_sigkill_under_concurrent_load_loses_no_acknowledged_event(tmp_path):
-    embedded = Embedded(tmp_path)
+    embedded = embedded_process(tmp_path)
     for round_ in range(3):
         proc = embedded.start()
         with Load(embedded, 8, f"r{round_}") as load:
@@ -139,7 +98,7 @@ def test_sigkill_under_concurrent_load_loses_no_acknowledged_event(tmp_path):
             wait_for(lambda: len(load.acked) >= 2000, 60, f"2,000 acknowledged events ({load.statuses})")
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
-        lost = load.acked - embedded.stored_ids()
+        lost = load.acked - stored_ids(embedded)
         assert not lost, f"round {round_}: {len(lost)} acknowledged events lost of {len(load.acked)}; {load.statuses}"
         embedded.stop()
 
@@ -158,7 +117,7 @@ OVERLOAD_HEADROOM_MIB = 120
 
 
 def test_past_capacity_the_answer_is_429_and_memory_stays_bounded(tmp_path):
-    embedded = Embedded(tmp_path, max_body_bytes=2 * MIB, inflight_bytes=8 * MIB)
+    embedded = embedded_process(tmp_path, max_body_bytes=2 * MIB, inflight_bytes=8 * MIB)
     proc = embedded.start()
     try:
         idle = _peak_rss_mib(proc.pid)
@@ -167,15 +126,16 @@ def test_past_capacity_the_answer_is_429_and_memory_stays_bounded(tmp_path):
         peak = _peak_rss_mib(proc.pid)
         assert load.statuses[429] > 0 and load.statuses[200] > 0, load.statuses
         assert peak - idle < OVERLOAD_HEADROOM_MIB, (idle, peak, load.statuses)
-        assert load.acked <= embedded.stored_ids()
-        assert embedded.healthy()
+        assert load.acked <= stored_ids(embedded)
+        assert embedded.health(timeout_s=1)[0] == 200
     finally:
-        out = embedded.stop()
+        embedded.stop()
+    out = embedded.output.decode(errors="replace")
     assert "Traceback" not in out, out[-3000:]
 
 
 def test_sigterm_with_a_request_in_flight_stops_within_its_bound(tmp_path):
-    embedded = Embedded(tmp_path, shutdown_timeout_s=1)
+    embedded = embedded_process(tmp_path, shutdown_timeout_s=1)
     proc = embedded.start()
     with socket.create_connection(("127.0.0.1", embedded.port), timeout=10) as slow:
         slow.sendall(
@@ -195,14 +155,15 @@ def test_sigterm_with_a_request_in_flight_stops_within_its_bound(tmp_path):
 
 
 def test_a_malformed_request_is_answered_without_a_traceback(tmp_path):
-    embedded = Embedded(tmp_path)
+    embedded = embedded_process(tmp_path)
     embedded.start()
     for head in (b"Content-Length: lots", b"Content-Length: -5", b"Content-Length: 5\r\nContent-Length: 7"):
         with socket.create_connection(("127.0.0.1", embedded.port), timeout=10) as s:
             s.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n\r\n{}")
             assert s.recv(100).startswith(b"HTTP/1.1 400"), head
-    assert embedded.healthy()
-    out = embedded.stop()
+    assert embedded.health(timeout_s=1)[0] == 200
+    embedded.stop()
+    out = embedded.output.decode(errors="replace")
     assert "Traceback" not in out, out
 
 
