@@ -227,6 +227,11 @@ def test_a_registered_health_part_that_hangs_turns_healthz_red(served):
     assert r.status_code == 503 and time.monotonic() - started < 5
     assert r.json()["parts"]["alert_delivery"] == {"ok": False, "detail": "no answer within 2 s"}
     assert r.json()["parts"]["store"]["ok"] is True
+    # What the process's heartbeat reads is bounded the same way.
+    started = time.monotonic()
+    verdicts = {name: v["ok"] for name, v in served.server.verdicts().items()}
+    assert verdicts == {name: v["ok"] for name, v in r.json()["parts"].items()}
+    assert time.monotonic() - started < 5
 
 
 def _decode(encoding: str, data: bytes, cuts: list[int], limit: int) -> bytes:

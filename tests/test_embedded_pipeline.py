@@ -62,6 +62,11 @@ def signed_by(secret: str, headers: dict, body: bytes) -> bool:
     return hmac.compare_digest(headers["X-Paywatch-Signature"], "sha256=" + expected)
 
 
+def own_beats(proc: EmbeddedProcess) -> list[dict]:
+    """The heartbeats the embedded process sent about itself, as its store holds them."""
+    return [d for d in proc.documents("paywatch.heartbeat") if d["service"]["name"] == "paywatch-embedded"]
+
+
 def test_hung_webhook_and_channel_leave_ingest_fast_health_names_them_and_sigterm_stops(tmp_path, keypair):  # noqa: F811
     webhook, channel = Hung(), Hung()
     slack = Receiver()  # a healthy sink beside the hung one: its page must not wait
@@ -75,6 +80,7 @@ detectors: {{default: {{paid_grace_s: 1}}}}
         {"PAYWATCH_WEBHOOK_SECRET": "whsec-pager", "PAYWATCH_SLACK_WEBHOOK_URL": slack.url, **channel_env(keypair)},
         stuck_after_s=2,
         shutdown_timeout_s=3,
+        heartbeat_interval_s=0.5,
     )
     proc.start()
     try:
@@ -94,6 +100,11 @@ detectors: {{default: {{paid_grace_s: 1}}}}
         parts = health["parts"]
         assert parts["alert_delivery"]["detail"]["stuck_sinks"] == ["webhook"] and not parts["compensation"]["ok"]
         assert parts["store"]["ok"] and parts["detectors"]["ok"]
+        # The process's own heartbeat carries the very parts /healthz reports, judged alike.
+        said = {name: "ok" if part["ok"] else "fail" for name, part in parts.items()}
+        agrees = lambda: [b for b in own_beats(proc) if b["heartbeat"]["checks"] == said]  # noqa: E731
+        beat = wait_for(agrees, 30, f"a heartbeat with /healthz's verdicts {said}")[0]
+        assert beat["heartbeat"]["status"] == "degraded"
         # Everything sent while they hung was stored and judged.
         assert len(proc.documents("paywatch.payment")) == 10 * 3 + 40
         kinds = lambda: {f["finding"]["kind"] for f in proc.documents("paywatch.finding")}  # noqa: E731
@@ -203,7 +214,7 @@ detectors: {{default: {{paid_grace_s: 5}}}}
     assert len(pages("bank_a")) == 1, pages("bank_a")
     assert len(pages("bank_b")) == 1, pages("bank_b")
     # The process beats into its own store, and its rebuilt heartbeat table saw its own death.
-    beats = [d for d in proc.documents("paywatch.heartbeat") if d["service"]["name"] == "paywatch-embedded"]
+    beats = own_beats(proc)
     assert len({b["service"]["instance"]["id"] for b in beats}) == 2
     silent = [
         f

@@ -1,4 +1,4 @@
-"""`GET /healthz` of the embedded process: one verdict per part it can see.
+"""`GET /healthz` of the embedded process, and its heartbeat's checks: one verdict per part it can see.
 
 A part is a name and a check, a callable answering `(ok, detail)`; anything running in the
 process registers its own (`IngestServer.health[name] = check`). A check that raises or does
@@ -8,7 +8,6 @@ never hang the health endpoint itself.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
@@ -19,21 +18,27 @@ HealthCheck = Callable[[], tuple[bool, Any]]
 CHECK_TIMEOUT_S = 2.0
 
 
-async def report(parts: Mapping[str, HealthCheck], executor: Executor) -> tuple[int, dict[str, Any]]:
-    """200 and `status: ok` when every part is ok, else 503 and `status: unhealthy`; each part's detail either way."""
-    loop = asyncio.get_running_loop()
-
-    async def judge(check: HealthCheck) -> dict[str, Any]:
+def judge(parts: Mapping[str, HealthCheck], executor: Executor) -> dict[str, dict[str, Any]]:
+    """Each part's verdict, `{ok, detail}`: the checks run at once on `executor`, and one that raises
+    or does not answer within `CHECK_TIMEOUT_S` is not ok. `/healthz` and the process's heartbeat
+    both read this, so they cannot disagree."""
+    futures = {name: executor.submit(check) for name, check in list(parts.items())}
+    deadline = time.monotonic() + CHECK_TIMEOUT_S
+    verdicts: dict[str, dict[str, Any]] = {}
+    for name, future in futures.items():
         try:
-            ok, detail = await asyncio.wait_for(loop.run_in_executor(executor, check), CHECK_TIMEOUT_S)
+            ok, detail = future.result(max(deadline - time.monotonic(), 0))
         except TimeoutError:
+            future.cancel()  # still queued behind a hung check: not worth running any more
             ok, detail = False, f"no answer within {CHECK_TIMEOUT_S:g} s"
         except Exception as exc:
             ok, detail = False, f"{type(exc).__name__}: {exc}"
-        return {"ok": ok, "detail": detail}
+        verdicts[name] = {"ok": ok, "detail": detail}
+    return verdicts
 
-    names = list(parts)
-    verdicts = dict(zip(names, await asyncio.gather(*(judge(parts[n]) for n in names)), strict=True))
+
+def report(verdicts: Mapping[str, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    """200 and `status: ok` when every part is ok, else 503 and `status: unhealthy`; each part's detail either way."""
     healthy = all(v["ok"] for v in verdicts.values())
     return (200 if healthy else 503), {"status": "ok" if healthy else "unhealthy", "parts": verdicts}
 

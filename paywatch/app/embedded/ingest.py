@@ -42,7 +42,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from paywatch.app.embedded.health import HealthCheck, report
+from paywatch.app.embedded.health import HealthCheck, judge, report
 from paywatch.app.embedded.pipeline import Overloaded
 from paywatch.app.embedded.queries import Queries
 from paywatch.app.embedded.settings import EmbeddedSettings
@@ -315,6 +315,10 @@ class IngestServer:
 
     # Health parts this server sees; others are added to `self.health` by whoever runs them.
 
+    def verdicts(self) -> dict[str, dict[str, Any]]:
+        """Every registered part's verdict: what `/healthz` reports and the process's heartbeat carries."""
+        return judge(self.health, self._executor)
+
     def _store_check(self) -> tuple[bool, str]:
         if self._store.ping():
             return True, f"{self._store.path} answers"
@@ -404,7 +408,7 @@ class IngestServer:
         held[0] = size
 
     async def _healthz(self, request: Request) -> Response:
-        return _reply(*await report(self.health, self._executor), JSON)
+        return _reply(*report(await asyncio.to_thread(self.verdicts)), JSON)
 
     async def _other(self, request: Request) -> Response:
         if request.method == "POST":

@@ -313,11 +313,6 @@ class Pipeline:
         """Alert work not done: findings queued for the alert worker and batches waiting at a sink."""
         return self._alerts.qsize() + sum(waiting for waiting, _ in self.alerting.backlog().values())
 
-    def health_checks(self) -> dict[str, bool]:
-        """The parts' health as the embedded process's heartbeat checks."""
-        checks = {"store": lambda: (self.store.ping(min(self.settings.stuck_after_s, 2.0)), None)}
-        return {name: check()[0] for name, check in (checks | self.health_parts()).items()}
-
     def health_parts(self) -> dict[str, HealthCheck]:
         """The parts `/healthz` reports for the pipeline: the detectors and alert delivery are not
         busy with one item for `stuck_after_s`, compensating queries are getting answers."""

@@ -59,8 +59,6 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
         except ValueError as exc:  # an unsigned order webhook, say: one line, not a traceback
             store.close()
             raise click.ClickException(str(exc)) from None
-    service = Service(name=SERVICE, instance=ServiceInstance(id=instance))
-    beats = ProcessHeartbeat(service, settings.heartbeat_interval_s, pipeline.health_checks)
     try:
         ingest = IngestServer(
             pipeline.ingest,
@@ -83,6 +81,10 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
     ticks = Progress("detector tick", max(settings.stuck_after_s, 3 * settings.tick_interval_s))
     ingest.health.update(pipeline.health_parts())
     ingest.health["ticks"] = ticks.check
+    service = Service(name=SERVICE, instance=ServiceInstance(id=instance))
+    beats = ProcessHeartbeat(  # the very parts /healthz reports, judged the same way
+        service, settings.heartbeat_interval_s, lambda: {name: bool(v["ok"]) for name, v in ingest.verdicts().items()}
+    )
     own_stop = stop is None
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -100,9 +102,10 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
             pipeline.tick(now)
             ticks.beat()
     finally:
+        last_beat = beats.stopping(clock.now())  # its checks judged while every part still runs
         ingest.stop()
         with contextlib.suppress(Overloaded):
-            pipeline.ingest(beats.stopping(clock.now()))
+            pipeline.ingest(last_beat)
         clean = pipeline.close(settings.shutdown_timeout_s)
         log.info("embedded paywatch stopped", events=pipeline.events_in, clean=clean)
         if clean:
