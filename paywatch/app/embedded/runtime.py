@@ -112,7 +112,9 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
             store.close()
         elif own_stop:
             # A receiver or channel still hanging: everything acknowledged is in the store and is
-            # replayed on the next start, so leave now instead of waiting on it.
+            # replayed on the next start, so leave now instead of waiting on it. The stop kept its
+            # bound (status 0); exiting normally would join the hung delivery threads until
+            # `_stop_within` ended the process as overrun.
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
@@ -120,7 +122,9 @@ def run_embedded(config: Config, stop: threading.Event | None = None) -> None:
 
 def _stop_within(stop: threading.Event, bound_s: float) -> None:
     """Ask for a clean stop, and exit anyway after `bound_s` if a stage hangs: every acknowledged
-    event is already committed to SQLite, so a forced exit loses nothing acknowledged."""
+    event is already committed to SQLite, so a forced exit loses nothing acknowledged. A timer,
+    because the main thread may be the one that hangs (a tick blocked on a hung receiver) and never
+    reach the end of `run_embedded`."""
     if stop.is_set():
         return
     stop.set()
