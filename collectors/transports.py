@@ -214,9 +214,12 @@ class KafkaTransport:
     name = "kafka"
     # librdkafka reports timed-out messages up to about a second after message.timeout.ms.
     _REPORT_GRACE_S = 2.0
-    # How often the wait for acknowledgements looks at them and hands the drain thread back to
-    # the SDK (`keep_waiting`, which makes the next batch meanwhile): a batch is acknowledged
-    # in a few milliseconds on a healthy cluster, so a wait step of 0.1 s would idle the SDK.
+    # The wait for acknowledgements: a first short flush, long enough for librdkafka's broker
+    # thread to wake and send the batch at once (it lingers otherwise), then steps of 2 ms; after
+    # each one the SDK has the drain thread back (`keep_waiting`) and makes the next batch's
+    # records meanwhile. A batch is acknowledged in a few ms on a healthy cluster: a step of
+    # 0.1 s would idle the SDK.
+    _SEND_NOW_S = 0.001
     _WAIT_STEP_S = 0.002
 
     def __init__(self, config: dict[str, Any], delivery_timeout_s: float) -> None:
@@ -263,8 +266,13 @@ class KafkaTransport:
                 outcome.rejected.append((i, str(exc)))
         started = time.monotonic()
         limit = self._delivery_timeout_s + self._REPORT_GRACE_S
-        while len(self._producer) and (waited := time.monotonic() - started) < limit and keep_waiting(waited):
-            self._producer.flush(self._WAIT_STEP_S)
+        step = self._SEND_NOW_S
+        while len(self._producer):
+            self._producer.flush(step)  # while flushing, librdkafka sends at once instead of after linger.ms
+            step = self._WAIT_STEP_S
+            waited = time.monotonic() - started
+            if not len(self._producer) or waited >= limit or not keep_waiting(waited):
+                break
         if len(self._producer):  # no report yet: the record may still be delivered, but counts as not sent
             self._producer.purge()
             self._producer.flush(0)  # serves the purged records' reports: they count as retry
