@@ -31,7 +31,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 import structlog
@@ -65,7 +65,7 @@ from paywatch.contract import (
     Timestamp,
     TraceId,
     check,
-    encode,
+    encode_lines,
 )
 from paywatch.contract import Outcome as EventOutcome
 from paywatch.pan import DEFAULT, MaskingFilter, PanSettings, encode_masked, mask_text, may_contain_pan
@@ -258,47 +258,82 @@ class _PaymentCallMeta(msgspec.Struct, forbid_unknown_fields=False, gc=False):
     span_id: Id | UnsetType = UNSET
 
 
-# The keywords of a payment call that `payment_record` takes; any other makes labels.
+_Call = TypeVar("_Call", _PaymentFields, _PaymentCallMeta)
+# The keywords of a payment call that `payment_records` takes; any other makes labels.
 _PAYMENT_CALL_KEYS: Final = PAYMENT_FIELDS | frozenset(_PaymentCallMeta.__struct_fields__)
 
 
 def payment_record(emitter: Emitter, ed: EventDict) -> Record | None:
-    """The common payment call (contract fields only, each of the type the contract wants) →
-    its record, with no document dict: two msgspec conversions validate the caller's keywords,
-    the Event is built from structs, checked, encoded and scanned. The service section is the
-    emitter's, validated once. None, having changed nothing, for any other call (labels, an id
-    or amount to fix, a value the contract refuses, bytes that may hold a card number): the
-    general path (`to_ecs_document` … `to_record`) then makes it, and says why it is invalid.
+    """`payment_records` of one call."""
+    return payment_records(emitter, [ed])[0]
+
+
+def payment_records(emitter: Emitter, calls: list[EventDict]) -> list[Record | None]:
+    """Each common payment call (contract fields only, each of the type the contract wants) →
+    its record, with no document dict: msgspec conversions validate the callers' keywords (one
+    call for the whole batch), each Event is built from structs and checked, the batch is
+    encoded and scanned for card numbers at once. The service section is the emitter's,
+    validated once. None, having changed nothing, for any other call (labels, an id or amount
+    to fix, a value the contract refuses, bytes that may hold a card number): the general path
+    (`to_ecs_document` … `to_record`) then makes it, and says why it is invalid.
     tests/test_sdk_fast_path.py holds the two to the same bytes."""
+    out: list[Record | None] = [None] * len(calls)
     service = emitter.service_struct
-    if service is None or not _PAYMENT_CALL_KEYS.issuperset(ed):
-        return None
+    if service is None:
+        return out
+    taken = [i for i, ed in enumerate(calls) if _PAYMENT_CALL_KEYS.issuperset(ed)]
+    fields = [calls[i] for i in taken]
+    made: list[int] = []
+    events: list[Event] = []
+    payments, metas = _convert_each(fields, _PaymentFields), _convert_each(fields, _PaymentCallMeta)
+    for i, payment, call in zip(taken, payments, metas, strict=True):
+        if payment is None or call is None:
+            continue
+        ts = call.timestamp
+        if ts.tzinfo is not UTC:
+            continue
+        if ts.microsecond % 1000:
+            ts -= _SUB_MILLISECOND[ts.microsecond % 1000]
+        meta = EventMeta(id=call.event_id or new_event_id(), dataset=PAYMENT, action=call.event, outcome=call.outcome)
+        event = Event(
+            timestamp=ts,
+            event=meta,
+            service=service,
+            payment=payment,
+            trace=None if call.trace_id is UNSET else TraceId(call.trace_id),
+            span=None if call.span_id is UNSET else TraceId(call.span_id),
+        )
+        try:
+            check(event)
+        except ContractError:
+            continue
+        made.append(i)
+        events.append(event)
+    if not events:
+        return out
+    lines = encode_lines(events)
+    scan_each = may_contain_pan(lines)  # nearly always False: then no event of the batch can hold one
+    topic = emitter.topics[PAYMENT]
+    for i, event, value in zip(made, events, lines.split(b"\n")[:-1], strict=True):
+        if len(value) <= MAX_EVENT_BYTES and not (scan_each and may_contain_pan(value)):
+            out[i] = Record(topic, event.payment.order_id, value)  # type: ignore[union-attr]
+    return out
+
+
+def _convert_each(calls: list[EventDict], into: type[_Call]) -> list[_Call | None]:
+    """Each call as `into`, None where the conversion refuses it; one msgspec call for a batch of
+    valid calls, and one per call only when some call is invalid."""
     try:
-        payment = msgspec.convert(ed, _PaymentFields)
-        call = msgspec.convert(ed, _PaymentCallMeta)
+        return msgspec.convert(calls, list[into])  # type: ignore[valid-type]
     except msgspec.ValidationError:
-        return None
-    ts = call.timestamp
-    if ts.tzinfo is not UTC:
-        return None
-    if ts.microsecond % 1000:
-        ts -= _SUB_MILLISECOND[ts.microsecond % 1000]
-    event = Event(
-        timestamp=ts,
-        event=EventMeta(id=call.event_id or new_event_id(), dataset=PAYMENT, action=call.event, outcome=call.outcome),
-        service=service,
-        payment=payment,
-        trace=None if call.trace_id is UNSET else TraceId(call.trace_id),
-        span=None if call.span_id is UNSET else TraceId(call.span_id),
-    )
-    try:
-        check(event)
-    except ContractError:
-        return None
-    value = encode(event)
-    if len(value) > MAX_EVENT_BYTES or may_contain_pan(value):
-        return None
-    return Record(emitter.topics[PAYMENT], payment.order_id, value)
+        pass
+    out: list[_Call | None] = []
+    for ed in calls:
+        try:
+            out.append(msgspec.convert(ed, into))
+        except msgspec.ValidationError:
+            out.append(None)
+    return out
 
 
 def hand_over(_emitter: Emitter, method: str, ed: EventDict) -> tuple[tuple[Call], dict[str, Any]]:
@@ -525,6 +560,11 @@ class Emitter:
         self._closing = threading.Event()
         self._deadline = float("inf")
         self._in_flight = 0
+        # Records made ahead while a batch waits for its acknowledgement (`_prepare`), and the
+        # count of calls being made into them: pending for flush(), spilled like calls, and
+        # held to the buffer's bound with them.
+        self._ready: list[Record] = []
+        self._preparing = 0
         self._closed = False
         self._available = True
         self._backoff = settings.retry_interval_s
@@ -543,7 +583,7 @@ class Emitter:
             if self._closed:
                 self._counts["dropped_closed"] += 1
                 first = self._counts["dropped_closed"] == 1
-            elif len(self._buffer) >= self._capacity:
+            elif len(self._buffer) + len(self._ready) >= self._capacity:
                 self._counts["dropped_buffer_full"] += 1
                 self._reasons["dropped_buffer_full"] = f"buffer of {self._capacity} events full"
                 return
@@ -568,11 +608,12 @@ class Emitter:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             out: dict[str, Any] = dict(self._counts)
+        in_memory = len(self._buffer) + len(self._ready)  # calls, and records made ahead of sending
         out.update(
             dropped=sum(out[name] for name in COUNTERS if name.startswith("dropped_")),
-            buffer_events=len(self._buffer),
+            buffer_events=in_memory,
             buffer_capacity=self._capacity,
-            buffer_fill=len(self._buffer) / self._capacity,
+            buffer_fill=in_memory / self._capacity,
             spill_bytes=self._spill_bytes,
             transport=self._transport.name,
             transport_available=self._available,
@@ -582,7 +623,9 @@ class Emitter:
     def flush(self, timeout: float | None = None) -> bool:
         deadline = time.monotonic() + (self._settings.flush_timeout_s if timeout is None else timeout)
         with self._progress:
-            while self._buffer or self._in_flight or self._on_disk:
+            # Read in the order calls move (buffer, made ahead, sent, on disk), and each stage is
+            # entered before the previous one is left: a call in between is never missed.
+            while self._buffer or self._preparing or self._ready or self._in_flight or self._on_disk:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._thread.is_alive():
                     return False
@@ -602,7 +645,7 @@ class Emitter:
         self._wake.set()
         self._thread.join(wait + self._settings.send_timeout_s + 3.0)
         if self._thread.is_alive():
-            log.error("paywatch sdk: %d events still in memory at close", len(self._buffer))
+            log.error("paywatch sdk: %d events still in memory at close", len(self._buffer) + len(self._ready))
             return
         self._transport.close()
         if self._spool is not None:
@@ -659,27 +702,47 @@ class Emitter:
         return True
 
     def _take(self, limit: int | None) -> list[Record]:
-        """Calls leave the buffer as records; `_in_flight` covers them (for flush) until the
-        caller resets it."""
-        n = len(self._buffer) if limit is None else min(limit, len(self._buffer))
-        self._in_flight = n
-        records: list[Record] = []
-        for _ in range(n):
-            ed = self._buffer.popleft()
-            self._record(self._methods.popleft(), ed, records)
+        """The records made ahead (`_prepare`), then calls from the buffer as records, up to
+        `limit` in all, in their order; `_in_flight` covers them (for flush) until the caller
+        resets it."""
+        ready = self._ready
+        k = len(ready) if limit is None else min(limit, len(ready))
+        n = len(self._buffer) if limit is None else max(0, min(limit - k, len(self._buffer)))
+        self._in_flight = k + n  # before they leave `_ready` and the buffer: flush never misses them
+        records, self._ready = ready[:k], ready[k:]
+        self._records(n, records)
         return records
 
-    def _record(self, method: str, ed: EventDict, out: list[Record]) -> None:
-        """One call → one record: a common payment call straight, any other through its document."""
-        if method == "payment":
-            try:
-                record = payment_record(self, ed)
-            except Exception:  # a fault here (it changes nothing) costs only time: the general path follows
-                record = None
+    def _prepare(self) -> None:
+        """While the transport waits for the acknowledgement of a batch, the next calls become
+        records, a batch at a time, so making them overlaps the wait instead of following it."""
+        n = min(self._batch, len(self._buffer))
+        if n:
+            self._preparing = n  # before they leave the buffer: flush never misses them
+            self._records(n, self._ready)
+            self._preparing = 0
+
+    def _records(self, n: int, out: list[Record]) -> None:
+        """The next n calls leave the buffer as records, in their order: common payment calls
+        all at once (`payment_records`), any other through its document."""
+        calls = [self._buffer.popleft() for _ in range(n)]
+        methods = [self._methods.popleft() for _ in range(n)]
+        every = methods.count("payment") == n
+        payments = calls if every else [ed for method, ed in zip(methods, calls, strict=True) if method == "payment"]
+        try:
+            made = payment_records(self, payments)
+        except Exception:  # a fault there (it changes nothing) costs only time: the general path follows
+            made = [None] * len(payments)
+        if every and None not in made:  # nearly every batch
+            out.extend(made)  # type: ignore[arg-type]
+            return
+        made_next = iter(made).__next__
+        for method, ed in zip(methods, calls, strict=True):
+            record = made_next() if method == "payment" else None
             if record is not None:
                 out.append(record)
-                return
-        self._record_document(method, ed, out)
+            else:
+                self._record_document(method, ed, out)
 
     def _record_document(self, method: str, ed: EventDict, out: list[Record]) -> None:
         """One call → its ECS document → one record; an invalid call is counted and reported as
@@ -692,7 +755,7 @@ class Emitter:
             except InvalidEvent as exc:
                 self.count("dropped_invalid", exc.reason)
                 if "sdk_rejected_event" not in doc["labels"]:
-                    self._record("error", self._report(method, first, doc, exc), out)
+                    self._record_document("error", self._report(method, first, doc, exc), out)
         except Exception as exc:
             self.count("errors", f"{type(exc).__name__}: {exc}", exc=exc)
 
@@ -709,9 +772,9 @@ class Emitter:
         return report
 
     def _keep_waiting(self, waited: float) -> bool:
-        """Called by a transport during a long send. Once it has gone `send_timeout_s` without an
-        answer, newer events go to disk rather than wait in memory; closing past its deadline
-        stops the wait."""
+        """Called by a transport while it waits for an answer. Meanwhile the next calls become
+        records (`_prepare`). Once it has gone `send_timeout_s` without an answer, newer events
+        go to disk rather than wait in memory; closing past its deadline stops the wait."""
         if waited >= self._settings.send_timeout_s and self._spool is not None:
             if self._available:
                 self._available = False
@@ -724,6 +787,8 @@ class Emitter:
             sending = self._in_flight
             self._spill(self._take(None))
             self._in_flight = sending
+        elif self._available:
+            self._prepare()
         self._report_problems()
         return not (self._closing.is_set() and time.monotonic() >= self._deadline)
 

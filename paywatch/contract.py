@@ -11,6 +11,7 @@ processing time, set by paywatch when it stores the event. They are never mixed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Final, Literal
 
@@ -184,6 +185,13 @@ def _bad_byte(raw: bytes | str) -> int:
 
 def encode(event: Event) -> bytes:
     return _encoder.encode(event)
+
+
+def encode_lines(events: Iterable[Event]) -> bytes:
+    """Each event's `encode` bytes followed by a newline, in one encoder call (NDJSON) for
+    whoever encodes a batch: JSON never holds a raw newline, so splitting on it gives each
+    event's own bytes, and one scan of the whole covers every event."""
+    return _encoder.encode_lines(events)
 
 
 def _when(dataset: str, actions: frozenset[str] | None = None) -> dict:

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from paywatch.app.config import Config
-from paywatch.collectors.sdk import PaymentLogger, open_logger, payment_record
+from paywatch.collectors.sdk import PaymentLogger, open_logger, payment_record, payment_records
 from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.collectors.transports import Record
 from paywatch.contract import PAYMENT_ACTIONS, decode
@@ -183,3 +183,27 @@ def test_the_common_payment_call_takes_the_fast_path_and_the_collector_accepts_i
 def test_calls_the_general_path_must_change_report_or_mask_are_left_to_it(log: PaymentLogger, fields: dict):
     fast, _general, _ = both_paths(log, "payment_requested", fields)
     assert fast is None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(payment_calls(), min_size=1, max_size=12))
+def test_a_batch_gives_each_call_what_it_gets_alone(log: PaymentLogger, calls: list[tuple[Any, dict]]):
+    """`payment_records` on a batch (one conversion, one encoding, one scan for all, falling back
+    call by call when one is invalid) gives each call the record it gets alone, or None alike,
+    and changes no call."""
+    emitter = log._logger
+    handed = [log._process_event("payment", action, dict(fields))[0][0][1] for action, fields in calls]
+    batch = [dict(call) for call in handed]
+    together = payment_records(emitter, batch)
+    assert all(b.keys() == h.keys() and all(b[k] is h[k] for k in h) for b, h in zip(batch, handed, strict=True))
+    alone = [payment_record(emitter, dict(call)) for call in handed]
+    event("all taken" if None not in together else "some left to the general path")
+    for call, ours, theirs in zip(handed, together, alone, strict=True):
+        assert (ours is None) == (theirs is None)
+        if ours is None or theirs is None:
+            continue
+        assert (ours.topic, ours.key) == (theirs.topic, theirs.key)
+        a, b = msgspec.json.decode(ours.value), msgspec.json.decode(theirs.value)
+        if call.get("event_id") is None:  # each drew its own id
+            assert SDK_ID.match(a["event"].pop("id")) and SDK_ID.match(b["event"].pop("id"))
+        assert a == b

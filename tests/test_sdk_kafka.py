@@ -4,6 +4,7 @@ which callers keep emitting without waiting, after which every event arrives exa
 from __future__ import annotations
 
 import statistics
+import sys
 import threading
 import time
 import uuid
@@ -179,3 +180,114 @@ def test_close_with_every_broker_down_is_bounded_and_the_next_process_delivers(k
     assert up.stats()["replayed"] == 100
     messages = consume(KafkaSettings(bootstrap_servers=kafka_bootstrap, topics=topics), topics.payments, 100)
     assert sorted(decode(v).event.id for _, v in messages) == sorted(f"e{i}" for i in range(100))
+
+
+ROUNDS = 20
+
+
+def burst(log: PaymentLogger, n: int, tag: str) -> list[str]:
+    """n payment calls in a tight loop (faster than the drain thread), each with its own id."""
+    ids = [f"{tag}-{i}" for i in range(n)]
+    for i, event_id in enumerate(ids):
+        log.payment("order_created", order_id=f"o{i % 97}", event_id=event_id, amount_minor=i, currency="EUR")
+    return ids
+
+
+@pytest.mark.kafka
+def test_flush_waits_for_the_records_made_ahead_while_a_batch_was_unacknowledged(kafka_bootstrap, tmp_path):
+    """While Kafka acknowledges one batch, the drain thread makes the next calls into records.
+    Right after that batch settles the buffer is empty and nothing is in flight, and flush()
+    is woken: it must still wait for the records made ahead, and each arrives once. Threads
+    switch far more often than by default, so flush() has a chance to look in that moment
+    (the next test holds that moment still)."""
+    run = uuid.uuid4().hex[:8]
+    topics = Topics(payments=f"sdk-{run}.payments", heartbeats=f"sdk-{run}.heartbeats", logs=f"sdk-{run}.logs")
+    config = kafka_config(kafka_bootstrap, tmp_path, topics, batch_events=500)
+    log = open_logger("payment-gateway", config=config, heartbeat=False)
+    log.payment("order_created", order_id="warm-up")  # the producer's connection is not what is tested
+    assert log.flush(30)
+    ids: list[str] = []
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for round_ in range(ROUNDS):
+            ids += burst(log, 700, f"r{round_}")  # a batch of 500, then 200 made ahead during its wait
+            assert log.flush(30)
+            stats = log.stats()
+            assert stats["sent"] == 1 + len(ids), stats
+            assert stats["buffer_events"] == 0 and stats["spilled"] == stats["dropped"] == 0
+    finally:
+        sys.setswitchinterval(switch)
+    log.close()
+    arrived = Counter(decode(v).event.id for _, v in consume(config.kafka, topics.payments, 1 + len(ids)))
+    assert sum(arrived.values()) == 1 + len(ids) and all(arrived[i] == 1 for i in ids)
+
+
+@pytest.mark.kafka
+def test_records_made_ahead_are_spilled_on_an_outage_and_delivered_once_after(kafka_bootstrap, tmp_path):
+    """Every broker down: the first batch waits in librdkafka, the calls behind it are made into
+    records meanwhile; once the send has gone send_timeout_s unanswered those records go to
+    disk (the batch itself only when librdkafka gives it up), and a process with Kafka back
+    replays each exactly once."""
+    run = uuid.uuid4().hex[:8]
+    topics = Topics(payments=f"sdk-{run}.payments", heartbeats=f"sdk-{run}.heartbeats", logs=f"sdk-{run}.logs")
+    nowhere = Config(
+        backend="kafka",
+        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", topics=topics),
+        sdk=SdkSettings(spill_dir=tmp_path / "spool", batch_events=100, send_timeout_s=1.0, delivery_timeout_s=4.0),
+    )
+    down = open_logger("payment-gateway", config=nowhere, heartbeat=False)
+    emitter = down._logger
+    ids = burst(down, 300, "down")
+    # the scenario is what it says: the 200 calls behind the first batch became records in memory
+    wait_for(lambda: len(emitter._ready) == 200, 5, "the calls behind the first batch to be made ahead")
+    assert down.stats()["buffer_events"] == 200 and down.stats()["spilled"] == 0
+    assert not down.flush(0.2)  # they are pending
+    wait_for(lambda: down.stats()["spilled"] == 200, 10, "the records made ahead to be spilled")
+    assert not emitter._ready and down.stats()["buffer_events"] == 0
+    wait_for(lambda: down.stats()["spilled"] == 300, 20, "librdkafka to give the first batch back")
+    down.close(timeout=1)
+    stats = down.stats()
+    assert stats["sent"] == stats["dropped"] == 0 and stats["spilled"] == 300, stats
+
+    up = open_logger("payment-gateway", config=kafka_config(kafka_bootstrap, tmp_path, topics), heartbeat=False)
+    assert up.flush(60)
+    up.close()
+    assert up.stats()["replayed"] == 300
+    arrived = Counter(
+        decode(v).event.id
+        for _, v in consume(KafkaSettings(bootstrap_servers=kafka_bootstrap, topics=topics), topics.payments, 300)
+    )
+    assert arrived == Counter(ids)
+
+
+@pytest.mark.kafka
+def test_records_made_ahead_stay_pending_for_flush_while_the_transport_is_unavailable(tmp_path):
+    """With spilling off and every broker down, the calls behind the first batch are made into
+    records; when librdkafka gives that batch up it is dropped (nowhere to spill) and nothing is
+    in flight or buffered, yet the records made ahead are still pending: flush() says not
+    delivered, stats() counts them in memory, and close() reports them as dropped."""
+    run = uuid.uuid4().hex[:8]
+    topics = Topics(payments=f"sdk-{run}.payments", heartbeats=f"sdk-{run}.heartbeats", logs=f"sdk-{run}.logs")
+    nowhere = Config(
+        backend="kafka",
+        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", topics=topics),
+        sdk=SdkSettings(
+            spill_dir=tmp_path / "spool",
+            spill_max_bytes=0,
+            batch_events=100,
+            send_timeout_s=0.5,
+            delivery_timeout_s=1.0,
+            retry_interval_s=60.0,
+        ),
+    )
+    log = open_logger("payment-gateway", config=nowhere, heartbeat=False)
+    burst(log, 300, "down")
+    wait_for(lambda: log.stats()["dropped_spill_full"] == 100, 20, "librdkafka to give the first batch back")
+    assert log.stats()["transport_available"] is False
+    assert not log.flush(0.5)  # nothing buffered, nothing in flight: only the 200 made ahead
+    stats = log.stats()
+    assert stats["buffer_events"] == 200 and stats["sent"] == 0 and stats["dropped"] == 100, stats
+    log.close(timeout=0.5)
+    stats = log.stats()
+    assert stats["emitted"] == stats["dropped_spill_full"] == 300 and stats["buffer_events"] == 0, stats
