@@ -263,11 +263,6 @@ _Call = TypeVar("_Call", _PaymentFields, _PaymentCallMeta)
 _PAYMENT_CALL_KEYS: Final = PAYMENT_FIELDS | frozenset(_PaymentCallMeta.__struct_fields__)
 
 
-def payment_record(emitter: Emitter, ed: EventDict) -> Record | None:
-    """`payment_records` of one call."""
-    return payment_records(emitter, [ed])[0]
-
-
 def payment_records(emitter: Emitter, calls: list[EventDict]) -> list[Record | None]:
     """Each common payment call (contract fields only, each of the type the contract wants) →
     its record, with no document dict: msgspec conversions validate the callers' keywords (one
@@ -506,7 +501,7 @@ def _rejection(exc: InvalidEvent, first: str | None) -> dict[str, Any]:
 
 
 def _valid_service(service: dict[str, Any]) -> Service | None:
-    """The service section as the contract's struct, for `payment_record`; None if it breaks the
+    """The service section as the contract's struct, for `payment_records`; None if it breaks the
     contract (every event then goes the general path, which reports why)."""
     try:
         return msgspec.convert(service, Service)

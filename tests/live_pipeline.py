@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from stack_support import NO_ALERTMANAGER
 
 from paywatch.app.config import Config
 from paywatch.app.embedded.ingest import IngestServer
@@ -19,9 +20,6 @@ from paywatch.finding import Finding
 from paywatch.intake import Intake
 
 TOKEN = "time-sanity-token"
-# Pages go nowhere but the log: these tests judge intake and detection, and must not wait on (or
-# page into) whatever happens to listen on the default Alertmanager port.
-NO_ALERTMANAGER = {"alerts": {"alertmanager": {"urls": []}}}
 
 
 class Live:

@@ -24,6 +24,9 @@ from paywatch.kafka import ensure_topics, producer_config
 
 PAYWATCH = str(Path(sys.executable).with_name("paywatch"))
 T = TypeVar("T")
+# Pages go nowhere but the log: tests that judge intake and detection must not wait on (or page
+# into) whatever happens to listen on the default Alertmanager port.
+NO_ALERTMANAGER: dict[str, Any] = {"alerts": {"alertmanager": {"urls": []}}}
 
 
 def stack_config(tmp: Path, kafka_bootstrap: str, es_url: str, **sections: Any) -> tuple[Config, Path]:
@@ -41,8 +44,7 @@ def stack_config(tmp: Path, kafka_bootstrap: str, es_url: str, **sections: Any) 
         "elasticsearch": {"url": es_url, "namespace": f"t{tag}"},
         # its own metrics port: other collectors (tests, sessions) may hold the default one
         "collector": {"consumer_group": f"collect-{tag}", "metrics_port": free_port()},
-        # no pages into the default Alertmanager port: a test that judges pages brings its own
-        "alerts": {"alertmanager": {"urls": []}},
+        **NO_ALERTMANAGER,  # a test that judges pages brings its own
         **sections,
     }
     config = Config.model_validate(raw)

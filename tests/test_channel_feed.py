@@ -18,8 +18,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, ConfigResource
-from live_pipeline import NO_ALERTMANAGER
-from stack_support import PAYWATCH, Stages, produce, stack_config
+from stack_support import NO_ALERTMANAGER, PAYWATCH, Stages, produce, stack_config
 
 from paywatch.app.config import Config
 from paywatch.app.demo import _per_second

@@ -87,24 +87,28 @@ def test_instances_are_capped_and_the_cap_resolves_once_forgotten_ones_leave():
     assert capped(live(engine, [beat(NOW + timedelta(seconds=121), "gw", "gw-new")], 0)) == []
 
 
-def _channel_flood(names: int, events: int) -> tuple[DetectionEngine, list[Finding], int]:
-    """`events` attempts spread over `names` channels, judged over a minute; returns the engine's
-    traced memory after it."""
+def _channel_flood(names: int, events: int) -> tuple[DetectionEngine, list[Finding]]:
+    """`events` attempts spread over `names` channels, judged over a minute."""
+    engine = DetectionEngine()
+    flood = [
+        pay(NOW, "payment_requested", f"o-{n}", f"ch-{n % names}", "failure", error_category="channel")
+        for n in range(events)
+    ]
+    return engine, live(engine, flood, 60)
+
+
+def _traced_size(names: int, events: int) -> int:
+    """The traced memory the flood leaves behind (the engine and its findings kept)."""
     gc.collect()
     tracemalloc.start()
     try:
-        engine = DetectionEngine()
-        flood = [
-            pay(NOW, "payment_requested", f"o-{n}", f"ch-{n % names}", "failure", error_category="channel")
-            for n in range(events)
-        ]
-        found = live(engine, flood, 60)
-        del flood
+        kept = _channel_flood(names, events)  # alive while measured
         gc.collect()
         size = tracemalloc.get_traced_memory()[0]
+        del kept
+        return size
     finally:
         tracemalloc.stop()
-    return engine, found, size
 
 
 def _flood_sizes(cap: int) -> tuple[int, int]:
@@ -113,8 +117,8 @@ def _flood_sizes(cap: int) -> tuple[int, int]:
     caches, a worker's different history) shifts tracemalloc's figures by megabytes."""
     code = (
         f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-        "from test_detectors_caps import _channel_flood; "
-        f"print(json.dumps([_channel_flood(n, 20_000)[2] for n in (20_000, {cap})]))"
+        "from test_detectors_caps import _traced_size; "
+        f"print(json.dumps([_traced_size(n, 20_000) for n in (20_000, {cap})]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     flooded, at_cap = json.loads(out.stdout.splitlines()[-1])
@@ -122,7 +126,7 @@ def _flood_sizes(cap: int) -> tuple[int, int]:
 
 
 def test_20000_channel_names_add_bounded_memory():
-    engine, found, _ = _channel_flood(20_000, 20_000)
+    engine, found = _channel_flood(20_000, 20_000)
     cap = engine.settings.max_channels
     assert capped(found) == [("open", "channels", cap)] and len(engine.judge.channels) == cap
     # the same events over as many channels as the cap: 19,000 more names cost (almost) nothing

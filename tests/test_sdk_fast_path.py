@@ -1,4 +1,4 @@
-"""The SDK's fast path for payment calls (`payment_record`) against its general path (the ECS
+"""The SDK's fast path for payment calls (`payment_records`) against its general path (the ECS
 document, `to_contract_event`, `to_record`): for any call the fast path takes, the two give the
 same record, byte for byte but for the event id the SDK draws; every call it does not take it
 leaves untouched. The calls are hypothesis-generated, valid and invalid, through the caller's
@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from paywatch.app.config import Config
-from paywatch.collectors.sdk import PaymentLogger, open_logger, payment_record, payment_records
+from paywatch.collectors.sdk import PaymentLogger, open_logger, payment_records
 from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.collectors.transports import Record
 from paywatch.contract import PAYMENT_ACTIONS, decode
@@ -121,7 +121,7 @@ def both_paths(log: PaymentLogger, action: Any, fields: dict[str, Any]) -> tuple
     emitter = log._logger
     _method, call = log._process_event("payment", action, dict(fields))[0][0]
     fast_call = dict(call)
-    fast = payment_record(emitter, fast_call)
+    [fast] = payment_records(emitter, [fast_call])
     assert fast_call.keys() == call.keys() and all(fast_call[k] is call[k] for k in call), "fast path changed the call"
     general: list[Record] = []
     emitter._record_document("payment", dict(call), general)
@@ -196,7 +196,7 @@ def test_a_batch_gives_each_call_what_it_gets_alone(log: PaymentLogger, calls: l
     batch = [dict(call) for call in handed]
     together = payment_records(emitter, batch)
     assert all(b.keys() == h.keys() and all(b[k] is h[k] for k in h) for b, h in zip(batch, handed, strict=True))
-    alone = [payment_record(emitter, dict(call)) for call in handed]
+    alone = [payment_records(emitter, [dict(call)])[0] for call in handed]
     event("all taken" if None not in together else "some left to the general path")
     for call, ours, theirs in zip(handed, together, alone, strict=True):
         assert (ours is None) == (theirs is None)
