@@ -33,6 +33,7 @@ from paywatch.contract import APP, HEARTBEAT, PAYMENT, ContractError, Id, Timest
 from paywatch.elastic import data_stream
 from paywatch.finding import FINDING, decode_finding
 from paywatch.intake import Intake, IntakeSettings
+from paywatch.kafka import commit
 from paywatch.metrics import meter
 from paywatch.pan import DEFAULT, PanSettings, mask_event, mask_tree, may_contain_pan
 
@@ -459,18 +460,14 @@ class Collector:
                 self.consumer.seek(tp)
 
     def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka import TopicPartition
 
         if not offsets:
             return
-        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        try:
-            self.consumer.commit(offsets=tps, asynchronous=False)
-        except KafkaException as exc:
-            # The events are stored; a later commit covers these offsets, or they are re-read
-            # and answered 409 by Elasticsearch.
-            log.warning("offset commit failed", error=str(exc))
-        self.health.lag(self.consumer, tps)
+        # A refused commit is logged there: the events are stored, and re-read ones are answered
+        # 409 by Elasticsearch.
+        commit(self.consumer, offsets)
+        self.health.lag(self.consumer, [TopicPartition(t, p, o) for (t, p), o in offsets.items()])
 
 
 def connect(

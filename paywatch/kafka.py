@@ -34,6 +34,7 @@ class _EachOncePerWindow(logging.Filter):
 # librdkafka's own log goes through paywatch's logging (same format, PAN masking), warnings
 # and errors only, each once a minute; instead of raw "%3|...|FAIL|..." lines on stderr.
 LIBRDKAFKA_LOG = logging.getLogger("paywatch.kafka.librdkafka")
+log = logging.getLogger("paywatch.kafka")
 LIBRDKAFKA_LOG.setLevel(logging.WARNING)
 LIBRDKAFKA_LOG.addFilter(_EachOncePerWindow())
 
@@ -100,3 +101,26 @@ def ensure_topics(settings: KafkaSettings, names: list[str], partitions: int = 6
         except Exception as exc:  # TOPIC_ALREADY_EXISTS from a concurrent creator is fine
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise RuntimeError(f"cannot create topic {name}: {exc}") from exc
+    # Created is not yet visible: the broker's metadata follows the controller a moment later, and a
+    # caller that reads partition counts right after must find every topic there.
+    deadline = time.monotonic() + 30
+    while not all(admin.list_topics(n, timeout=10).topics.get(n) for n in names):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topics {names} created but not visible in the broker's metadata after 30 s")
+        time.sleep(0.1)
+
+
+def commit(consumer: Any, offsets: dict[tuple[str, int], int]) -> None:
+    """Commit offsets synchronously. A commit the group refuses (it is rebalancing, or this member's
+    generation is over) is logged, not raised: the work is already durable downstream, and the
+    partition's next owner re-reads from the last commit, which every stage's idempotency keys absorb."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    if not offsets:
+        return
+    try:
+        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+    except KafkaException as exc:
+        if exc.args and exc.args[0].fatal():
+            raise
+        log.warning("offset commit refused; the partitions' next owner re-reads from the last commit: %s", exc)

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from paywatch.clock import Clock, SystemClock
-from paywatch.kafka import consumer_config, producer_config
+from paywatch.kafka import commit, consumer_config, producer_config
 from paywatch.settings import KafkaSettings
 
 log = logging.getLogger("paywatch.stage")
@@ -145,10 +145,7 @@ class Stage:
                     self.produce(self.handler.tick(now))
                 if self._pending:
                     self._flush()  # outputs are durable before their inputs are committed
-                if offsets:
-                    self.consumer.commit(
-                        offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
-                    )
+                commit(self.consumer, offsets)
         finally:
             self._flush()
             self.consumer.close()

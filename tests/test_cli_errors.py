@@ -156,10 +156,10 @@ def test_servers_down_are_one_line_each(down: Path, tmp_path: Path) -> None:
         ("dashboards", "check"): "Elasticsearch",
         ("dashboards", "provision"): "Grafana",
         ("dashboards", "provision", "--skip-grafana"): "cannot reach http://127.0.0.1",
-        ("simulate", "--kafka", "--duration", "10s"): "Kafka",
-        ("detect",): "Kafka",
-        ("compensate",): "Kafka",
-        ("alert",): "Kafka",
+        ("simulate", "--kafka", "--duration", "10s"): "`paywatch devstack up kafka`",
+        ("detect",): "`paywatch devstack up kafka`",
+        ("compensate",): "`paywatch devstack up kafka`",
+        ("alert",): "`paywatch devstack up kafka`",
     }
     env = {**os.environ, "PAYWATCH_CONFIG": str(down)}
     running = {

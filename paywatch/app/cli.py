@@ -47,6 +47,10 @@ def _reason(exc: BaseException) -> str:
     return "timed out" if "timeout" in type(exc).__name__.lower() else str(exc).splitlines()[0][:200]
 
 
+# librdkafka's names for "no broker answered": only these get the hint to start one.
+_KAFKA_UNREACHABLE = {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_TIMED_OUT", "_RESOLVE", "_MSG_TIMED_OUT"}
+
+
 def user_error(exc: BaseException) -> str | None:
     """One line saying what is wrong and what to do, for errors the user can fix; None for bugs."""
     from paywatch.settings import ConfigError
@@ -75,6 +79,8 @@ def user_error(exc: BaseException) -> str | None:
     if module == "cimpl" or type(exc).__name__ == "KafkaException":
         error = exc.args[0] if exc.args else exc
         text = error.str() if hasattr(error, "str") else str(error)
+        if getattr(error, "name", lambda: "")() not in _KAFKA_UNREACHABLE:
+            return f"Kafka: {text}"
         return f"Kafka: {text}: start it (`paywatch devstack up kafka`) or set kafka.bootstrap_servers in the config"
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return (
