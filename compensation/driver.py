@@ -136,6 +136,12 @@ class CompensationDriver:
     def on_event(self, event: Event) -> Effects:
         return self._out(self.compensator.on_event(event))
 
+    def rebuild(self, finding: Finding) -> None:
+        """A finding read again after a restart: its attempts are scheduled as they were, so a
+        query lost with the old process is asked again; what the finding produced then (audit,
+        refund candidates, findings) was published then and is not produced twice."""
+        self.compensator.on_finding(finding)
+
     def tick(self, now: datetime) -> Effects:
         """Send the queries due at `now`; what the answers that arrived meanwhile produced."""
         self.io.submit(self.compensator.due(now))

@@ -7,8 +7,11 @@ paywatch.actions, give-up and unavailable findings to paywatch.findings, and its
 heartbeat to paywatch.heartbeats. Repair and refund actions also go to the order system's
 webhook when one is configured (never in dry-run): the driver does that.
 
-Pending queries live in memory: a restart resumes after the committed offsets and loses them
-(docs/compensation.md says how to rebuild them with a fresh consumer group).
+Pending queries live in memory, so a restarted compensator rebuilds them: each findings
+partition it is given is re-read from `rebuild_horizon_s` ago up to the group's committed offset,
+every finding fed to the driver's `rebuild` (scheduled again, nothing published twice), and no
+query is sent until every such partition has caught up, so a finding resolved later in the same
+partition is never asked about.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from collections.abc import Iterable
 from datetime import datetime
 
 import structlog
-from confluent_kafka import Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
+from paywatch.clock import SystemClock
 from paywatch.collectors.heartbeat import ProcessHeartbeat
 from paywatch.compensation.driver import CompensationDriver
 from paywatch.compensation.engine import Effects
@@ -29,7 +33,7 @@ from paywatch.compensation.settings import CompensationConfig
 from paywatch.contract import ContractError, encode
 from paywatch.finding import decode_finding, encode_finding
 from paywatch.intake import Intake
-from paywatch.kafka import ensure_topics
+from paywatch.kafka import ensure_topics, retrying, start_offsets
 from paywatch.stage import Handler, Output, Stage, stop_on_signals
 
 log = structlog.get_logger("paywatch.compensation")
@@ -43,24 +47,59 @@ class CompensationHandler(Handler):
         self.driver = driver
         self.intake = Intake(config.intake)
         self.beats = ProcessHeartbeat(driver.service, config.compensation.heartbeat_interval_s, driver.checks)
+        self.rebuilding: dict[int, int] = {}  # findings partition → the committed offset it is re-read up to
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Findings partitions this group has read before are re-read from the horizon (a rebuild);
+        every other partition resumes at its committed offset."""
+        findings = [tp for tp in partitions if tp.topic == self.topics.findings]
+        if not findings:
+            return partitions
+        committed = {tp.partition: tp.offset for tp in retrying(lambda: consumer.committed(findings, timeout=10))}
+        since = int((SystemClock().now().timestamp() - self.driver.settings.rebuild_horizon_s) * 1000)
+        starts = {tp.partition: tp.offset for tp in start_offsets(consumer, findings, since)}
+        for p, until in committed.items():
+            if until >= 0 and starts[p] < until:
+                self.rebuilding[p] = until
+        if self.rebuilding:
+            log.info("rebuilding", partitions={p: f"{starts[p]}..{u}" for p, u in self.rebuilding.items()})
+        rebuilt = [TopicPartition(self.topics.findings, p, starts[p]) for p in self.rebuilding]
+        return [
+            tp for tp in partitions if tp.topic != self.topics.findings or tp.partition not in self.rebuilding
+        ] + rebuilt
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.topic == self.topics.findings:
+                self.rebuilding.pop(tp.partition, None)
 
     def handle(self, message: Message) -> Iterable[Output]:
         raw = message.value() or b""
         try:
-            if message.topic() == self.topics.findings:
-                effects = self.driver.on_finding(decode_finding(raw))
-            else:
-                effects = self.driver.on_event(self.intake.decode(raw))
+            if message.topic() != self.topics.findings:
+                return self._outputs(self.driver.on_event(self.intake.decode(raw)))
+            until = self.rebuilding.get(message.partition(), -1)
+            if message.offset() + 1 >= until:
+                self.rebuilding.pop(message.partition(), None)
+            if message.offset() < until:
+                self.driver.rebuild(decode_finding(raw))
+                return []
+            return self._outputs(self.driver.on_finding(decode_finding(raw)))
         except ContractError as exc:  # the collector dead-letters bad input; here it is just skipped
             log.warning("skipped_bad_message", topic=message.topic(), offset=message.offset(), reason=str(exc))
             return []
-        return self._outputs(effects)
+
+    def on_eof(self, topic: str, partition: int) -> None:
+        if topic == self.topics.findings:
+            self.rebuilding.pop(partition, None)
 
     def tick(self, now: datetime) -> Iterable[Output]:
-        outputs = self._outputs(self.driver.tick(now))
-        return outputs + [
+        beats = [
             Output(self.topics.heartbeats, beat.service.name.encode(), encode(beat)) for beat in self.beats.due(now)
         ]
+        if self.rebuilding:  # no query before every finding that might cancel it has been read
+            return beats
+        return self._outputs(self.driver.tick(now)) + beats
 
     def _outputs(self, effects: Effects) -> list[Output]:
         t = self.topics

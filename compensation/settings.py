@@ -298,6 +298,13 @@ class CompensationSettings(Section):
         ch = self.channels.get(channel)
         return ch is not None and ch.adapter != "none"
 
+    @property
+    def rebuild_horizon_s(self) -> float:
+        """How far back a restarted compensator re-reads findings: the longest any attempt is
+        queried (`schedule.horizon_s`, default or a channel's own)."""
+        schedules = [self.schedule] + [ch.schedule for ch in self.channels.values() if ch.schedule is not None]
+        return max(s.horizon_s for s in schedules)
+
 
 class CompensationConfig(Protocol):
     """What the compensation process reads of the config file: its own section and the shared

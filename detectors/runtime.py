@@ -34,13 +34,11 @@ import logging
 import os
 import socket
 import threading
-import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
-from typing import TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from paywatch.clock import SystemClock
 from paywatch.collectors.heartbeat import ProcessHeartbeat
@@ -61,19 +59,12 @@ from paywatch.detectors.timebase import Ticker, Timebase, to_ms
 from paywatch.detectors.windows import OVERALL, Tally, Window, overall
 from paywatch.finding import Finding, decode_finding, encode_finding
 from paywatch.intake import Intake
-from paywatch.kafka import consumer_config, ensure_compacted, ensure_topics
+from paywatch.kafka import consumer_config, end_offset, ensure_compacted, ensure_topics, retrying, start_offsets
 from paywatch.stage import Handler, Output, Stage, stop_on_signals
 
 log = logging.getLogger("paywatch.detect")
 
 SERVICE = "paywatch-detect"
-_TRANSIENT = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._TIMED_OUT,
-}
-T = TypeVar("T")
 
 
 def key_partition(key: str, partitions: int) -> int:
@@ -87,34 +78,18 @@ def partials_partition(channel: str, partitions: int) -> int:
     return key_partition(channel.split("/", 1)[0], partitions)
 
 
-def _retrying(call: Callable[[], T], attempts: int = 20) -> T:
-    """Run a metadata call, retrying the transient errors of a freshly created or moving partition
-    (no leader yet, leader moved) instead of crashing the worker."""
-    for attempt in range(attempts):
-        try:
-            return call()
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            transient = isinstance(err, KafkaError) and (err.retriable() or err.code() in _TRANSIENT)
-            if not transient or attempt == attempts - 1:
-                raise
-            log.info("retrying after %s", err)
-            time.sleep(0.5)
-    raise AssertionError("unreachable")
-
-
 def read_emitted(config: DetectorsConfig, since_ms: int, group_id: str) -> set[str]:
     """Ids of the findings already published since `since_ms` (read back from the findings topic)."""
     topic = config.kafka.topics.findings
     consumer = Consumer(consumer_config(config.kafka, group_id + "-readback", **{"enable.partition.eof": True}))
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        starts = _retrying(
+        starts = retrying(
             lambda: consumer.offsets_for_times(
                 [TopicPartition(topic, p, since_ms) for p in meta.partitions], timeout=10
             )
         )
-        ends = {p: _high(consumer, topic, p) for p in meta.partitions}
+        ends = {p: end_offset(consumer, topic, p) for p in meta.partitions}
         todo = {tp.partition for tp in starts if tp.offset >= 0 and tp.offset < ends[tp.partition]}
         consumer.assign([tp for tp in starts if tp.partition in todo])
         ids: set[str] = set()
@@ -129,22 +104,6 @@ def read_emitted(config: DetectorsConfig, since_ms: int, group_id: str) -> set[s
         return ids
     finally:
         consumer.close()
-
-
-def _high(consumer: Consumer, topic: str, partition: int) -> int:
-    """The partition's end offset (where a reader is caught up)."""
-    return _retrying(lambda: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10))[1]
-
-
-def start_offsets(consumer: Consumer, partitions: list[TopicPartition], since_ms: int) -> list[TopicPartition]:
-    """Offsets of the first message at or after `since_ms`; if none, the end offset as of now (not
-    OFFSET_END: that resolves only when fetching starts, skipping what was produced meanwhile)."""
-    wanted = [TopicPartition(p.topic, p.partition, since_ms) for p in partitions]
-    found = _retrying(lambda: consumer.offsets_for_times(wanted, timeout=10))
-    return [
-        TopicPartition(p.topic, p.partition, p.offset if p.offset >= 0 else _high(consumer, p.topic, p.partition))
-        for p in found
-    ]
 
 
 class _Clocked:
@@ -258,7 +217,7 @@ class PartitionWorker(Handler):
         self.emitter.refresh(since)
         starts = start_offsets(consumer, partitions, since)
         for tp in starts:
-            high = _high(consumer, tp.topic, tp.partition)
+            high = end_offset(consumer, tp.topic, tp.partition)
             live_from = high if tp.offset < high else 0
             if tp.topic == self.topics.payments:
                 self.payments[tp.partition] = _Payments(self, tp.partition, live_from)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from paywatch.secrets import read_secret
 from paywatch.settings import KafkaSettings
@@ -124,3 +125,50 @@ def commit(consumer: Any, offsets: dict[tuple[str, int], int]) -> None:
         if exc.args and exc.args[0].fatal():
             raise
         log.warning("offset commit refused; the partitions' next owner re-reads from the last commit: %s", exc)
+
+
+T = TypeVar("T")
+
+
+def retrying(call: Callable[[], T], attempts: int = 20) -> T:
+    """Run a metadata call, retrying the transient errors of a freshly created or moving partition
+    (no leader yet, leader moved) instead of crashing the stage."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    transient_codes = {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+    }
+    for attempt in range(attempts):
+        try:
+            return call()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            transient = isinstance(err, KafkaError) and (err.retriable() or err.code() in transient_codes)
+            if not transient or attempt == attempts - 1:
+                raise
+            log.info("retrying after %s", err)
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+def end_offset(consumer: Any, topic: str, partition: int) -> int:
+    """The partition's end offset (where a reader is caught up)."""
+    from confluent_kafka import TopicPartition
+
+    return retrying(lambda: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10))[1]
+
+
+def start_offsets(consumer: Any, partitions: list[Any], since_ms: int) -> list[Any]:
+    """Offsets of the first message at or after `since_ms`; if none, the end offset as of now (not
+    OFFSET_END: that resolves only when fetching starts, skipping what was produced meanwhile)."""
+    from confluent_kafka import TopicPartition
+
+    wanted = [TopicPartition(p.topic, p.partition, since_ms) for p in partitions]
+    found = retrying(lambda: consumer.offsets_for_times(wanted, timeout=10))
+    return [
+        TopicPartition(p.topic, p.partition, p.offset if p.offset >= 0 else end_offset(consumer, p.topic, p.partition))
+        for p in found
+    ]

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from paywatch.clock import Clock, SystemClock
-from paywatch.kafka import commit, consumer_config, producer_config
+from paywatch.kafka import commit, consumer_config, producer_config, retrying
 from paywatch.settings import KafkaSettings
 
 log = logging.getLogger("paywatch.stage")
@@ -88,6 +88,7 @@ class Stage:
         )
         self._failed: list[str] = []
         self._pending = False  # produced since the last flush
+        self._committed: dict[tuple[str, int], int] = {}  # the group's place at assignment, per partition
 
     def produce(self, outputs: Iterable[Output]) -> None:
         for out in outputs:
@@ -114,11 +115,17 @@ class Stage:
             raise RuntimeError(f"could not deliver {left} outputs; failures: {self._failed[:3]}")
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # A handler may re-read from before the group's place (a rebuild); the place itself must
+        # not move back, or a crash mid-rebuild would make already-done work look new.
+        for tp in retrying(lambda: consumer.committed(partitions, timeout=10)):
+            self._committed[(tp.topic, tp.partition)] = tp.offset
         consumer.incremental_assign(self.handler.on_assign(consumer, partitions))
 
     def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.handler.on_revoke(partitions)
         consumer.incremental_unassign(partitions)
+        for tp in partitions:
+            self._committed.pop((tp.topic, tp.partition), None)
 
     def run(self) -> None:
         """Loop until `stop` is set; the final flush and commit happen before returning."""
@@ -145,7 +152,7 @@ class Stage:
                     self.produce(self.handler.tick(now))
                 if self._pending:
                     self._flush()  # outputs are durable before their inputs are committed
-                commit(self.consumer, offsets)
+                commit(self.consumer, {tp: o for tp, o in offsets.items() if o > self._committed.get(tp, -1)})
         finally:
             self._flush()
             self.consumer.close()

@@ -19,6 +19,23 @@ from polling import wait_for
 from paywatch.devstack import free_port
 
 
+def app_lines(prefix: str, count: int, pad: int = 0) -> bytes:
+    note = "x" * pad
+    return b"".join(
+        json.dumps(
+            {
+                "@timestamp": "2026-11-22T10:00:01.000Z",
+                "event": {"id": f"{prefix}-{n}", "dataset": "paywatch.app"},
+                "service": {"name": "checkout", "instance": {"id": "c-1"}},
+                "log": {"level": "info"},
+                "message": f"line {n} {note}",
+            }
+        ).encode()
+        + b"\n"
+        for n in range(count)
+    )
+
+
 def payment(action: str, order: str, attempt: str | None = None, channel: str | None = None, **kw: Any) -> dict:
     """One payment event of the contract, stamped now, as a service's SDK would send it."""
     outcome = kw.pop("outcome", None)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Consumer, Producer
+from hung_peer import Hung
 from test_compensation_channels import PLATFORM, Receiver, Truth, keypair, secrets_env  # noqa: F401  (fixtures)
 
 from paywatch.app.config import Config
@@ -27,11 +28,11 @@ from paywatch.stage import Stage
 from paywatch.webhooks import verify
 
 
-def stuck_finding(order: str, attempt: str):
+def stuck_finding(order: str, attempt: str, state: str = "open"):
     return make_finding(
         at=datetime.now(UTC),
         kind="paid_but_pending",
-        state="open",
+        state=state,
         fingerprint=f"paid_but_pending:{order}",
         severity="warning",
         summary="charged but not recorded as paid",
@@ -66,6 +67,20 @@ def collect(bootstrap: str, topics: list[str], want, timeout_s: float = 60) -> l
     return got
 
 
+def _stage(config: Config, driver: CompensationDriver) -> tuple[Stage, threading.Thread]:
+    t = config.kafka.topics
+    stage = Stage(
+        config.kafka,
+        config.compensation.consumer_group,
+        [t.findings, t.payments],
+        CompensationHandler(config, driver),
+        tick_s=0.2,
+    )
+    runner = threading.Thread(target=stage.run, daemon=True)
+    runner.start()
+    return stage, runner
+
+
 def test_stage_repairs_a_confirmed_stuck_order_over_kafka(kafka_bootstrap, secrets_env, monkeypatch):  # noqa: F811
     monkeypatch.setenv("PAYWATCH_ORDER_WEBHOOK_SECRET", "whsec-order-system")
     truth = Truth()
@@ -76,15 +91,7 @@ def test_stage_repairs_a_confirmed_stuck_order_over_kafka(kafka_bootstrap, secre
     t = config.kafka.topics
     ensure_topics(config.kafka, [t.findings, t.payments, t.actions, t.heartbeats], partitions=1)
     driver = CompensationDriver(config.compensation, "test-1")
-    stage = Stage(
-        config.kafka,
-        config.compensation.consumer_group,
-        [t.findings, t.payments],
-        CompensationHandler(config, driver),
-        tick_s=0.2,
-    )
-    runner = threading.Thread(target=stage.run, daemon=True)
-    runner.start()
+    stage, runner = _stage(config, driver)
     try:
         producer = Producer(producer_config(config.kafka))
         producer.produce(t.findings, encode_finding(stuck_finding("order-k1", "ali-1")), b"order-k1")
@@ -117,6 +124,58 @@ def test_stage_repairs_a_confirmed_stuck_order_over_kafka(kafka_bootstrap, secre
     ((headers, body),) = receiver.received  # the repair, once, verified with the order system's key
     verify("whsec-order-system", body, headers, now=datetime.now(UTC).timestamp())
     assert json.loads(body) == actions[1]
+
+
+def test_a_restarted_compensator_asks_again_what_its_predecessor_never_heard_back(kafka_bootstrap, secrets_env):  # noqa: F811
+    """The channel hangs on the query for order-k2 and the compensator stops (its offsets
+    committed past the finding); the channel comes back on the same address. The next compensator
+    of the group re-reads the findings of its horizon, asks again and repairs order-k2, once; the
+    order-k3 finding, resolved before anyone asked, is never asked about."""
+    truth = Truth()
+    truth.add("ali-2", "paid", channel="alipay", order_id="order-k2")
+    truth.add("ali-3", "paid", channel="alipay", order_id="order-k3")
+    hung = Hung()
+    config = config_for(kafka_bootstrap, hung.url)
+    t = config.kafka.topics
+    ensure_topics(config.kafka, [t.findings, t.payments, t.actions, t.heartbeats], partitions=1)
+    producer = Producer(producer_config(config.kafka))
+    k2, k3, k3_resolved = (
+        stuck_finding("order-k2", "ali-2"),
+        stuck_finding("order-k3", "ali-3"),
+        stuck_finding("order-k3", "ali-3", "resolved"),
+    )
+    for finding in (k2, k3, k3_resolved):
+        producer.produce(t.findings, encode_finding(finding), finding.payment.order_id.encode())
+    producer.flush(10)
+
+    first = CompensationDriver(config.compensation, "first")
+    stage, runner = _stage(config, first)
+    deadline = time.monotonic() + 60
+    while not hung.connections and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stage.stop.set()
+    runner.join(30)
+    first.close(2)
+    hung.stop()
+    assert len(hung.connections) == 1  # only order-k2 was asked about, and it never heard back
+
+    port = int(hung.url.rsplit(":", 1)[1])
+    server = ChannelApiServer("alipay", truth.get, public_key=secrets_env[1], platform_key=PLATFORM, port=port).start()
+    second = CompensationDriver(config.compensation, "second")
+    stage, runner = _stage(config, second)
+    try:
+        got = collect(kafka_bootstrap, [t.actions], lambda got: any(b'"repair"' in v for _, v in got))
+        time.sleep(2)  # a second repair, or a query about order-k3, would show by now
+        got += collect(kafka_bootstrap, [t.actions], lambda got: False, timeout_s=3)
+    finally:
+        stage.stop.set()
+        runner.join(30)
+        second.close()
+        server.stop()
+    actions = {json.loads(v)["event"]["id"]: json.loads(v) for _, v in got}
+    kinds = sorted((a["action"]["type"], a["payment"]["order_id"]) for a in actions.values())
+    assert kinds == [("query", "order-k2"), ("repair", "order-k2")]
+    assert (server.count("ali-2"), server.count("ali-3")) == (1, 0)
 
 
 @pytest.mark.elasticsearch

@@ -19,9 +19,9 @@ import httpx
 import msgspec
 import pytest
 import zstandard
+from embedded_process import app_lines
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from test_embedded_process import app_lines
 
 from paywatch.app.embedded.ingest import DECODERS, IngestServer, Refused, _TooLarge
 from paywatch.app.embedded.settings import EmbeddedSettings

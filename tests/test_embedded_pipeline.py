@@ -8,41 +8,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 from embedded_process import EmbeddedProcess, charged_but_pending, payment
+from hung_peer import Hung
 from polling import wait_for
 from test_compensation_channels import PLATFORM, Receiver, Truth, keypair  # noqa: F401  (fixture)
-
-
-class Hung:
-    """Accepts connections, reads, never answers: a webhook receiver or channel API that hangs."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.connections: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections.append(conn)
-
-    def stop(self) -> None:
-        self.sock.close()
-        for conn in self.connections:
-            conn.close()
 
 
 def channel_env(keypair) -> dict[str, str]:  # noqa: F811
@@ -119,22 +93,39 @@ detectors: {{default: {{paid_grace_s: 1}}}}
     assert proc.proc is not None and proc.proc.returncode == 0
 
 
-def test_order_webhook_gets_the_signed_repair_in_the_embedded_backend(tmp_path, keypair, monkeypatch):  # noqa: F811
+def paid_at(keypair, attempt: str, order: str, port: int = 0):  # noqa: F811
+    """Alipay's query API on loopback, knowing that `attempt` of `order` was paid."""
     from paywatch.simulator.channel_api import ChannelApiServer
 
     truth = Truth()
-    truth.add("att-1", "paid", channel="alipay", order_id="ord-1")
-    channel = ChannelApiServer("alipay", truth.get, public_key=keypair[1], platform_key=PLATFORM).start()
-    order_system = Receiver()
-    proc = EmbeddedProcess(
+    truth.add(attempt, "paid", channel="alipay", order_id=order)
+    return ChannelApiServer("alipay", truth.get, public_key=keypair[1], platform_key=PLATFORM, port=port).start()
+
+
+def repairing(tmp_path, keypair, channel_url: str, order_system: Receiver, paid_grace_s: float = 1) -> EmbeddedProcess:  # noqa: F811
+    """The embedded process querying Alipay at `channel_url`, repairs signed to `order_system`."""
+    return EmbeddedProcess(
         tmp_path,
         f"""
 alerts: {{alertmanager: {{urls: []}}}}
-detectors: {{default: {{paid_grace_s: 1}}}}
-{alipay(channel.url, f', order_webhook: {{url: "{order_system.url}"}}')}
+detectors: {{default: {{paid_grace_s: {paid_grace_s}}}}}
+{alipay(channel_url, f', order_webhook: {{url: "{order_system.url}"}}')}
 """,
         {"PAYWATCH_ORDER_WEBHOOK_SECRET": "whsec-order-system", **channel_env(keypair)},
     )
+
+
+def the_repair(order_system: Receiver, order: str) -> None:
+    """The order system got one repair of `order`, signed with its secret."""
+    ((headers, body),) = order_system.received
+    assert signed_by("whsec-order-system", headers, body)
+    repair = json.loads(body)
+    assert repair["action"]["type"] == "repair" and repair["payment"]["order_id"] == order
+
+
+def test_order_webhook_gets_the_signed_repair_in_the_embedded_backend(tmp_path, keypair):  # noqa: F811
+    channel, order_system = paid_at(keypair, "att-1", "ord-1"), Receiver()
+    proc = repairing(tmp_path, keypair, channel.url, order_system)
     proc.start()
     try:
         proc.post(charged_but_pending("ord-1", "att-1", "alipay"))
@@ -142,11 +133,55 @@ detectors: {{default: {{paid_grace_s: 1}}}}
     finally:
         proc.stop()
         channel.stop(), order_system.stop()
-    ((headers, body),) = order_system.received
-    assert signed_by("whsec-order-system", headers, body)
-    repair = json.loads(body)
-    assert repair["action"]["type"] == "repair" and repair["payment"]["order_id"] == "ord-1"
+    the_repair(order_system, "ord-1")
     assert channel.count("att-1") == 1
+
+
+def test_a_query_lost_with_a_killed_process_is_asked_again_after_the_restart(tmp_path, keypair):  # noqa: F811
+    """The channel hangs on the compensating query; the process is killed; the channel comes back
+    on the same address. The restarted process asks again and the repair reaches the order system."""
+    hung, order_system, channel = Hung(), Receiver(), None
+    proc = repairing(tmp_path, keypair, hung.url, order_system)
+    proc.start()
+    try:
+        proc.post(charged_but_pending("ord-9", "att-9", "alipay"))
+        wait_for(lambda: hung.connections, 60, "the compensating query, hanging at the channel")
+        proc.kill()
+        hung.stop()
+        channel = paid_at(keypair, "att-9", "ord-9", port=int(hung.url.rsplit(":", 1)[1]))
+        proc.start()
+        wait_for(lambda: order_system.received, 60, "the repair after the restart")
+    finally:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.stop()
+        order_system.stop()
+        if channel is not None:
+            channel.stop()
+    the_repair(order_system, "ord-9")
+    assert channel.count("att-9") == 1
+    queries = [a for a in proc.documents("paywatch.action") if a["action"]["type"] == "query"]
+    assert [q["event"]["outcome"] for q in queries] == ["success"]
+
+
+def test_an_order_overdue_while_the_process_was_down_is_queried_after_the_restart(tmp_path, keypair):  # noqa: F811
+    """The rebuild finds the stuck order (its grace ran out while paywatch was down) and pages it;
+    the compensator must be given it too, or nobody asks the channel."""
+    channel, order_system = paid_at(keypair, "att-7", "ord-7"), Receiver()
+    proc = repairing(tmp_path, keypair, channel.url, order_system, paid_grace_s=4)
+    proc.start()
+    try:
+        proc.post(charged_but_pending("ord-7", "att-7", "alipay"))
+        proc.kill()
+        assert not [f for f in proc.documents("paywatch.finding") if f["finding"]["kind"] == "paid_but_pending"]
+        time.sleep(6)
+        proc.start()
+        wait_for(lambda: order_system.received, 60, "the repair after the restart")
+    finally:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.stop()
+        order_system.stop(), channel.stop()
+    the_repair(order_system, "ord-7")
+    assert channel.count("att-7") == 1
 
 
 def test_an_unsigned_order_webhook_refuses_to_start_in_one_line(tmp_path):

@@ -5,7 +5,6 @@ SIGKILL while many clients push (no acknowledged event lost), more clients than 
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import subprocess
@@ -16,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from embedded_process import EmbeddedProcess
+from embedded_process import EmbeddedProcess, app_lines
 from polling import wait_for
 
 MIB = 1 << 20
@@ -29,23 +28,6 @@ def embedded_process(tmp_path: Path, **embedded: object) -> EmbeddedProcess:
 
 def stored_ids(embedded: EmbeddedProcess) -> set[str]:
     return {doc["event"]["id"] for doc in embedded.documents("paywatch.app")}
-
-
-def app_lines(prefix: str, count: int, pad: int = 0) -> bytes:
-    note = "x" * pad
-    return b"".join(
-        json.dumps(
-            {
-                "@timestamp": "2026-11-22T10:00:01.000Z",
-                "event": {"id": f"{prefix}-{n}", "dataset": "paywatch.app"},
-                "service": {"name": "checkout", "instance": {"id": "c-1"}},
-                "log": {"level": "info"},
-                "message": f"line {n} {note}",
-            }
-        ).encode()
-        + b"\n"
-        for n in range(count)
-    )
 
 
 class Load:

@@ -39,11 +39,11 @@ from paywatch.app.embedded.sqlite_store import SqliteStore
 from paywatch.clock import Clock
 from paywatch.compensation.driver import CompensationDriver
 from paywatch.compensation.engine import Effects
-from paywatch.contract import HEARTBEAT, PAYMENT, Event
+from paywatch.contract import HEARTBEAT, PAYMENT, ContractError, Event
 from paywatch.detectors.channel_feed import ChannelBoard
 from paywatch.detectors.engine import DetectionEngine
 from paywatch.detectors.timebase import Ticker, to_ms
-from paywatch.finding import Finding
+from paywatch.finding import FINDING, Finding, decode_finding
 
 log = structlog.get_logger("paywatch.app.embedded")
 
@@ -253,11 +253,14 @@ class Pipeline:
         detectors, by their arrival time, so open orders, windows and the heartbeat table are as
         they were, and rebuild the alert state without paging. A firing alert the history shows
         as paged is only re-sent (Alertmanager keeps it alive, chat sinks skip re-sends); one that
-        began while paywatch was down is paged now. Compensating queries in flight are not
-        rebuilt. Returns how many events were replayed."""
+        began while paywatch was down is paged now. The compensator's schedule comes back too
+        (`_rebuild_compensation`). Returns how many events were replayed."""
         assert self._detect is None, "rebuild before start"
         self.alerting.catching_up = True
         compensation, self.compensation = self.compensation, None  # it would query and repair again
+        asked = [] if compensation is None else self._findings_since(now, compensation.settings.rebuild_horizon_s)
+        derived: list[Finding] = []
+        self.listeners.append(derived.append)
         replayed = 0
         decode = msgspec.json.Decoder(Event).decode
         for body in self.store.events_since((PAYMENT, HEARTBEAT), now - self.horizon):
@@ -271,10 +274,33 @@ class Pipeline:
             replayed += 1
         self._advance(to_ms(now))
         self._drain()
+        self.listeners.remove(derived.append)
         self.compensation = compensation
+        if compensation is not None:
+            self._rebuild_compensation(compensation, asked, derived)
         self.alerting.caught_up(now, self._paged)
         log.info("state_rebuilt", events=replayed, open_alerts=len(self.alerting.engine.active()))
         return replayed
+
+    def _findings_since(self, now: datetime, horizon_s: float) -> list[Finding]:
+        found = []
+        for body in self.store.events_since((FINDING,), now - timedelta(seconds=horizon_s)):
+            try:
+                found.append(decode_finding(body))
+            except ContractError as exc:
+                log.warning("rebuild_skipped_finding", reason=str(exc))
+        return found
+
+    def _rebuild_compensation(self, driver: CompensationDriver, asked: list[Finding], derived: list[Finding]) -> None:
+        """The queries lost with the old process are scheduled again: the findings it had been
+        given are re-read without producing anything twice (`driver.rebuild`); those the rebuild
+        found anew (an order that became overdue while paywatch was down) are given as new."""
+        for finding in asked:
+            driver.rebuild(finding)
+        seen = {finding.event.id for finding in asked}
+        for finding in derived:
+            if finding.event.id not in seen:
+                self._apply(driver.on_finding(finding))
 
     def _paged(self, alert: Alert) -> bool:
         return self.store.paged(alert.fingerprint, alert.starts_at.isoformat())
