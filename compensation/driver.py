@@ -14,7 +14,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from datetime import datetime
 from typing import Any
@@ -137,14 +137,20 @@ class CompensationDriver:
         return self._out(self.compensator.on_event(event))
 
     def rebuild(self, finding: Finding) -> None:
-        """A finding read again after a restart: its attempts are scheduled as they were, so a
-        query lost with the old process is asked again; what the finding produced then (audit,
-        refund candidates, findings) was published then and is not produced twice."""
+        """A finding read again after a restart: its attempts are scheduled again (due at once, at
+        the finding's time), so a query lost with the old process is asked again; what the finding
+        produced then (audit, refund candidates, findings) was published then and is not produced twice."""
         self.compensator.on_finding(finding)
 
-    def tick(self, now: datetime) -> Effects:
-        """Send the queries due at `now`; what the answers that arrived meanwhile produced."""
-        self.io.submit(self.compensator.due(now))
+    def hand_over(self, orders: Callable[[str], bool]) -> None:
+        """Forget the orders another compensator now owns (see `Compensator.hand_over`)."""
+        self.compensator.hand_over(orders)
+
+    def tick(self, now: datetime, send: bool = True) -> Effects:
+        """Send the queries due at `now` (unless `send` is False: a rebuild is still reading);
+        what the answers that arrived meanwhile produced."""
+        if send:
+            self.io.submit(self.compensator.due(now))
         effects = Effects()
         for result in self.io.ready(self.wait_s):
             effects += self.compensator.on_result(result, now)

@@ -21,6 +21,7 @@ publish; the executor and the CLI do the I/O.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -608,6 +609,15 @@ class Compensator:
         task.due_at = at
         self._pushes += 1
         heapq.heappush(self._heap, (at, self._pushes, task.key))
+
+    def hand_over(self, orders: Callable[[str], bool]) -> None:
+        """Forget the orders another compensator now owns (their findings' partition moved to it):
+        it rebuilds them, and two compensators asking the same channel would spend its budget twice."""
+        for order_id in [o for o in {*self._by_order, *self.cases} if orders(o)]:
+            for key in self._by_order.pop(order_id, ()):
+                self.tasks.pop(key, None)
+            self.cases.pop(order_id, None)
+            self._paid_orders.discard(order_id)
 
     def _forget(self, task: Task) -> None:
         self.tasks.pop(task.key, None)

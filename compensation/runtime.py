@@ -33,7 +33,7 @@ from paywatch.compensation.settings import CompensationConfig
 from paywatch.contract import ContractError, encode
 from paywatch.finding import decode_finding, encode_finding
 from paywatch.intake import Intake
-from paywatch.kafka import ensure_topics, retrying, start_offsets
+from paywatch.kafka import ensure_topics, key_partition, retrying, start_offsets
 from paywatch.stage import Handler, Output, Stage, stop_on_signals
 
 log = structlog.get_logger("paywatch.compensation")
@@ -48,6 +48,7 @@ class CompensationHandler(Handler):
         self.intake = Intake(config.intake)
         self.beats = ProcessHeartbeat(driver.service, config.compensation.heartbeat_interval_s, driver.checks)
         self.rebuilding: dict[int, int] = {}  # findings partition → the committed offset it is re-read up to
+        self.partitions = 0  # of the findings topic: which partition an order's findings are on
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Findings partitions this group has read before are re-read from the horizon (a rebuild);
@@ -55,23 +56,28 @@ class CompensationHandler(Handler):
         findings = [tp for tp in partitions if tp.topic == self.topics.findings]
         if not findings:
             return partitions
-        committed = {tp.partition: tp.offset for tp in retrying(lambda: consumer.committed(findings, timeout=10))}
+        topic = self.topics.findings
+        self.partitions = len(retrying(lambda: consumer.list_topics(topic, timeout=10)).topics[topic].partitions)
         since = int((SystemClock().now().timestamp() - self.driver.settings.rebuild_horizon_s) * 1000)
         starts = {tp.partition: tp.offset for tp in start_offsets(consumer, findings, since)}
-        for p, until in committed.items():
-            if until >= 0 and starts[p] < until:
-                self.rebuilding[p] = until
+        for tp in findings:
+            if tp.offset >= 0 and starts[tp.partition] < tp.offset:
+                self.rebuilding[tp.partition] = tp.offset
         if self.rebuilding:
             log.info("rebuilding", partitions={p: f"{starts[p]}..{u}" for p, u in self.rebuilding.items()})
-        rebuilt = [TopicPartition(self.topics.findings, p, starts[p]) for p in self.rebuilding]
         return [
-            tp for tp in partitions if tp.topic != self.topics.findings or tp.partition not in self.rebuilding
-        ] + rebuilt
+            TopicPartition(topic, tp.partition, starts[tp.partition]) if tp.partition in self.rebuilding else tp
+            for tp in partitions
+            if tp.topic == topic
+        ] + [tp for tp in partitions if tp.topic != topic]
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            if tp.topic == self.topics.findings:
-                self.rebuilding.pop(tp.partition, None)
+        revoked = {tp.partition for tp in partitions if tp.topic == self.topics.findings}
+        for p in revoked:
+            self.rebuilding.pop(p, None)
+        if revoked and self.partitions:
+            n = self.partitions
+            self.driver.hand_over(lambda order: key_partition(order, n) in revoked)
 
     def handle(self, message: Message) -> Iterable[Output]:
         raw = message.value() or b""
@@ -97,9 +103,8 @@ class CompensationHandler(Handler):
         beats = [
             Output(self.topics.heartbeats, beat.service.name.encode(), encode(beat)) for beat in self.beats.due(now)
         ]
-        if self.rebuilding:  # no query before every finding that might cancel it has been read
-            return beats
-        return self._outputs(self.driver.tick(now)) + beats
+        # No query before every finding that might cancel it has been read; answers still count.
+        return self._outputs(self.driver.tick(now, send=not self.rebuilding)) + beats
 
     def _outputs(self, effects: Effects) -> list[Output]:
         t = self.topics

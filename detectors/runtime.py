@@ -34,7 +34,6 @@ import logging
 import os
 import socket
 import threading
-import zlib
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -59,18 +58,20 @@ from paywatch.detectors.timebase import Ticker, Timebase, to_ms
 from paywatch.detectors.windows import OVERALL, Tally, Window, overall
 from paywatch.finding import Finding, decode_finding, encode_finding
 from paywatch.intake import Intake
-from paywatch.kafka import consumer_config, end_offset, ensure_compacted, ensure_topics, retrying, start_offsets
+from paywatch.kafka import (
+    consumer_config,
+    end_offset,
+    ensure_compacted,
+    ensure_topics,
+    key_partition,
+    retrying,
+    start_offsets,
+)
 from paywatch.stage import Handler, Output, Stage, stop_on_signals
 
 log = logging.getLogger("paywatch.detect")
 
 SERVICE = "paywatch-detect"
-
-
-def key_partition(key: str, partitions: int) -> int:
-    """The partition librdkafka's default (consistent) partitioner gives a key: crc32 % count.
-    Stable across processes, unlike hash()."""
-    return zlib.crc32(key.encode()) % partitions
 
 
 def partials_partition(channel: str, partitions: int) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -102,29 +103,68 @@ def ensure_topics(settings: KafkaSettings, names: list[str], partitions: int = 6
         except Exception as exc:  # TOPIC_ALREADY_EXISTS from a concurrent creator is fine
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise RuntimeError(f"cannot create topic {name}: {exc}") from exc
-    # Created is not yet visible: the broker's metadata follows the controller a moment later, and a
-    # caller that reads partition counts right after must find every topic there.
+    # Created is not yet usable: the broker's metadata follows the controller a moment later (an
+    # entry with an error and no partitions, or partitions without a leader), and a caller that
+    # reads partition counts right after must find every topic whole.
     deadline = time.monotonic() + 30
-    while not all(admin.list_topics(n, timeout=10).topics.get(n) for n in names):
+    while not all(_ready(admin.list_topics(timeout=10).topics.get(n)) for n in names):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"topics {names} created but not visible in the broker's metadata after 30 s")
+            raise RuntimeError(f"topics {names} created but not ready in the broker's metadata after 30 s")
         time.sleep(0.1)
+
+
+def _ready(topic: Any) -> bool:
+    """A topic's metadata entry says it can be used: no error, partitions, each with a leader."""
+    return (
+        topic is not None
+        and topic.error is None
+        and bool(topic.partitions)
+        and all(p.leader >= 0 for p in topic.partitions.values())
+    )
 
 
 def commit(consumer: Any, offsets: dict[tuple[str, int], int]) -> None:
     """Commit offsets synchronously. A commit the group refuses (it is rebalancing, or this member's
-    generation is over) is logged, not raised: the work is already durable downstream, and the
-    partition's next owner re-reads from the last commit, which every stage's idempotency keys absorb."""
-    from confluent_kafka import KafkaException, TopicPartition
+    generation is over) or that fails transiently (coordinator moving, broker restarting) is logged,
+    not raised: the work is already durable downstream, and whoever reads the partition next re-reads
+    from the last commit, which every stage's idempotency keys absorb. Anything else (not authorised,
+    a fatal producer-side state) raises: a stage that can never commit must not run on as if it could."""
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
     if not offsets:
         return
+    survivable = {
+        # refused: the group is rebalancing, or this member's generation is over
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError._ASSIGNMENT_LOST,
+        KafkaError._MAX_POLL_EXCEEDED,
+        # transient: the coordinator is moving or a broker restarting (librdkafka does not flag
+        # a failed commit's error as retriable, so they are named)
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NETWORK_EXCEPTION,
+        KafkaError._WAIT_COORD,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+    }
     try:
         consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
     except KafkaException as exc:
-        if exc.args and exc.args[0].fatal():
+        err = exc.args[0] if exc.args else None
+        if not isinstance(err, KafkaError) or err.fatal() or err.code() not in survivable:
             raise
-        log.warning("offset commit refused; the partitions' next owner re-reads from the last commit: %s", exc)
+        log.warning("offset commit refused; the partitions' next reader re-reads from the last commit: %s", exc)
+
+
+def key_partition(key: str, partitions: int) -> int:
+    """The partition librdkafka's default (consistent) partitioner gives a key: crc32 % count.
+    Stable across processes, unlike hash()."""
+    return zlib.crc32(key.encode()) % partitions
 
 
 T = TypeVar("T")
@@ -172,3 +212,18 @@ def start_offsets(consumer: Any, partitions: list[Any], since_ms: int) -> list[A
         TopicPartition(p.topic, p.partition, p.offset if p.offset >= 0 else end_offset(consumer, p.topic, p.partition))
         for p in found
     ]
+
+
+def committed_offsets(consumer: Any, partitions: list[Any]) -> list[Any]:
+    """The group's committed offset of each partition (OFFSET_INVALID where it has none yet);
+    a partition the coordinator could not answer for raises, so `retrying` can ask again."""
+    from confluent_kafka import KafkaException
+
+    def ask() -> list[Any]:
+        found = consumer.committed(partitions, timeout=10)
+        for tp in found:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+        return found
+
+    return retrying(ask)

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from paywatch.clock import Clock, SystemClock
-from paywatch.kafka import commit, consumer_config, producer_config, retrying
+from paywatch.kafka import commit, committed_offsets, consumer_config, producer_config
 from paywatch.settings import KafkaSettings
 
 log = logging.getLogger("paywatch.stage")
@@ -38,8 +38,8 @@ class Handler:
     group left off, nothing to prepare or drop, nothing due on a tick); stateful ones override."""
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        """Prepare state for new partitions; return them with the offsets to start from
-        (OFFSET_STORED to resume from the committed offset)."""
+        """Prepare state for new partitions, given with the group's committed offsets (OFFSET_INVALID
+        where there is none: the reset policy decides); return them with the offsets to start from."""
         return partitions
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
@@ -117,9 +117,10 @@ class Stage:
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # A handler may re-read from before the group's place (a rebuild); the place itself must
         # not move back, or a crash mid-rebuild would make already-done work look new.
-        for tp in retrying(lambda: consumer.committed(partitions, timeout=10)):
+        committed = committed_offsets(consumer, partitions)
+        for tp in committed:
             self._committed[(tp.topic, tp.partition)] = tp.offset
-        consumer.incremental_assign(self.handler.on_assign(consumer, partitions))
+        consumer.incremental_assign(self.handler.on_assign(consumer, committed))
 
     def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.handler.on_revoke(partitions)

@@ -238,7 +238,7 @@ def test_three_workers_with_a_kill_find_each_incident_once_and_match_one_worker(
 
 @pytest.mark.kafka
 def test_key_partition_is_where_librdkafka_puts_a_key(kafka_bootstrap):
-    from paywatch.detectors.runtime import key_partition
+    from paywatch.kafka import key_partition
 
     topic = f"keys-{uuid.uuid4().hex[:8]}"
     ensure_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap), [topic], partitions=6)

@@ -18,11 +18,11 @@ from paywatch.detectors.runtime import (
     _Heartbeats,
     _Judged,
     _Payments,
-    key_partition,
     partials_partition,
 )
 from paywatch.detectors.settings import DetectorSettings
 from paywatch.finding import decode_finding
+from paywatch.kafka import key_partition
 
 SOURCES, TARGETS = 3, 2
 

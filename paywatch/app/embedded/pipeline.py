@@ -258,46 +258,56 @@ class Pipeline:
         assert self._detect is None, "rebuild before start"
         self.alerting.catching_up = True
         compensation, self.compensation = self.compensation, None  # it would query and repair again
-        asked = [] if compensation is None else self._findings_since(now, compensation.settings.rebuild_horizon_s)
+        # Stored findings as far back as either horizon: those the compensator's reaches are given to
+        # it again; the rest only tell the rebuild's re-derived findings from new ones.
+        reach = max(self.horizon.total_seconds(), compensation.settings.rebuild_horizon_s if compensation else 0)
+        stored = self._findings_since(now - timedelta(seconds=reach)) if compensation is not None else []
         derived: list[Finding] = []
         self.listeners.append(derived.append)
         replayed = 0
         decode = msgspec.json.Decoder(Event).decode
-        for body in self.store.events_since((PAYMENT, HEARTBEAT), now - self.horizon):
-            try:
-                event = decode(body)
-            except msgspec.ValidationError as exc:  # stored by an older version, say: skipped
-                log.warning("rebuild_skipped_event", reason=str(exc))
-                continue
-            arrived, event.event.ingested = event.event.ingested, None  # live, events are judged unstamped
-            self._judge(event, arrived if self.clock is not None else None)
-            replayed += 1
-        self._advance(to_ms(now))
-        self._drain()
-        self.listeners.remove(derived.append)
-        self.compensation = compensation
+        try:
+            for body in self.store.events_since((PAYMENT, HEARTBEAT), now - self.horizon):
+                try:
+                    event = decode(body)
+                except msgspec.ValidationError as exc:  # stored by an older version, say: skipped
+                    log.warning("rebuild_skipped_event", reason=str(exc))
+                    continue
+                arrived, event.event.ingested = event.event.ingested, None  # live, events are judged unstamped
+                self._judge(event, arrived if self.clock is not None else None)
+                replayed += 1
+            self._advance(to_ms(now))
+            self._drain()
+        finally:
+            self.listeners.remove(derived.append)
+            self.compensation = compensation
         if compensation is not None:
-            self._rebuild_compensation(compensation, asked, derived)
+            self._rebuild_compensation(compensation, now, stored, derived)
         self.alerting.caught_up(now, self._paged)
         log.info("state_rebuilt", events=replayed, open_alerts=len(self.alerting.engine.active()))
         return replayed
 
-    def _findings_since(self, now: datetime, horizon_s: float) -> list[Finding]:
+    def _findings_since(self, since: datetime) -> list[Finding]:
         found = []
-        for body in self.store.events_since((FINDING,), now - timedelta(seconds=horizon_s)):
+        for body in self.store.events_since((FINDING,), since):
             try:
                 found.append(decode_finding(body))
             except ContractError as exc:
                 log.warning("rebuild_skipped_finding", reason=str(exc))
         return found
 
-    def _rebuild_compensation(self, driver: CompensationDriver, asked: list[Finding], derived: list[Finding]) -> None:
-        """The queries lost with the old process are scheduled again: the findings it had been
-        given are re-read without producing anything twice (`driver.rebuild`); those the rebuild
-        found anew (an order that became overdue while paywatch was down) are given as new."""
-        for finding in asked:
-            driver.rebuild(finding)
-        seen = {finding.event.id for finding in asked}
+    def _rebuild_compensation(
+        self, driver: CompensationDriver, now: datetime, stored: list[Finding], derived: list[Finding]
+    ) -> None:
+        """The queries lost with the old process are scheduled again: the findings of the
+        compensator's horizon it had been given are re-read without producing anything twice
+        (`driver.rebuild`); those the rebuild found anew (an order that became overdue while
+        paywatch was down) are given as new."""
+        since = now - timedelta(seconds=driver.settings.rebuild_horizon_s)
+        for finding in stored:
+            if finding.timestamp >= since:
+                driver.rebuild(finding)
+        seen = {finding.event.id for finding in stored}
         for finding in derived:
             if finding.event.id not in seen:
                 self._apply(driver.on_finding(finding))
