@@ -9,7 +9,7 @@ import logging
 
 import msgspec
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from pan_corpus import (
     CONTEXTS,
@@ -409,7 +409,14 @@ def events(draw) -> Event:
         doc["heartbeat"] = {"interval_s": 10.0, "seq": 1, "status": "up", "checks": {"db": "ok"}}
     for _ in range(draw(st.integers(0, 2))):
         _put_piece(doc, draw(st.sampled_from(_PLACES)), draw(_TRICKY))
-    return check(msgspec.convert(doc, Event))
+    try:
+        event = msgspec.convert(doc, Event)
+    except msgspec.ValidationError as exc:
+        # Two long pieces (a card number escaped digit by digit, say) in one id can pass the
+        # contract's length limit: that is not an event, so not a case for the card-number policy.
+        assume("of length <=" not in str(exc))
+        raise
+    return check(event)
 
 
 def _verdict(fn):
