@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from collections.abc import Iterable
 
 from paywatch.contract import ATTEMPT_ACTIONS, Event
 from paywatch.detectors.settings import ChannelSettings, DetectorSettings
@@ -217,7 +218,10 @@ class OrderTracker:
         if not self._next_second:
             self._next_second = min(self._wheel, default=second)
         wheel = self._wheel
-        for s in range(self._next_second, second + 1):
+        seconds: Iterable[int] = range(self._next_second, second + 1)
+        if len(seconds) > len(wheel):  # a jump (a claim from year 1, then today): only the seconds due
+            seconds = sorted(s for s in wheel if s <= second)
+        for s in seconds:
             due = wheel.pop(s, None)
             if due is None:
                 continue

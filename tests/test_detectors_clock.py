@@ -5,8 +5,11 @@ event time only (no wall clock)."""
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+import signal
+from datetime import UTC, datetime, timedelta
 
+import msgspec
+import pytest
 from test_detectors import T0, Run, beat, pay, secs
 
 from paywatch.contract import Event, EventMeta, Heartbeat, Service, ServiceInstance
@@ -275,3 +278,28 @@ def test_a_kafka_heartbeat_partition_judges_skewed_hosts_like_replay():
         "clock_skew:job:job-1",
         "heartbeat_missing:api:api-2",
     }
+
+
+def test_a_charge_stamped_in_year_1_before_the_clock_is_known_costs_no_time():
+    """Before any claim sets paywatch's clock an event is judged at its own claim, so one stamped
+    0001-01-01 puts a deadline and a window 2,025 years back; then today's events move the clock.
+    The detectors run what is due (the timer wheel's due seconds, one empty window for the
+    stretch) instead of every second and window in between, which never finished: a fuzzed body
+    stalled detection that way."""
+    engine = DetectionEngine()
+    ancient = pay(0, "channel_callback", "o-ancient", "a-ancient", outcome="success")
+    engine.feed(msgspec.structs.replace(ancient, timestamp=datetime(1, 1, 1, tzinfo=UTC)))
+    for n in range(3):
+        engine.feed(pay(n, "payment_requested", f"o{n}", f"a{n}"))
+    now = engine.clock.now + 120 * S
+    assert len(list(engine.windows.close_until(now))) == 5  # year 1, its stretch, today's two, the quiet after
+
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("a tick over the jump did not finish"))
+    signal.alarm(60)
+    try:
+        found = engine.tick_ms(now)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    stuck = [f for f in found if f.finding.kind == "paid_but_pending" and f.finding.state == "open"]
+    assert [f.payment.order_id for f in stuck] == ["o-ancient"]
