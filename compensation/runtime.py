@@ -66,10 +66,11 @@ class CompensationHandler(Handler):
         if self.rebuilding:
             log.info("rebuilding", partitions={p: f"{starts[p]}..{u}" for p, u in self.rebuilding.items()})
         return [
-            TopicPartition(topic, tp.partition, starts[tp.partition]) if tp.partition in self.rebuilding else tp
+            TopicPartition(topic, tp.partition, starts[tp.partition])
+            if tp.topic == topic and tp.partition in self.rebuilding
+            else tp
             for tp in partitions
-            if tp.topic == topic
-        ] + [tp for tp in partitions if tp.topic != topic]
+        ]
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
         revoked = {tp.partition for tp in partitions if tp.topic == self.topics.findings}

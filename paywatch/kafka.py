@@ -107,10 +107,14 @@ def ensure_topics(settings: KafkaSettings, names: list[str], partitions: int = 6
     # entry with an error and no partitions, or partitions without a leader), and a caller that
     # reads partition counts right after must find every topic whole.
     deadline = time.monotonic() + 30
-    while not all(_ready(admin.list_topics(timeout=10).topics.get(n)) for n in names):
+    while not _all_ready(admin.list_topics(timeout=10).topics, names):
         if time.monotonic() > deadline:
             raise RuntimeError(f"topics {names} created but not ready in the broker's metadata after 30 s")
         time.sleep(0.1)
+
+
+def _all_ready(topics: dict[str, Any], names: list[str]) -> bool:
+    return all(_ready(topics.get(n)) for n in names)
 
 
 def _ready(topic: Any) -> bool:
