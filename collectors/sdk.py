@@ -29,7 +29,7 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
@@ -276,8 +276,12 @@ def payment_records(emitter: Emitter, calls: list[EventDict]) -> list[Record | N
     service = emitter.service_struct
     if service is None:
         return out
-    taken = [i for i, ed in enumerate(calls) if _PAYMENT_CALL_KEYS.issuperset(ed)]
-    fields = [calls[i] for i in taken]
+    if all(map(_PAYMENT_CALL_KEYS.issuperset, calls)):  # nearly every batch: a loop at C speed
+        taken: Sequence[int] = range(len(calls))
+        fields = calls
+    else:
+        taken = [i for i, ed in enumerate(calls) if _PAYMENT_CALL_KEYS.issuperset(ed)]
+        fields = [calls[i] for i in taken]
     made: list[int] = []
     events: list[Event] = []
     payments, metas = _convert_each(fields, _PaymentFields), _convert_each(fields, _PaymentCallMeta)
@@ -287,14 +291,15 @@ def payment_records(emitter: Emitter, calls: list[EventDict]) -> list[Record | N
         ts = call.timestamp
         if ts.tzinfo is not UTC:
             continue
-        if ts.microsecond % 1000:
-            ts -= _SUB_MILLISECOND[ts.microsecond % 1000]
-        meta = EventMeta(id=call.event_id or new_event_id(), dataset=PAYMENT, action=call.event, outcome=call.outcome)
+        if sub_ms := ts.microsecond % 1000:
+            ts -= _SUB_MILLISECOND[sub_ms]
+        # Positional where the order is the structs' own (@timestamp, event, service, payment;
+        # id, dataset, action, outcome): msgspec builds those faster than from keywords.
         event = Event(
-            timestamp=ts,
-            event=meta,
-            service=service,
-            payment=payment,
+            ts,
+            EventMeta(call.event_id or new_event_id(), PAYMENT, call.event, call.outcome),
+            service,
+            payment,
             trace=None if call.trace_id is UNSET else TraceId(call.trace_id),
             span=None if call.span_id is UNSET else TraceId(call.span_id),
         )
@@ -309,9 +314,9 @@ def payment_records(emitter: Emitter, calls: list[EventDict]) -> list[Record | N
     lines = encode_lines(events)
     scan_each = may_contain_pan(lines)  # nearly always False: then no event of the batch can hold one
     topic = emitter.topics[PAYMENT]
-    for i, event, value in zip(made, events, lines.split(b"\n")[:-1], strict=True):
+    for i, payment, value in zip(made, [e.payment for e in events], lines.split(b"\n")[:-1], strict=True):
         if len(value) <= MAX_EVENT_BYTES and not (scan_each and may_contain_pan(value)):
-            out[i] = Record(topic, event.payment.order_id, value)  # type: ignore[union-attr]
+            out[i] = Record(topic, payment.order_id, value)  # type: ignore[union-attr]
     return out
 
 
@@ -468,9 +473,20 @@ class PaymentLogger(structlog.BoundLoggerBase):
                 return
             if args:
                 first = _format(first, args)
-            emitter.submit(self._process_event(method, first, fields)[0][0])  # structlog copies fields
+            emitter.submit(self._process_event(method, first, fields)[0][0])
         except Exception as exc:
             emitter.count("errors", f"{type(exc).__name__}: {exc}", exc=exc)
+
+    def _process_event(self, method_name: str, event: Any, event_kw: Mapping[str, Any]) -> Any:
+        """structlog's chain (bound context, then the call's fields, then PROCESSORS) without
+        its generic wrapper, which copies the fields twice and inspects what the last step
+        returns: on the caller's thread a third of a microsecond is worth saving."""
+        event_dict = {**self._context, **event_kw}
+        if event is not None:
+            event_dict["event"] = event
+        for proc in self._processors:
+            event_dict = proc(self._logger, method_name, event_dict)
+        return event_dict
 
     @property
     def heartbeat(self) -> HeartbeatSender | None:
