@@ -28,6 +28,7 @@ MAX_INTERVAL_S: Final = 7 * 86400.0
 
 Dataset = Literal["paywatch.payment", "paywatch.heartbeat", "paywatch.app"]
 PAYMENT, HEARTBEAT, APP = "paywatch.payment", "paywatch.heartbeat", "paywatch.app"
+DATASETS: Final[frozenset[str]] = frozenset(Dataset.__args__)  # type: ignore[attr-defined]
 
 PaymentAction = Literal[
     "order_created",

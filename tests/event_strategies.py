@@ -17,8 +17,11 @@ times = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2035, 1,
 
 
 @st.composite
-def contract_events(draw: st.DrawFn) -> dict[str, Any]:
-    """Valid contract events of the three datasets, as nested builtins."""
+def contract_events(
+    draw: st.DrawFn, ids: st.SearchStrategy[str] = ids, words: st.SearchStrategy[str] = words
+) -> dict[str, Any]:
+    """Valid contract events of the three datasets, as nested builtins; `ids` and `words` draw
+    their ids and their other text."""
     dataset = draw(st.sampled_from(["paywatch.payment", "paywatch.heartbeat", "paywatch.app"]))
     tree: dict[str, Any] = {
         "@timestamp": draw(times).isoformat().replace("+00:00", "Z"),
