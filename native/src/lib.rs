@@ -498,6 +498,7 @@ fn bulk_line<'py>(
     dataset: &[u8],
     action: &[u8],
     ingested: &[u8],
+    buf: &mut Vec<u8>,
 ) -> Option<Bound<'py, PyBytes>> {
     if !printable(raw) {
         return None;
@@ -506,7 +507,8 @@ fn bulk_line<'py>(
     if !complete(&found, dataset) {
         return None;
     }
-    let parts: [&[u8]; 11] = [
+    buf.clear();
+    for part in [
         action,
         b"\"",
         found.id,
@@ -518,17 +520,10 @@ fn bulk_line<'py>(
         ingested,
         &raw[found.meta_end..],
         b"\n",
-    ];
-    let size = parts.iter().map(|p| p.len()).sum();
-    PyBytes::new_with(py, size, |buf| {
-        let mut at = 0;
-        for p in parts {
-            buf[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
-        }
-        Ok(())
-    })
-    .ok()
+    ] {
+        buf.extend_from_slice(part);
+    }
+    Some(PyBytes::new(py, buf))
 }
 
 /// A topic's dataset and its bulk action line up to the `_id` value.
@@ -552,12 +547,13 @@ fn bulk_lines<'py>(
             "values and topics differ in length",
         ));
     }
-    let out = PyList::empty(py);
+    let mut out: Vec<PyObject> = Vec::with_capacity(values.len());
+    let mut buf = Vec::with_capacity(1024);
     // Messages of one topic come in runs: its route is looked up once per run.
     let mut route: Option<(Bound<'py, PyAny>, Option<Route>)> = None;
     for (value, topic) in values.iter().zip(topics.iter()) {
         let same = match &route {
-            Some((last, _)) => last.eq(&topic)?,
+            Some((last, _)) => last.is(&topic) || last.eq(&topic)?,
             None => false,
         };
         if !same {
@@ -572,16 +568,16 @@ fn bulk_lines<'py>(
         }
         let line = match (&route, value.downcast::<PyBytes>()) {
             (Some((_, Some((dataset, action)))), Ok(raw)) if raw.as_bytes().len() <= max_bytes => {
-                bulk_line(py, raw.as_bytes(), dataset, action, ingested)
+                bulk_line(py, raw.as_bytes(), dataset, action, ingested, &mut buf)
             }
             _ => None,
         };
-        match line {
-            Some(bytes) => out.append(bytes)?,
-            None => out.append(py.None())?,
-        }
+        out.push(match line {
+            Some(bytes) => bytes.into_any().unbind(),
+            None => py.None(),
+        });
     }
-    Ok(out)
+    PyList::new(py, out)
 }
 
 /// The field orders and terms this module recognises, for the test that holds them to
