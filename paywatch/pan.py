@@ -23,6 +23,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Collection, Iterable
+from itertools import accumulate
 from typing import Any, Final, Literal
 
 import msgspec
@@ -51,6 +52,8 @@ _RUN: Final = re.compile(rf"{_DIGIT}(?:{_SEP}{{0,{MAX_SEPARATORS}}}{_DIGIT}){{{M
 _TOKEN: Final = re.compile(rf"({_DIGIT})|{_SEP}")
 # Luhn: a doubled digit counts as the sum of the digits of its double.
 _DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+_AS_VALUE: Final = bytes.maketrans(b"0123456789", bytes(range(10)))
+_AS_DOUBLED: Final = bytes.maketrans(b"0123456789", bytes(_DOUBLED))
 # may_contain_pan: every ASCII digit → "0", every other byte → "."; separators are deleted.
 _DIGITS_AS_ZERO: Final = bytes(48 if 48 <= b <= 57 else 46 for b in range(256))
 _MIN_PAN_ZEROS: Final = b"0" * MIN_PAN
@@ -156,6 +159,8 @@ class _Flatten(dict[int, str | int | None]):
 
 _FLAT: Final = _Flatten("-")
 _FLAT_JOINED: Final = _Flatten(None)  # separators deleted: any run becomes 13+ zeros in a row
+# _FLAT for ASCII text, as a bytes table (a str table is a dict lookup per character).
+_FLAT_ASCII: Final = bytes(48 if 48 <= b <= 57 else 45 if b < 128 and chr(b) in SEPARATORS else b for b in range(256))
 _ZEROS: Final = "0" * MIN_PAN
 _FLAT_CHUNK: Final = re.compile(r"0[0-]*")
 _FLAT_RUN: Final = re.compile(rf"0(?:-{{0,{MAX_SEPARATORS}}}0){{{MIN_PAN - 1},}}")
@@ -171,8 +176,15 @@ Run = tuple[list[tuple[int, int]], str]  # the spans of a run's digits in the te
 
 
 def _has_run(text: str) -> bool:
-    """False proves `text` holds no run of 13+ digits (so no card number): two C-speed passes."""
-    return len(text) >= MIN_PAN and ("\\u" in text or _ZEROS in text.translate(_FLAT_JOINED))
+    """False proves `text` holds no run of 13+ digits (so no card number): two C-speed passes
+    (ASCII text, nearly all, through may_contain_pan's byte table)."""
+    if len(text) < MIN_PAN:
+        return False
+    if "\\u" in text:
+        return True
+    if text.isascii():
+        return _MIN_PAN_ZEROS in text.encode().translate(_DIGITS_AS_ZERO, b" -.")
+    return _ZEROS in text.translate(_FLAT_JOINED)
 
 
 def _runs(text: str) -> Iterable[Run]:
@@ -184,14 +196,17 @@ def _runs(text: str) -> Iterable[Run]:
             tokens = [(at + t.start(), at + t.end(), t.group()) for t in _TOKEN.finditer(run.group()) if t.group(1)]
             yield [(a, b) for a, b, _ in tokens], "".join(_value(t) for _, _, t in tokens)
         return
-    flat = text.translate(_FLAT)
+    flat = text.encode().translate(_FLAT_ASCII).decode() if text.isascii() else text.translate(_FLAT)
     for chunk in _FLAT_CHUNK.finditer(flat):  # digits and separators: single-character steps
         if chunk.group().count("0") < MIN_PAN:
             continue
         for run in _FLAT_RUN.finditer(flat, chunk.start(), chunk.end()):
-            start = run.start()
-            positions = [start + i for i, c in enumerate(run.group()) if c == "0"]
-            digits = "".join(text[p] for p in positions)
+            start, end = run.span()
+            if "-" in (group := run.group()):
+                positions: Iterable[int] = [start + i for i, c in enumerate(group) if c == "0"]
+                digits = "".join(text[p] for p in positions)
+            else:  # no separator, as card numbers in text mostly are: one slice
+                positions, digits = range(start, end), text[start:end]
             yield [(p, p + 1) for p in positions], digits if digits.isascii() else "".join(map(_value, digits))
 
 
@@ -199,27 +214,20 @@ def _masked_digits(digits: str) -> list[bool]:
     """Which digits of a run belong to the middle of a Luhn-valid 13–19-digit window.
 
     Prefix sums `sums[p][k]` hold the Luhn weight of digits before k when digit j is doubled
-    iff (j + p) is odd; a window ending at b uses p = b % 2 (its last digit is never doubled)."""
-    n = len(digits)
-    values = [ord(c) - 48 for c in digits]
-    sums = ([0] * (n + 1), [0] * (n + 1))
-    for k, d in enumerate(values):
-        plain, doubled = (sums[0], sums[1]) if k % 2 == 0 else (sums[1], sums[0])
-        plain[k + 1] = plain[k] + d
-        doubled[k + 1] = doubled[k] + _DOUBLED[d]
-    depth = [0] * (n + 1)
-    for b in range(MIN_PAN - 1, n):
+    iff (j + p) is odd; a window ending at b uses p = b % 2 (its last digit is never doubled).
+    Built by translate, slices and accumulate: only the windows are a Python loop."""
+    raw = digits.encode()
+    plain, doubled = list(raw.translate(_AS_VALUE)), list(raw.translate(_AS_DOUBLED))
+    even, odd = plain[:], doubled[:]  # digit j doubled iff j is odd; iff j is even
+    even[1::2], odd[1::2] = doubled[1::2], plain[1::2]
+    sums = (list(accumulate(even, initial=0)), list(accumulate(odd, initial=0)))
+    masked = [False] * len(digits)
+    for b in range(MIN_PAN - 1, len(digits)):
         prefix = sums[b % 2]
         end = prefix[b + 1]
-        for length in range(MIN_PAN, min(MAX_PAN, b + 1) + 1):
-            a = b - length + 1
+        for a in range(max(0, b - MAX_PAN + 1), b - MIN_PAN + 2):
             if (end - prefix[a]) % 10 == 0:
-                depth[a + KEEP_FIRST] += 1
-                depth[b + 1 - KEEP_LAST] -= 1
-    masked, level = [False] * n, 0
-    for k in range(n):
-        level += depth[k]
-        masked[k] = level > 0
+                masked[a + KEEP_FIRST : b + 1 - KEEP_LAST] = [True] * (b + 1 - KEEP_LAST - a - KEEP_FIRST)
     return masked
 
 
