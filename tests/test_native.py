@@ -15,6 +15,7 @@ from unittest import mock
 
 import msgspec
 import pytest
+import structlog.testing
 from event_strategies import contract_events
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -538,3 +539,32 @@ def test_a_batch_mixes_topics_and_keeps_its_order():
     assert batch.dead == reference.dead and len(batch.dead) == 2
     assert [json.loads(x.split(b"\n")[0])["create"]["_id"] for x in batch.lines] == ["p-1", "hb-1", "p-2", "p-4"]
     assert b"4111111111111111" not in b"".join(batch.lines)
+
+
+def test_a_collector_without_the_native_fast_path_says_so_when_it_starts():
+    """Built without Rust, every message takes the Python path: the operator is told why the
+    collector costs twice the CPU, once, at start."""
+
+    class Consumer:
+        def subscribe(self, topics: list[str]) -> None:
+            pass
+
+        def consume(self, n: int, timeout: float) -> list[Message]:
+            raise collector.Stopped  # what run() does with messages is not this test's
+
+        def close(self) -> None:
+            pass
+
+    class DeadLetters:
+        def flush(self, timeout: float) -> None:
+            pass
+
+    def run(native: object) -> list[dict[str, typing.Any]]:
+        settings = mock.Mock(batch_size=10, poll_timeout_s=0.1)
+        stage = collector.Collector(settings, TABLE, Consumer(), DeadLetters(), es=None)  # type: ignore[arg-type]
+        with mock.patch.object(collector, "native", native), structlog.testing.capture_logs() as logs:
+            stage.run()
+        return [entry for entry in logs if "_native" in entry["event"]]
+
+    assert run(None)[0]["log_level"] == "warning"
+    assert run(_native) == []
