@@ -130,6 +130,7 @@ class Route(Struct, frozen=True):
     dataset: str
     prepare: Prepare
     action: bytes  # bulk action line up to the `_id` value
+    max_bytes: int  # the largest message `prepare` takes
 
 
 def routes(
@@ -150,6 +151,7 @@ def routes(
             dataset=dataset,
             prepare=prepare,
             action=b'{"create":{"_index":"%s","_id":' % data_stream(dataset, namespace).encode(),
+            max_bytes=max_event_bytes,
         )
         for topic, (dataset, prepare) in table.items()
     }
@@ -211,12 +213,19 @@ def build_batch(messages: list[Message], table: dict[str, Route], now: datetime,
 def _native_lines(
     raws: list[bytes | None], topics: list[str], table: dict[str, Route], now: datetime, max_bytes: int
 ) -> list[bytes | None]:
-    """The native fast path's line for each message it recognises, None for the others (all of
-    them when the extension was not built: see `native/`)."""
+    """The native fast path's line for each message it recognises, None for the others: all of
+    them when the extension was not built (see `native/`) or failed, which costs only time."""
     if native is None:
         return [None] * len(raws)
-    contract = {topic: (route.dataset, route.action) for topic, route in table.items() if route.dataset in DATASETS}
-    return native.bulk_lines(raws, topics, contract, encode(now), max_bytes)
+    contract = {topic: route for topic, route in table.items() if route.dataset in DATASETS}
+    limit = min([max_bytes, *(route.max_bytes for route in contract.values())])  # the Python path's own
+    try:
+        return native.bulk_lines(
+            raws, topics, {topic: (r.dataset, r.action) for topic, r in contract.items()}, encode(now), limit
+        )
+    except Exception as exc:  # a fault there must not stop the batch: the Python path judges it all
+        log.error("native fast path failed; this batch takes the Python path", error=f"{type(exc).__name__}: {exc}")
+        return [None] * len(raws)
 
 
 def chunks(lines: list[bytes], indexes: Iterable[int], max_bytes: int) -> Iterator[list[int]]:

@@ -568,3 +568,47 @@ def test_a_collector_without_the_native_fast_path_says_so_when_it_starts():
 
     assert run(None)[0]["log_level"] == "warning"
     assert run(_native) == []
+
+
+def test_the_routes_own_size_limit_holds_on_the_fast_path_too():
+    """routes() and build_batch() each take a limit; the Python path applies the smaller, so the
+    fast path must too (found in review: a 5,308-byte event stored past a 4,096-byte route)."""
+    table = routes(TOPICS, "default", 4096)
+    messages = [Message(line(payment(message="x" * 5000)), TOPICS.payments)]
+    batch = build_batch(messages, table, NOW, 8192)
+    with mock.patch.object(collector, "native", None):
+        reference = build_batch(messages, table, NOW, 8192)
+    assert batch.lines == reference.lines == []
+    assert batch.dead == reference.dead and "over the 4096-byte limit" in batch.dead[0][1]
+
+
+def test_values_that_are_not_bytes_and_topics_that_change_within_a_batch():
+    good = line(payment())
+    contract_routes = {t: (r.dataset, r.action) for t, r in TABLE.items() if r.dataset in contract.DATASETS}
+    values = [good, bytearray(good), memoryview(good), None, good, good, good]
+    topics = [TOPICS.payments] * 5 + [TOPICS.heartbeats, TOPICS.payments]
+    got = _native.bulk_lines(values, topics, contract_routes, contract.encode(NOW), 64 * 1024)
+    assert [x is not None for x in got] == [True, False, False, False, True, False, True]
+    with pytest.raises(ValueError, match="differ in length"):
+        _native.bulk_lines([good], [], contract_routes, contract.encode(NOW), 64 * 1024)
+
+
+def test_a_failing_fast_path_leaves_the_batch_to_the_python_path():
+    class Broken:
+        @staticmethod
+        def bulk_lines(*args: object) -> list[bytes | None]:
+            raise RuntimeError("broken")
+
+    messages = [Message(line(payment()), TOPICS.payments)]
+    with mock.patch.object(collector, "native", Broken), structlog.testing.capture_logs() as logs:
+        batch = build_batch(messages, TABLE, NOW, 64 * 1024)
+    assert batch.lines == [python_line(line(payment()))]
+    assert logs[0]["log_level"] == "error"
+
+
+@pytest.mark.parametrize("interval", ["0.00001", "0.000015", "0.0001", "0.5", "10.0", "604800.0"])
+def test_a_heartbeat_interval_as_msgspec_writes_it_is_recognised(interval):
+    beat = EVERY_FIELD[1]
+    raw = compact(beat).replace(b'"interval_s":10.0', b'"interval_s":' + interval.encode())
+    assert contract.encode(msgspec.json.decode(raw, type=Event)) == raw  # msgspec's own form
+    assert same_line(raw, TOPICS.heartbeats) is not None
