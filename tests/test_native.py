@@ -82,6 +82,7 @@ def same_line(raw: bytes, topic: str = TOPICS.payments) -> bytes | None:
     line = native_line(raw, topic)
     if line is not None:
         assert line == python_line(raw, topic), raw
+        assert not may_contain_pan(raw), raw  # the pre-scan's rule, which the crate keeps its own way
     return line
 
 
@@ -89,6 +90,83 @@ def canonical(tree: dict[str, typing.Any]) -> tuple[bytes, str]:
     """A contract event as paywatch's own encoder writes it (what the SDK sends), and its topic."""
     event = msgspec.convert(tree, Event)
     return contract.encode(event), TOPIC_OF[event.event.dataset]
+
+
+# What native/src/lib.rs reads each field as: its type and whether it is required, as msgspec
+# states them. A contract change fails here until the crate (and this table) follow.
+FIELD_TYPES = {
+    "Event.@timestamp": ("Annotated[datetime, Meta(tz=True)]", True),
+    "Event.event": ("EventMeta", True),
+    "Event.service": ("Service", True),
+    "Event.payment": ("Payment | None", False),
+    "Event.heartbeat": ("Heartbeat | None", False),
+    "Event.log": ("Log | None", False),
+    "Event.message": ("str | None", False),
+    "Event.error": ("Error | None", False),
+    "Event.trace": ("TraceId | None", False),
+    "Event.span": ("TraceId | None", False),
+    "Event.labels": ("dict[str, str]", False),
+    "EventMeta.id": ("Annotated[str, Meta(min_length=1, max_length=256)]", True),
+    "EventMeta.dataset": ("Literal['paywatch.payment', 'paywatch.heartbeat', 'paywatch.app']", True),
+    "EventMeta.action": ("str | None", False),
+    "EventMeta.outcome": ("Optional[Literal['success', 'failure', 'unknown']]", False),
+    "EventMeta.ingested": ("Optional[Annotated[datetime, Meta(tz=True)]]", False),
+    "Service.name": ("Annotated[str, Meta(min_length=1, max_length=256)]", True),
+    "Service.instance": ("ServiceInstance", True),
+    "Service.version": ("str | None", False),
+    "ServiceInstance.id": ("Annotated[str, Meta(min_length=1, max_length=256)]", True),
+    "Payment.order_id": ("Annotated[str, Meta(min_length=1, max_length=256)]", True),
+    "Payment.attempt_id": ("Optional[Annotated[str, Meta(min_length=1, max_length=256)]]", False),
+    "Payment.channel": ("str | None", False),
+    "Payment.method": ("str | None", False),
+    "Payment.merchant_id": ("str | None", False),
+    "Payment.amount_minor": ("Optional[Annotated[int, Meta(ge=0, le=9223372036854775807)]]", False),
+    "Payment.currency": ("Optional[Annotated[str, Meta(pattern='^[A-Z]{3}$')]]", False),
+    "Payment.status": ("str | None", False),
+    "Payment.error_code": ("str | None", False),
+    "Payment.error_category": ("Optional[Literal['user', 'channel', 'system', 'limit']]", False),
+    "Payment.latency_ms": ("Optional[Annotated[int, Meta(ge=0, le=9223372036854775807)]]", False),
+    "Heartbeat.interval_s": ("Annotated[float, Meta(gt=0, le=604800.0)]", True),
+    "Heartbeat.seq": ("Annotated[int, Meta(ge=0, le=9223372036854775807)]", True),
+    "Heartbeat.status": ("Literal['up', 'degraded', 'stopping']", True),
+    "Heartbeat.checks": ("dict[str, Literal['ok', 'fail']] | None", False),
+    "Log.level": ("Literal['trace', 'debug', 'info', 'warn', 'warning', 'error', 'critical', 'fatal']", True),
+    "Error.type": ("str | None", False),
+    "Error.message": ("str | None", False),
+    "TraceId.id": ("Annotated[str, Meta(min_length=1, max_length=256)]", True),
+}
+
+
+_SHORTER = (("typing.", ""), ("msgspec.", ""), ("datetime.datetime", "datetime"), ("paywatch.contract.", ""))
+
+
+def _type_name(t: object) -> str:
+    name = repr(t)
+    for long, short in _SHORTER:
+        name = name.replace(long, short)
+    return name.replace("<class '", "").replace("'>", "")
+
+
+def test_every_field_has_the_type_and_constraints_the_crate_reads_it_with():
+    """contract_terms pins names, orders and terms; this pins types, bounds, patterns and which
+    fields are required (a narrower currency pattern, say, would otherwise pass unnoticed)."""
+    structs = (
+        contract.Event,
+        contract.EventMeta,
+        contract.Service,
+        contract.ServiceInstance,
+        contract.Payment,
+        contract.Heartbeat,
+        contract.Log,
+        contract.Error,
+        contract.TraceId,
+    )
+    found = {
+        f"{struct.__name__}.{f.encode_name}": (_type_name(f.type), f.required)
+        for struct in structs
+        for f in msgspec.structs.fields(struct)
+    }
+    assert found == FIELD_TYPES
 
 
 def test_the_native_fast_path_is_built():
