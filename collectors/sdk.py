@@ -314,9 +314,9 @@ def payment_records(emitter: Emitter, calls: list[EventDict]) -> list[Record | N
     lines = encode_lines(events)
     scan_each = may_contain_pan(lines)  # nearly always False: then no event of the batch can hold one
     topic = emitter.topics[PAYMENT]
-    for i, payment, value in zip(made, [e.payment for e in events], lines.split(b"\n")[:-1], strict=True):
+    for i, event, value in zip(made, events, lines.split(b"\n")[:-1], strict=True):
         if len(value) <= MAX_EVENT_BYTES and not (scan_each and may_contain_pan(value)):
-            out[i] = Record(topic, payment.order_id, value)  # type: ignore[union-attr]
+            out[i] = Record(topic, event.payment.order_id, value)  # type: ignore[union-attr]
     return out
 
 

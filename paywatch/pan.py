@@ -183,7 +183,7 @@ def _has_run(text: str) -> bool:
     if "\\u" in text:
         return True
     if text.isascii():
-        return _MIN_PAN_ZEROS in text.encode().translate(_DIGITS_AS_ZERO, b" -.")
+        return may_contain_pan(text.encode())  # exact for ASCII text without \u escapes
     return _ZEROS in text.translate(_FLAT_JOINED)
 
 

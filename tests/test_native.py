@@ -137,6 +137,18 @@ FIELD_TYPES = {
 }
 
 
+# Every struct of the contract, each of which the crate reads field by field.
+CONTRACT_STRUCTS = (
+    contract.Event,
+    contract.EventMeta,
+    contract.Service,
+    contract.ServiceInstance,
+    contract.Payment,
+    contract.Heartbeat,
+    contract.Log,
+    contract.Error,
+    contract.TraceId,
+)
 _SHORTER = (("typing.", ""), ("msgspec.", ""), ("datetime.datetime", "datetime"), ("paywatch.contract.", ""))
 
 
@@ -150,20 +162,9 @@ def _type_name(t: object) -> str:
 def test_every_field_has_the_type_and_constraints_the_crate_reads_it_with():
     """contract_terms pins names, orders and terms; this pins types, bounds, patterns and which
     fields are required (a narrower currency pattern, say, would otherwise pass unnoticed)."""
-    structs = (
-        contract.Event,
-        contract.EventMeta,
-        contract.Service,
-        contract.ServiceInstance,
-        contract.Payment,
-        contract.Heartbeat,
-        contract.Log,
-        contract.Error,
-        contract.TraceId,
-    )
     found = {
         f"{struct.__name__}.{f.encode_name}": (_type_name(f.type), f.required)
-        for struct in structs
+        for struct in CONTRACT_STRUCTS
         for f in msgspec.structs.fields(struct)
     }
     assert found == FIELD_TYPES
@@ -178,17 +179,7 @@ def test_the_native_fast_path_is_built():
 def test_it_knows_the_contract_as_paywatch_contract_defines_it():
     """Field orders and terms are written out in native/src/lib.rs; a contract change fails here."""
     terms = _native.contract_terms()
-    for struct in (
-        contract.Event,
-        contract.EventMeta,
-        contract.Service,
-        contract.ServiceInstance,
-        contract.Payment,
-        contract.Heartbeat,
-        contract.Log,
-        contract.Error,
-        contract.TraceId,
-    ):
+    for struct in CONTRACT_STRUCTS:
         assert terms[struct.__name__] == [f.encode_name for f in msgspec.structs.fields(struct)], struct.__name__
     heartbeat = {f.name: f.type for f in msgspec.structs.fields(contract.Heartbeat)}
     log_level = msgspec.structs.fields(contract.Log)[0].type
