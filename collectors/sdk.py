@@ -72,6 +72,11 @@ from paywatch.pan import DEFAULT, MaskingFilter, PanSettings, encode_masked, mas
 from paywatch.secrets import read_secret
 from paywatch.settings import Topics, load_file
 
+try:
+    from paywatch import _native as native
+except ImportError:  # built without Rust (see `native/`): the Python fast path makes every record
+    native = None
+
 log = logging.getLogger("paywatch.sdk")
 # The SDK's diagnostics go to the payment service's own logging: no card number may reach it.
 log.addFilter(MaskingFilter())
@@ -264,6 +269,22 @@ _PAYMENT_CALL_KEYS: Final = PAYMENT_FIELDS | frozenset(_PaymentCallMeta.__struct
 
 
 def payment_records(emitter: Emitter, calls: list[EventDict]) -> list[Record | None]:
+    """Each common payment call → its record; None for any other call, which the general path
+    then makes or reports. The plainest calls (see `native/src/sdk.rs`) are made by the native
+    fast path, in a fifth of the time; the Python fast path makes the rest it can, and all of
+    them where the extension was not built. tests/test_native.py holds the two to the same bytes."""
+    if native is None or emitter.service_json is None:
+        return _python_payment_records(emitter, calls)
+    lines = native.payment_lines(calls, emitter.service_json, UTC, _NATIVE_ID_PREFIX, MAX_EVENT_BYTES)
+    topic = emitter.topics[PAYMENT]
+    made = [None if v is None else Record(topic, call["order_id"], v) for call, v in zip(calls, lines, strict=True)]
+    if left := [i for i, record in enumerate(made) if record is None]:
+        for i, record in zip(left, _python_payment_records(emitter, [calls[i] for i in left]), strict=True):
+            made[i] = record
+    return made
+
+
+def _python_payment_records(emitter: Emitter, calls: list[EventDict]) -> list[Record | None]:
     """Each common payment call (contract fields only, each of the type the contract wants) →
     its record, with no document dict: msgspec conversions validate the callers' keywords (one
     call for the whole batch), each Event is built from structs and checked, the batch is
@@ -404,6 +425,8 @@ def _id_prefix() -> str:
 
 
 _ID_PREFIX: Final = _id_prefix()
+# The native fast path's ids: its own counter, so a random part of their own.
+_NATIVE_ID_PREFIX: Final = next(p for p in iter(_id_prefix, None) if p != _ID_PREFIX)
 _id_counter = itertools.count(1)
 
 
@@ -546,6 +569,7 @@ class Emitter:
     ) -> None:
         self.service = service
         self.service_struct = _valid_service(service)
+        self.service_json = None if self.service_struct is None else msgspec.json.encode(self.service_struct)
         self.pan = pan
         self.clock = clock
         self.topics = topics.for_events()

@@ -136,7 +136,18 @@ class ContractError(ValueError):
 
 
 _decoder = msgspec.json.Decoder(Event)
-_encoder = msgspec.json.Encoder()
+
+
+def _as_plain(value: object) -> object:
+    """A subclass of str, int or float msgspec's encoder does not know (a framework's safe-string
+    type, say; enums it knows) is written as its plain value, as `json.dumps` would write it."""
+    for plain in (str, int, float):
+        if isinstance(value, plain):
+            return plain(value)  # type: ignore[call-overload]
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_as_plain)
 
 
 def check(event: Event) -> Event:

@@ -3,6 +3,7 @@ behind it (garbage input, a receiver that is down, hangs, refuses or raises, a f
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
 import resource
@@ -154,6 +155,26 @@ def test_payment_call_becomes_a_contract_event_routed_by_dataset_and_keyed_by_or
     assert w.timestamp == T0 + timedelta(seconds=90, microseconds=123_000)
     assert w.log is not None and w.log.level == "warning"
     assert w.message == "callback queue slow" and w.labels["queue_depth"] == "1200"
+
+
+def test_values_of_str_and_int_subclasses_are_sent_as_their_plain_values(make_logger, receiver):
+    """A framework's safe-string type or an IntEnum is what a caller has at hand; msgspec cannot
+    encode a str subclass, which once dropped the event as an internal error."""
+
+    class SafeString(str):
+        pass
+
+    class Cents(enum.IntEnum):
+        PRICE = 1250
+
+    log = make_logger(receiver)
+    log.payment("order_created", order_id=SafeString("o-1"), method=SafeString("wallet"), amount_minor=Cents.PRICE)
+    log.info(SafeString("a safe message"), order_id="o-1")
+    assert log.flush(5)
+    pay, info = (decode(r.value) for r in receiver.received)
+    assert pay.payment is not None and (pay.payment.order_id, pay.payment.method) == ("o-1", "wallet")
+    assert pay.payment.amount_minor == 1250 and info.message == "a safe message"
+    assert log.stats()["errors"] == 0 and log.stats()["dropped"] == 0
 
 
 def test_caller_event_id_and_timestamp_are_kept(make_logger, receiver):

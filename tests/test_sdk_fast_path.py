@@ -1,8 +1,9 @@
 """The SDK's fast path for payment calls (`payment_records`) against its general path (the ECS
 document, `to_contract_event`, `to_record`): for any call the fast path takes, the two give the
 same record, byte for byte but for the event id the SDK draws; every call it does not take it
-leaves untouched. The calls are hypothesis-generated, valid and invalid, through the caller's
-real processor chain."""
+leaves untouched. Each test runs with the native fast path as built and with the Python fast path
+alone. The calls are hypothesis-generated, valid and invalid, through the caller's real processor
+chain."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import msgspec
 import pytest
@@ -19,6 +21,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from paywatch.app.config import Config
+from paywatch.collectors import sdk
 from paywatch.collectors.sdk import PaymentLogger, open_logger, payment_records
 from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.collectors.transports import Record
@@ -102,6 +105,16 @@ def payment_calls(draw: st.DrawFn) -> tuple[Any, dict[str, Any]]:
     return draw(st.sampled_from(sorted(PAYMENT_ACTIONS))), fields
 
 
+@pytest.fixture(autouse=True, params=["native", "python"])
+def fast_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """`payment_records` as built (the native fast path first, the Python one for what it leaves),
+    and with the Python fast path alone, as where the extension was not built."""
+    if request.param == "native" and sdk.native is None:
+        pytest.fail("paywatch._native is not built: install cargo and reinstall (see native/)")
+    with mock.patch.object(sdk, "native", sdk.native if request.param == "native" else None):
+        yield request.param
+
+
 @pytest.fixture(scope="module")
 def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PaymentLogger]:
     spool: Path = tmp_path_factory.mktemp("spool")
@@ -147,19 +160,22 @@ def test_a_call_the_fast_path_takes_gives_the_general_paths_bytes(log: PaymentLo
     assert not may_contain_pan(fast.value)
 
 
+# The common payment call's keywords (bench/sdk.py makes this one).
+COMMON_FIELDS = {
+    "order_id": "order-7",
+    "attempt_id": "attempt-21",
+    "channel": "alipay",
+    "method": "wallet",
+    "merchant_id": "m-42",
+    "amount_minor": 1250,
+    "currency": "CNY",
+    "outcome": "unknown",
+    "latency_ms": 38,
+}
+
+
 def test_the_common_payment_call_takes_the_fast_path_and_the_collector_accepts_it(log: PaymentLogger):
-    fields = {
-        "order_id": "order-7",
-        "attempt_id": "attempt-21",
-        "channel": "alipay",
-        "method": "wallet",
-        "merchant_id": "m-42",
-        "amount_minor": 1250,
-        "currency": "CNY",
-        "outcome": "unknown",
-        "latency_ms": 38,
-    }
-    fast, general, _ = both_paths(log, "payment_requested", fields)
+    fast, general, _ = both_paths(log, "payment_requested", COMMON_FIELDS)
     assert fast is not None
     event = decode(fast.value)
     assert event.payment is not None and event.payment.amount_minor == 1250 and event.key == "order-7"

@@ -1,4 +1,7 @@
-//! The collector's fast path: proves that a message is a contract event exactly as paywatch's own
+//! paywatch's fast paths. This file is the collector's; `sdk.rs` is the SDK's, which shares the
+//! contract's terms below.
+//!
+//! The collector's fast path proves that a message is a contract event exactly as paywatch's own
 //! encoder writes it (msgspec's canonical JSON: fields in the contract's order, defaults omitted,
 //! no whitespace), valid, of the expected dataset, holding no digit run a card number could hide
 //! in, and with no `event.ingested` yet. For such a message, what the Python path would store is
@@ -13,11 +16,13 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
+mod sdk;
+
 /// paywatch.pan's MIN_PAN: a run of this many digits (separators ' ', '-', '.' between them
 /// allowed) may be a card number; `may_contain_pan` then sends the event to masking.
-const MIN_PAN: usize = 13;
-const MAX_ID: usize = 256;
-const MAX_INT: u64 = i64::MAX as u64;
+pub(crate) const MIN_PAN: usize = 13;
+pub(crate) const MAX_ID: usize = 256;
+pub(crate) const MAX_INT: u64 = i64::MAX as u64;
 const MAX_INTERVAL_S: f64 = 7.0 * 86400.0;
 
 const EVENT: &[&str] = &[
@@ -36,7 +41,7 @@ const EVENT: &[&str] = &[
 const EVENT_META: &[&str] = &["id", "dataset", "action", "outcome", "ingested"];
 const SERVICE: &[&str] = &["name", "instance", "version"];
 const SERVICE_INSTANCE: &[&str] = &["id"];
-const PAYMENT: &[&str] = &[
+pub(crate) const PAYMENT: &[&str] = &[
     "order_id",
     "attempt_id",
     "channel",
@@ -55,14 +60,14 @@ const ERROR: &[&str] = &["type", "message"];
 const TRACE_ID: &[&str] = &["id"];
 
 const DATASETS: &[&str] = &["paywatch.payment", "paywatch.heartbeat", "paywatch.app"];
-const OUTCOMES: &[&str] = &["success", "failure", "unknown"];
-const ERROR_CATEGORIES: &[&str] = &["user", "channel", "system", "limit"];
+pub(crate) const OUTCOMES: &[&str] = &["success", "failure", "unknown"];
+pub(crate) const ERROR_CATEGORIES: &[&str] = &["user", "channel", "system", "limit"];
 const HEARTBEAT_STATUSES: &[&str] = &["up", "degraded", "stopping"];
 const CHECK_RESULTS: &[&str] = &["ok", "fail"];
 const LOG_LEVELS: &[&str] = &[
     "trace", "debug", "info", "warn", "warning", "error", "critical", "fatal",
 ];
-const PAYMENT_ACTIONS: &[&str] = &[
+pub(crate) const PAYMENT_ACTIONS: &[&str] = &[
     "order_created",
     "payment_requested",
     "channel_callback",
@@ -72,12 +77,12 @@ const PAYMENT_ACTIONS: &[&str] = &[
     "refund_requested",
     "refund_succeeded",
 ];
-const ATTEMPT_ACTIONS: &[&str] = &[
+pub(crate) const ATTEMPT_ACTIONS: &[&str] = &[
     "payment_requested",
     "channel_callback",
     "channel_query_result",
 ];
-const CHANNEL_ACTIONS: &[&str] = &[
+pub(crate) const CHANNEL_ACTIONS: &[&str] = &[
     "payment_requested",
     "channel_callback",
     "channel_query_result",
@@ -88,7 +93,7 @@ const CHANNEL_ACTIONS: &[&str] = &[
 /// None: not recognised (the Python path judges the message).
 type Seen<T> = Option<T>;
 
-fn one_of(s: &[u8], terms: &[&str]) -> bool {
+pub(crate) fn one_of(s: &[u8], terms: &[&str]) -> bool {
     terms.iter().any(|t| t.as_bytes() == s)
 }
 
@@ -120,7 +125,7 @@ fn find_quote(s: &[u8]) -> Option<usize> {
 
 /// The longest run of digits, separators (' ', '-', '.') between them not counted: the rule of
 /// `paywatch.pan.may_contain_pan`.
-fn longest_digit_run(s: &[u8]) -> usize {
+pub(crate) fn longest_digit_run(s: &[u8]) -> usize {
     let (mut run, mut longest) = (0, 0);
     for &c in s {
         if c.is_ascii_digit() {
@@ -345,7 +350,7 @@ struct Found<'a> {
 }
 
 /// The place of `name` among `keys`, at compile time.
-const fn at(keys: &[&str], name: &str) -> usize {
+pub(crate) const fn at(keys: &[&str], name: &str) -> usize {
     let mut k = 0;
     while k < keys.len() {
         if keys[k].len() == name.len() {
@@ -526,6 +531,17 @@ fn bulk_line<'py>(
     Some(PyBytes::new(py, buf))
 }
 
+/// `f`'s result, with a panic (a bug here) turned into a RuntimeError: PyO3's own
+/// PanicException is a BaseException, which the callers' `except Exception` would let through,
+/// stopping the collector or the SDK's drain thread instead of only this batch's fast path.
+pub(crate) fn unwound<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "paywatch._native: internal fault (a bug; please report it)",
+        ))
+    })
+}
+
 /// A topic's dataset and its bulk action line up to the `_id` value.
 type Route = (Vec<u8>, Vec<u8>);
 
@@ -547,37 +563,41 @@ fn bulk_lines<'py>(
             "values and topics differ in length",
         ));
     }
-    let mut out: Vec<PyObject> = Vec::with_capacity(values.len());
-    let mut buf = Vec::with_capacity(1024);
-    // Messages of one topic come in runs: its route is looked up once per run.
-    let mut route: Option<(Bound<'py, PyAny>, Option<Route>)> = None;
-    for (value, topic) in values.iter().zip(topics.iter()) {
-        let same = match &route {
-            Some((last, _)) => last.is(&topic) || last.eq(&topic)?,
-            None => false,
-        };
-        if !same {
-            let found = match routes.get_item(&topic)? {
-                Some(r) => Some(
-                    r.extract::<(String, Vec<u8>)>()
-                        .map(|(d, a)| (d.into_bytes(), a))?,
-                ),
-                None => None,
+    unwound(|| {
+        let mut out: Vec<PyObject> = Vec::with_capacity(values.len());
+        let mut buf = Vec::with_capacity(1024);
+        // Messages of one topic come in runs: its route is looked up once per run.
+        let mut route: Option<(Bound<'py, PyAny>, Option<Route>)> = None;
+        for (value, topic) in values.iter().zip(topics.iter()) {
+            let same = match &route {
+                Some((last, _)) => last.is(&topic) || last.eq(&topic)?,
+                None => false,
             };
-            route = Some((topic, found));
-        }
-        let line = match (&route, value.downcast::<PyBytes>()) {
-            (Some((_, Some((dataset, action)))), Ok(raw)) if raw.as_bytes().len() <= max_bytes => {
-                bulk_line(py, raw.as_bytes(), dataset, action, ingested, &mut buf)
+            if !same {
+                let found = match routes.get_item(&topic)? {
+                    Some(r) => Some(
+                        r.extract::<(String, Vec<u8>)>()
+                            .map(|(d, a)| (d.into_bytes(), a))?,
+                    ),
+                    None => None,
+                };
+                route = Some((topic, found));
             }
-            _ => None,
-        };
-        out.push(match line {
-            Some(bytes) => bytes.into_any().unbind(),
-            None => py.None(),
-        });
-    }
-    PyList::new(py, out)
+            let line = match (&route, value.downcast::<PyBytes>()) {
+                (Some((_, Some((dataset, action)))), Ok(raw))
+                    if raw.as_bytes().len() <= max_bytes =>
+                {
+                    bulk_line(py, raw.as_bytes(), dataset, action, ingested, &mut buf)
+                }
+                _ => None,
+            };
+            out.push(match line {
+                Some(bytes) => bytes.into_any().unbind(),
+                None => py.None(),
+            });
+        }
+        PyList::new(py, out)
+    })
 }
 
 /// The field orders and terms this module recognises, for the test that holds them to
@@ -619,5 +639,6 @@ fn contract_terms(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bulk_lines, m)?)?;
     m.add_function(wrap_pyfunction!(contract_terms, m)?)?;
+    m.add_function(wrap_pyfunction!(sdk::payment_lines, m)?)?;
     Ok(())
 }
