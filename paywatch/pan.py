@@ -215,8 +215,13 @@ def _masked_digits(digits: str) -> list[bool]:
 
     Prefix sums `sums[p][k]` hold the Luhn weight of digits before k when digit j is doubled
     iff (j + p) is odd; a window ending at b uses p = b % 2 (its last digit is never doubled).
-    Built by translate, slices and accumulate: only the windows are a Python loop."""
+    Built by translate, slices and accumulate: only the windows are a Python loop. A run that is
+    itself a Luhn-valid card number (nearly every one found) is answered at once: every window
+    inside it masks part of what its own window masks."""
     raw = digits.encode()
+    n = len(raw)
+    if n <= MAX_PAN and (sum(raw[::-2].translate(_AS_VALUE)) + sum(raw[-2::-2].translate(_AS_DOUBLED))) % 10 == 0:
+        return [False] * KEEP_FIRST + [True] * (n - KEEP_FIRST - KEEP_LAST) + [False] * KEEP_LAST
     plain, doubled = list(raw.translate(_AS_VALUE)), list(raw.translate(_AS_DOUBLED))
     even, odd = plain[:], doubled[:]  # digit j doubled iff j is odd; iff j is even
     even[1::2], odd[1::2] = doubled[1::2], plain[1::2]
@@ -309,21 +314,22 @@ def may_contain_pan(raw: bytes) -> bool:
 class _Judge:
     """Applies the policy to one event's fields; raises ContractError when it says reject."""
 
-    def __init__(self, settings: PanSettings) -> None:
+    def __init__(self, settings: PanSettings, ids_have_runs: bool) -> None:
         self.settings = settings
+        self.ids_have_runs = ids_have_runs  # False: no id of the event can be a card number
         self.keep: frozenset[str] = frozenset()
 
     def id(self, value: str | None, field: str, required: bool) -> str | None:
-        if value is None:
-            return None
+        if value is None or not self.ids_have_runs:
+            return value
         why = card_in_id(value, self.settings)
         if why is None:
             return value
         return self._act(self.settings.id_policy, mask_text(value), field, required, f"{field} is {why}")
 
     def text(self, value: str | None, field: str, required: bool = False) -> str | None:
-        if value is None:
-            return None
+        if value is None or len(value) < MIN_PAN:  # too short to hold a card number
+            return value
         masked = mask_text(value, self.keep)
         if masked is value:
             return value
@@ -377,9 +383,10 @@ def mask_event(event: Event, settings: PanSettings = DEFAULT) -> Event:
     free text names them. Raises ContractError (with a reason that holds no card number)
     when the policy rejects the event."""
     text, ids = _event_strings(event, settings)
-    if not _has_run(text) and (not _has_run("\n".join(ids)) or all(card_in_id(i, settings) is None for i in ids)):
+    ids_have_runs = _has_run("\n".join(ids))
+    if not _has_run(text) and (not ids_have_runs or all(card_in_id(i, settings) is None for i in ids)):
         return event  # nearly every event: no digit run in its text, no card number as an id
-    judge = _Judge(settings)
+    judge = _Judge(settings, ids_have_runs)
     e, p = event.event, event.payment
     e.id = judge.id(e.id, "event.id", required=True)  # type: ignore[assignment]
     if p is not None:
@@ -390,7 +397,8 @@ def mask_event(event: Event, settings: PanSettings = DEFAULT) -> Event:
         k: judge.id(v, f"labels.{k}", required=False) for k, v in event.labels.items() if is_id_label(k, settings)
     }
     ids = [e.id, *id_labels.values()] + ([p.order_id, p.attempt_id, p.merchant_id] if p is not None else [])
-    judge.keep = id_digits(ids)
+    if ids_have_runs:
+        judge.keep = id_digits(ids)
     labels: dict[str, str] = {}
     for key, value in event.labels.items():  # in their order; a dropped key or value drops the label
         if key in id_labels:

@@ -29,6 +29,7 @@ from paywatch.contract import ContractError, Event, check, decode, encode
 from paywatch.pan import (
     MaskingFilter,
     PanSettings,
+    _masked_digits,
     card_in_id,
     encode_masked,
     id_digits,
@@ -165,6 +166,27 @@ def test_luhn_reference_implementations_agree():
     for body in ("411111111111111", "37828224631000", "2026112600000"):
         assert luhn_ok(luhn_complete(body))
         assert not luhn_ok(luhn_complete(body)[:-1] + str((int(luhn_complete(body)[-1]) + 1) % 10))
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(
+        st.text("0123456789", min_size=13, max_size=40),
+        st.sampled_from(PANS).map(lambda p: "".join(filter(str.isdigit, p))),
+    )
+)
+@example("4111111111111111")
+@example("00000000000000000000000000")  # every window valid
+def test_the_digits_masked_in_a_run_are_those_of_every_luhn_valid_window(digits):
+    """Brute force over every 13-19-digit window, with the textbook Luhn of the corpus: the
+    masking answers a run that is itself a card number at once, and must mask the same."""
+    expected = [False] * len(digits)
+    for a in range(len(digits)):
+        for b in range(a + 13, min(a + 19, len(digits)) + 1):
+            window = digits[a:b]
+            if luhn_complete(window[:-1]) == window:
+                expected[a + 6 : b - 4] = [True] * (b - 10 - a)
+    assert _masked_digits(digits) == expected
 
 
 # ---------------------------------------------------------------- events: the policy
