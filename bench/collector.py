@@ -33,6 +33,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import time
 import uuid
 from collections import deque
@@ -235,7 +236,10 @@ def main() -> None:
     (cw, cc), (iw, ic) = best["collector"], best["ideal"]
     print(f"CPU per event: collector {cc / n * 1e6:.2f} µs, ideal pipeline {ic / n * 1e6:.2f} µs: {cc / ic:.2f}×")
     paired = [c / i for (_, c), (_, i) in zip(results["collector"], results["ideal"], strict=True)]
-    print(f"  round by round (each round's two runs minutes apart): {', '.join(f'{r:.2f}×' for r in paired)}")
+    print(
+        f"  round by round (each round's two runs minutes apart): {', '.join(f'{r:.2f}×' for r in paired)}; "
+        f"median {statistics.median(paired):.2f}×"
+    )
     print(
         f"wall throughput: collector {n / cw:,.0f} events/s, ideal pipeline {n / iw:,.0f} events/s: "
         f"{cw / iw:.2f}× slower"

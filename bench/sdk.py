@@ -194,7 +194,10 @@ def side_by_side(bootstrap: str, n: int, rounds: int, spool: Path) -> None:
         f"{raw_rate / sdk_rate:.2f}× fewer"
     )
     paired = [r[3] / s[3] for r, s in zip(raw, sdk, strict=True)]
-    print(f"  round by round (each round's two runs seconds apart): {', '.join(f'{x:.2f}×' for x in paired)} fewer")
+    print(
+        f"  round by round (each round's two runs seconds apart): {', '.join(f'{x:.2f}×' for x in paired)} fewer; "
+        f"median {statistics.median(paired):.2f}×"
+    )
     delete_topics(bootstrap, made)
 
 
