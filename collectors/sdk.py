@@ -65,6 +65,7 @@ from paywatch.contract import (
     Timestamp,
     TraceId,
     check,
+    encode,
     encode_lines,
 )
 from paywatch.contract import Outcome as EventOutcome
@@ -75,6 +76,8 @@ from paywatch.settings import Topics, load_file
 try:
     from paywatch import _native as native
 except ImportError:  # built without Rust (see `native/`): the Python fast path makes every record
+    native = None
+if native is not None and not hasattr(native, "payment_lines"):  # a build older than this file
     native = None
 
 log = logging.getLogger("paywatch.sdk")
@@ -272,7 +275,8 @@ def payment_records(emitter: Emitter, calls: list[EventDict]) -> list[Record | N
     """Each common payment call → its record; None for any other call, which the general path
     then makes or reports. The plainest calls (see `native/src/sdk.rs`) are made by the native
     fast path, in a fifth of the time; the Python fast path makes the rest it can, and all of
-    them where the extension was not built. tests/test_native.py holds the two to the same bytes."""
+    them where the extension was not built. tests/test_native_sdk.py holds the two to the same
+    bytes."""
     if native is None or emitter.service_json is None:
         return _python_payment_records(emitter, calls)
     lines = native.payment_lines(calls, emitter.service_json, UTC, _NATIVE_ID_PREFIX, MAX_EVENT_BYTES)
@@ -424,9 +428,19 @@ def _id_prefix() -> str:
             return prefix
 
 
-_ID_PREFIX: Final = _id_prefix()
-# The native fast path's ids: its own counter, so a random part of their own.
-_NATIVE_ID_PREFIX: Final = next(p for p in iter(_id_prefix, None) if p != _ID_PREFIX)
+def _draw_id_prefixes() -> None:
+    """This process's random parts of its event ids: one for the ids drawn here, one for those the
+    native fast path draws with its own counter. Drawn again in a forked child, which inherits
+    the counters: workers forked from one preloaded app would otherwise repeat each other's ids,
+    and the collector stores only the first event of an id (the rest count as duplicates)."""
+    global _ID_PREFIX, _NATIVE_ID_PREFIX
+    _ID_PREFIX = _id_prefix()
+    _NATIVE_ID_PREFIX = next(p for p in iter(_id_prefix, None) if p != _ID_PREFIX)
+
+
+_ID_PREFIX = _NATIVE_ID_PREFIX = ""
+_draw_id_prefixes()
+os.register_at_fork(after_in_child=_draw_id_prefixes)
 _id_counter = itertools.count(1)
 
 
@@ -569,7 +583,7 @@ class Emitter:
     ) -> None:
         self.service = service
         self.service_struct = _valid_service(service)
-        self.service_json = None if self.service_struct is None else msgspec.json.encode(self.service_struct)
+        self.service_json = None if self.service_struct is None else encode(self.service_struct)
         self.pan = pan
         self.clock = clock
         self.topics = topics.for_events()

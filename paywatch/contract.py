@@ -140,10 +140,15 @@ _decoder = msgspec.json.Decoder(Event)
 
 def _as_plain(value: object) -> object:
     """A subclass of str, int or float msgspec's encoder does not know (a framework's safe-string
-    type, say; enums it knows) is written as its plain value, as `json.dumps` would write it."""
-    for plain in (str, int, float):
-        if isinstance(value, plain):
-            return plain(value)  # type: ignore[call-overload]
+    type, say; enums it knows) is written as the value it holds, as `json.dumps` writes it. Not
+    through its own `__str__`, which could say anything: the contract's checks and the
+    card-number policy judged the value it holds, so that is what is written."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
     raise NotImplementedError(f"cannot encode {type(value).__name__}")
 
 
@@ -195,7 +200,8 @@ def _bad_byte(raw: bytes | str) -> int:
     return 0
 
 
-def encode(event: Event) -> bytes:
+def encode(event: Event | Service) -> bytes:
+    """A contract event (or its service section, which the SDK encodes once) as JSON."""
     return _encoder.encode(event)
 
 

@@ -220,7 +220,10 @@ def _masked_digits(digits: str) -> list[bool]:
     inside it masks part of what its own window masks."""
     raw = digits.encode()
     n = len(raw)
-    if n <= MAX_PAN and (sum(raw[::-2].translate(_AS_VALUE)) + sum(raw[-2::-2].translate(_AS_DOUBLED))) % 10 == 0:
+    if (
+        MIN_PAN <= n <= MAX_PAN
+        and (sum(raw[::-2].translate(_AS_VALUE)) + sum(raw[-2::-2].translate(_AS_DOUBLED))) % 10 == 0
+    ):
         return [False] * KEEP_FIRST + [True] * (n - KEEP_FIRST - KEEP_LAST) + [False] * KEEP_LAST
     plain, doubled = list(raw.translate(_AS_VALUE)), list(raw.translate(_AS_DOUBLED))
     even, odd = plain[:], doubled[:]  # digit j doubled iff j is odd; iff j is even
@@ -393,21 +396,22 @@ def mask_event(event: Event, settings: PanSettings = DEFAULT) -> Event:
         p.order_id = judge.id(p.order_id, "payment.order_id", required=True)  # type: ignore[assignment]
         p.attempt_id = judge.id(p.attempt_id, "payment.attempt_id", required=e.action in ATTEMPT_ACTIONS)
         p.merchant_id = judge.id(p.merchant_id, "payment.merchant_id", required=False)
-    id_labels = {
-        k: judge.id(v, f"labels.{k}", required=False) for k, v in event.labels.items() if is_id_label(k, settings)
+    id_labels = {  # a reason names the label by its key, masked: a key is text a producer wrote
+        k: judge.id(v, f"labels.{mask_text(k)}", required=False)
+        for k, v in event.labels.items()
+        if is_id_label(k, settings)
     }
     ids = [e.id, *id_labels.values()] + ([p.order_id, p.attempt_id, p.merchant_id] if p is not None else [])
     if ids_have_runs:
         judge.keep = id_digits(ids)
     labels: dict[str, str] = {}
     for key, value in event.labels.items():  # in their order; a dropped key or value drops the label
-        if key in id_labels:
-            kept = id_labels[key]
-        else:
-            key = judge.text(key, "a label key")  # type: ignore[assignment]
-            kept = judge.text(value, f"labels.{key}") if key is not None else None
-        if key is not None and kept is not None:
-            labels[key] = kept
+        shown = judge.text(key, "a label key")  # an id label's key is free text all the same
+        if shown is None:
+            continue
+        kept = id_labels[key] if key in id_labels else judge.text(value, f"labels.{shown}")
+        if kept is not None:
+            labels[shown] = kept
     event.labels = labels
     if p is not None:
         p.channel = judge.text(p.channel, "payment.channel", required=e.action in CHANNEL_ACTIONS)

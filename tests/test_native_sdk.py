@@ -135,6 +135,9 @@ class Moment(datetime):
         ("order_id", "order-4111111111111111"),
         ("order_id", "4111 1111 1111 1111"),
         ("order_id", "１２３"),
+        ("status", "1234567890123"),  # 13 digits: a card number could be this long
+        ("status", "1234.5678.9012.3"),
+        ("error_code", "E-1234 5678-9012 3"),
         ("method", "wallet\u00e9"),
         ("method", 'wal"let'),
         ("method", "wal\\let"),
@@ -191,6 +194,14 @@ def test_what_it_cannot_write_as_it_is_is_left_to_the_python_paths(log: PaymentL
 )
 def test_plain_values_at_their_edges_are_written(log: PaymentLogger, field: str, value: Any):
     assert same_value(log, {**COMMON, field: value}) is not None
+
+
+def test_a_call_in_a_trace_names_its_trace_and_span(log: PaymentLogger):
+    call = {**COMMON, "trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331"}
+    value = same_value(log, call)
+    assert value is not None and value.endswith(
+        b',"trace":{"id":"0af7651916cd43dd8448eb211c80319c"},"span":{"id":"b7ad6b7169203331"}}'
+    )
 
 
 def test_a_batch_answers_each_call_in_its_order_and_refuses_none(log: PaymentLogger):

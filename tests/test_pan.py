@@ -214,6 +214,18 @@ def test_every_free_text_field_and_label_is_masked():
     assert ev.payment.order_id == "o-1" and ev.event.id == "e-1"
 
 
+def test_the_key_of_an_id_label_is_masked_like_any_key_and_no_reason_names_a_card():
+    """A key matching an id-label pattern (`*_no`) names an id; the key itself is text the
+    producer wrote, and a card number in it was once stored as it was."""
+    ev = mask_event(decode(payment(labels={f"ref_{CARD}_no": "x-1", "trade_no": "t-1"})))
+    assert ev.labels == {"ref_555555******4444_no": "x-1", "trade_no": "t-1"}
+    with pytest.raises(ContractError) as caught:
+        mask_event(decode(payment(labels={f"ref_{CARD}_no": CARD})))
+    assert CARD not in str(caught.value) and "labels.ref_555555******4444_no is a Mastercard" in str(caught.value)
+    with pytest.raises(ContractError, match="a label key holds a card number"):
+        mask_event(decode(payment(labels={f"ref_{CARD}_no": "x-1"})), PanSettings(text_policy="reject_event"))
+
+
 def test_an_id_field_that_is_a_card_number_rejects_the_event_by_default():
     with pytest.raises(ContractError) as caught:
         mask_event(decode(payment(order_id=CARD)))

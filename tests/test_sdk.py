@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import re
 import resource
 import statistics
@@ -23,6 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from paywatch.app.config import Config
 from paywatch.clock import ManualClock
+from paywatch.collectors import sdk
 from paywatch.collectors.sdk import PaymentLogger, open_logger
 from paywatch.collectors.sdk_settings import SdkSettings
 from paywatch.collectors.transports import KeepWaiting, Outcome, Record
@@ -167,14 +169,51 @@ def test_values_of_str_and_int_subclasses_are_sent_as_their_plain_values(make_lo
     class Cents(enum.IntEnum):
         PRICE = 1250
 
+    class Shown(str):
+        """Says something else than what it holds: what it holds was judged, so that is sent."""
+
+        def __str__(self) -> str:
+            return PAN
+
     log = make_logger(receiver)
-    log.payment("order_created", order_id=SafeString("o-1"), method=SafeString("wallet"), amount_minor=Cents.PRICE)
+    log.payment("order_created", order_id=SafeString("o-1"), method=Shown("wallet"), amount_minor=Cents.PRICE)
     log.info(SafeString("a safe message"), order_id="o-1")
     assert log.flush(5)
     pay, info = (decode(r.value) for r in receiver.received)
     assert pay.payment is not None and (pay.payment.order_id, pay.payment.method) == ("o-1", "wallet")
     assert pay.payment.amount_minor == 1250 and info.message == "a safe message"
     assert log.stats()["errors"] == 0 and log.stats()["dropped"] == 0
+    assert all(PAN not in r.value.decode() for r in receiver.received)
+
+
+def test_a_service_named_by_a_str_subclass_opens_and_sends(tmp_path, receiver):
+    class SafeString(str):
+        pass
+
+    log = open_logger(SafeString("payment-gateway"), config=config(tmp_path), transport=receiver, heartbeat=False)
+    try:
+        log.payment("order_created", order_id="o-1")
+        assert log.flush(5)
+        assert decode(receiver.received[0].value).service.name == "payment-gateway"
+    finally:
+        log.close(timeout=2)
+
+
+def test_a_forked_child_draws_event_ids_of_its_own():
+    """Workers forked from one preloaded app inherit the id counters; the collector stores only
+    the first event of an id, so a child that repeated its parent's ids would lose events."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first ids, then out without running the parent's cleanup
+        os.write(write, f"{sdk.new_event_id()} {sdk._NATIVE_ID_PREFIX}".encode())
+        os._exit(0)
+    os.close(write)
+    child_id, child_native = os.read(read, 200).decode().split()
+    os.close(read)
+    os.waitpid(pid, 0)
+    mine = sdk.new_event_id()
+    assert child_id[:24] != mine[:24] and child_native != sdk._NATIVE_ID_PREFIX
+    assert child_native != child_id[:24]
 
 
 def test_caller_event_id_and_timestamp_are_kept(make_logger, receiver):

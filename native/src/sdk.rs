@@ -6,7 +6,7 @@
 //! `datetime` values; printable ASCII text with nothing to escape; no digit run a card number
 //! could hide in; the contract's terms and cross-field rules. Anything else is answered `None`
 //! and the Python paths make it (or say why it is invalid), so this never judges a call invalid.
-//! `tests/test_native.py` holds it to the Python fast path's bytes.
+//! `tests/test_native_sdk.py` holds it to the Python fast path's bytes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -180,7 +180,11 @@ fn payment_line(
         Some(v) => quoted(out, id(v)?),
         None => {
             let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-            quoted(out, &format!("{id_prefix}{n:012x}"));
+            let drawn = format!("{id_prefix}{n:012x}");
+            quoted(
+                out,
+                Some(drawn.as_str()).filter(|s| plain(s) && s.len() <= MAX_ID)?,
+            );
         }
     }
     out.extend_from_slice(b",\"dataset\":\"paywatch.payment\",\"action\":");
