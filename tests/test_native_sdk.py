@@ -212,6 +212,17 @@ def test_a_batch_answers_each_call_in_its_order_and_refuses_none(log: PaymentLog
     assert len(set(ids)) == 2 and all(SDK_ID.match(i) for i in ids)
 
 
+@pytest.mark.parametrize("prefix", ["4111-1111-", "x" * 245, 'a"b-'])
+def test_an_id_prefix_whose_ids_could_hold_a_digit_run_or_break_the_contract_is_not_used(
+    log: PaymentLogger, prefix: str
+):
+    """The SDK draws its prefix so that no counter value makes a card-like run with it; the crate
+    checks that, and the ids' length, rather than trust it."""
+    service = log._logger.service_json
+    assert _native.payment_lines([COMMON], service, UTC, prefix, MAX_EVENT_BYTES) == [None]
+    assert _native.payment_lines([COMMON], service, UTC, "0123abcd-", MAX_EVENT_BYTES)[0] is not None
+
+
 def test_an_event_over_the_size_limit_is_left_to_the_python_paths(log: PaymentLogger):
     [line] = native_lines(log, [COMMON])
     assert line is not None

@@ -179,12 +179,13 @@ fn payment_line(
     match &values[K_EVENT_ID] {
         Some(v) => quoted(out, id(v)?),
         None => {
+            // No 12-hex-digit counter makes a digit run with the prefix (checked per batch); a
+            // 13th digit (2^48 ids later) could, so the Python paths draw those.
             let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-            let drawn = format!("{id_prefix}{n:012x}");
-            quoted(
-                out,
-                Some(drawn.as_str()).filter(|s| plain(s) && s.len() <= MAX_ID)?,
-            );
+            if n >= 1 << 48 {
+                return None;
+            }
+            quoted(out, &format!("{id_prefix}{n:012x}"));
         }
     }
     out.extend_from_slice(b",\"dataset\":\"paywatch.payment\",\"action\":");
@@ -251,7 +252,9 @@ pub fn payment_lines<'py>(
         .iter()
         .all(|&c| (0x20..0x80).contains(&c) && c != b'\\')
         && longest_digit_run(service) < MIN_PAN
-        && plain(id_prefix);
+        // the ids drawn here: the prefix with the counter at its most digit-like, and short enough
+        && plain(&format!("{id_prefix}000000000000"))
+        && id_prefix.len() + 12 <= MAX_ID;
     crate::unwound(|| {
         let mut out: Vec<PyObject> = Vec::with_capacity(calls.len());
         let mut buf = Vec::with_capacity(512);
