@@ -85,7 +85,8 @@ class Payment(Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
     method: str | None = None
     merchant_id: str | None = None
     amount_minor: NonNegative | None = None
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | None = None
+    # (?!\n): Python's `$` (msgspec, the jsonschema library) also matches before a final newline
+    currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}(?!\n)$")] | None = None
     status: str | None = None
     error_code: str | None = None
     error_category: ErrorCategory | None = None

@@ -121,7 +121,7 @@ FIELD_TYPES = {
     "Payment.method": ("str | None", False),
     "Payment.merchant_id": ("str | None", False),
     "Payment.amount_minor": ("Optional[Annotated[int, Meta(ge=0, le=9223372036854775807)]]", False),
-    "Payment.currency": ("Optional[Annotated[str, Meta(pattern='^[A-Z]{3}$')]]", False),
+    "Payment.currency": (r"Optional[Annotated[str, Meta(pattern='^[A-Z]{3}(?!\\n)$')]]", False),
     "Payment.status": ("str | None", False),
     "Payment.error_code": ("str | None", False),
     "Payment.error_category": ("Optional[Literal['user', 'channel', 'system', 'limit']]", False),
