@@ -133,10 +133,9 @@ def scheme_of(digits: str) -> str | None:
 
 
 def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        total += _DOUBLED[ord(ch) - 48] if i % 2 else ord(ch) - 48
-    return total % 10 == 0
+    """The Luhn check of ASCII digits: every second digit from the right doubled, by byte tables."""
+    raw = digits.encode()
+    return (sum(raw[::-2].translate(_AS_VALUE)) + sum(raw[-2::-2].translate(_AS_DOUBLED))) % 10 == 0
 
 
 # ---------------------------------------------------------------- finding and masking
@@ -218,13 +217,10 @@ def _masked_digits(digits: str) -> list[bool]:
     Built by translate, slices and accumulate: only the windows are a Python loop. A run that is
     itself a Luhn-valid card number (nearly every one found) is answered at once: every window
     inside it masks part of what its own window masks."""
-    raw = digits.encode()
-    n = len(raw)
-    if (
-        MIN_PAN <= n <= MAX_PAN
-        and (sum(raw[::-2].translate(_AS_VALUE)) + sum(raw[-2::-2].translate(_AS_DOUBLED))) % 10 == 0
-    ):
+    n = len(digits)
+    if MIN_PAN <= n <= MAX_PAN and luhn_ok(digits):
         return [False] * KEEP_FIRST + [True] * (n - KEEP_FIRST - KEEP_LAST) + [False] * KEEP_LAST
+    raw = digits.encode()
     plain, doubled = list(raw.translate(_AS_VALUE)), list(raw.translate(_AS_DOUBLED))
     even, odd = plain[:], doubled[:]  # digit j doubled iff j is odd; iff j is even
     even[1::2], odd[1::2] = doubled[1::2], plain[1::2]

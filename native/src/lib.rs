@@ -100,7 +100,7 @@ pub(crate) fn one_of(s: &[u8], terms: &[&str]) -> bool {
 /// Every byte printable ASCII, no backslash: then no string holds an escape, and text in other
 /// scripts (full-width digits a card number could hide in) goes to the Python path. One pass
 /// the compiler vectorises.
-fn printable(raw: &[u8]) -> bool {
+pub(crate) fn printable(raw: &[u8]) -> bool {
     !raw.iter().fold(false, |bad, &c| {
         bad | !(0x20..0x80).contains(&c) | (c == b'\\')
     })
@@ -123,9 +123,14 @@ fn find_quote(s: &[u8]) -> Option<usize> {
     s[at..].iter().position(|&c| c == b'"').map(|p| at + p)
 }
 
+/// No run of digits a card number could be in this string (a short one holds none).
+pub(crate) fn no_card_run(s: &[u8]) -> bool {
+    s.len() < MIN_PAN || longest_digit_run(s) < MIN_PAN
+}
+
 /// The longest run of digits, separators (' ', '-', '.') between them not counted: the rule of
 /// `paywatch.pan.may_contain_pan`.
-pub(crate) fn longest_digit_run(s: &[u8]) -> usize {
+fn longest_digit_run(s: &[u8]) -> usize {
     let (mut run, mut longest) = (0, 0);
     for &c in s {
         if c.is_ascii_digit() {
@@ -169,7 +174,7 @@ impl<'a> Reader<'a> {
     /// Free text or an id: also holding no digit run a card number could be.
     fn string(&mut self) -> Seen<&'a [u8]> {
         let s = self.quoted()?;
-        (s.len() < MIN_PAN || longest_digit_run(s) < MIN_PAN).then_some(s)
+        no_card_run(s).then_some(s)
     }
 
     fn id(&mut self) -> Seen<&'a [u8]> {

@@ -17,8 +17,8 @@ use pyo3::types::{
 };
 
 use crate::{
-    longest_digit_run, one_of, ATTEMPT_ACTIONS, CHANNEL_ACTIONS, ERROR_CATEGORIES, MAX_ID, MAX_INT,
-    MIN_PAN, OUTCOMES, PAYMENT, PAYMENT_ACTIONS,
+    no_card_run, one_of, printable, ATTEMPT_ACTIONS, CHANNEL_ACTIONS, ERROR_CATEGORIES, MAX_ID,
+    MAX_INT, MIN_PAN, OUTCOMES, PAYMENT, PAYMENT_ACTIONS,
 };
 
 /// The counter part of the event ids drawn here (the random part is the caller's `id_prefix`,
@@ -61,9 +61,7 @@ fn key_index(name: &str) -> Option<usize> {
 /// number could be.
 fn plain(s: &str) -> bool {
     let b = s.as_bytes();
-    b.iter()
-        .all(|&c| (0x20..0x80).contains(&c) && c != b'"' && c != b'\\')
-        && (b.len() < MIN_PAN || longest_digit_run(b) < MIN_PAN)
+    printable(b) && !b.contains(&b'"') && no_card_run(b)
 }
 
 fn text<'a>(v: &'a Bound<'_, PyAny>) -> Option<&'a str> {
@@ -248,10 +246,8 @@ pub fn payment_lines<'py>(
     id_prefix: &str,
     max_bytes: usize,
 ) -> PyResult<Bound<'py, PyList>> {
-    let usable = service
-        .iter()
-        .all(|&c| (0x20..0x80).contains(&c) && c != b'\\')
-        && longest_digit_run(service) < MIN_PAN
+    let usable = printable(service)
+        && no_card_run(service)
         // the ids drawn here: the prefix with the counter at its most digit-like, and short enough
         && plain(&format!("{id_prefix}000000000000"))
         && id_prefix.len() + 12 <= MAX_ID;
