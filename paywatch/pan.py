@@ -23,7 +23,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Collection, Iterable
-from itertools import accumulate
+from itertools import accumulate, compress
 from typing import Any, Final, Literal
 
 import msgspec
@@ -248,11 +248,14 @@ def mask_text(text: str, keep: Collection[str] = ()) -> str:
     for spans, digits in _runs(text):
         if digits in keep:
             continue
-        for (start, end), hide in zip(spans, _masked_digits(digits), strict=True):
-            if hide:
-                out.append(text[last:start])
-                out.append(MASK_CHAR)
-                last = end
+        hidden = list(compress(spans, _masked_digits(digits)))
+        if hidden and hidden[-1][1] - hidden[0][0] == len(hidden):  # one-character digits, no gap
+            out += (text[last : hidden[0][0]], MASK_CHAR * len(hidden))  # nearly always: one slice
+            last = hidden[-1][1]
+            continue
+        for start, end in hidden:
+            out += (text[last:start], MASK_CHAR)
+            last = end
     if not out:
         return text
     out.append(text[last:])
