@@ -35,7 +35,7 @@ from paywatch.finding import FINDING, decode_finding
 from paywatch.intake import Intake, IntakeSettings
 from paywatch.kafka import commit
 from paywatch.metrics import meter
-from paywatch.pan import DEFAULT, PanSettings, mask_event, mask_tree, may_contain_pan
+from paywatch.pan import DEFAULT, PanSettings, mask_event, mask_text, mask_tree, may_contain_pan
 
 try:
     from paywatch import _native as native
@@ -131,6 +131,9 @@ class Route(Struct, frozen=True):
     prepare: Prepare
     action: bytes  # bulk action line up to the `_id` value
     max_bytes: int  # the largest message `prepare` takes
+    # How the native fast path masks free text holding a card number: `mask_text` when the policy
+    # masks it; None leaves such a message to `prepare`.
+    mask: Callable[[str], str] | None
 
 
 def routes(
@@ -152,6 +155,7 @@ def routes(
             prepare=prepare,
             action=b'{"create":{"_index":"%s","_id":' % data_stream(dataset, namespace).encode(),
             max_bytes=max_event_bytes,
+            mask=mask_text if pan.text_policy == "mask" else None,
         )
         for topic, (dataset, prepare) in table.items()
     }
@@ -221,7 +225,7 @@ def _native_lines(
     limit = min([max_bytes, *(route.max_bytes for route in contract.values())])  # the Python path's own
     try:
         return native.bulk_lines(
-            raws, topics, {topic: (r.dataset, r.action) for topic, r in contract.items()}, encode(now), limit
+            raws, topics, {topic: (r.dataset, r.action, r.mask) for topic, r in contract.items()}, encode(now), limit
         )
     except Exception as exc:  # a fault there must not stop the batch: the Python path judges it all
         log.error("native fast path failed; this batch takes the Python path", error=f"{type(exc).__name__}: {exc}")

@@ -4,14 +4,19 @@
 //! The collector's fast path proves that a message is a contract event exactly as paywatch's own
 //! encoder writes it (msgspec's canonical JSON: fields in the contract's order, defaults omitted,
 //! no whitespace), valid, of the expected dataset, holding no digit run a card number could hide
-//! in, and with no `event.ingested` yet. For such a message, what the Python path would store is
-//! the message itself with `event.ingested` added, so this writes that bulk line directly.
+//! in outside its free text (`message`, `error.type`, `error.message`), and with no
+//! `event.ingested` yet. For such a message, what the Python path would store is the message
+//! itself with `event.ingested` added and its free text masked, so this writes that bulk line
+//! directly. Free text holding a digit run is masked by the Python path's own judge
+//! (`paywatch.pan.mask_text`, passed in), and only when the policy masks free text: no id can
+//! then hold a run, so `mask_event` would make exactly those calls and change nothing else.
 //!
-//! Anything else (another form, an escape, non-ASCII text, a possible card number, a value the
-//! contract refuses) is answered `None`: the Python path (`paywatch.intake`, `paywatch.pan`)
-//! judges it, gives the reason, and masks. So this never decides that an event is invalid; it
-//! only recognises, byte by byte, the common valid one. `tests/test_native.py` holds it to the
-//! Python path's bytes, and to the contract's field orders and terms (`contract_terms`).
+//! Anything else (another form, an escape, non-ASCII text, a possible card number elsewhere or
+//! under another policy, a value the contract refuses) is answered `None`: the Python path
+//! (`paywatch.intake`, `paywatch.pan`) judges it, gives the reason, and masks. So this never
+//! decides that an event is invalid; it only recognises, byte by byte, the common valid one.
+//! `tests/test_native.py` holds it to the Python path's bytes, and to the contract's field orders
+//! and terms (`contract_terms`).
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -175,6 +180,16 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Seen<&'a [u8]> {
         let s = self.quoted()?;
         no_card_run(s).then_some(s)
+    }
+
+    /// Free text a card number may be masked in (`message`, `error.*`): a string holding a digit
+    /// run is read all the same, and its place noted in `runs`, for `bulk_line` to mask.
+    fn text(&mut self, runs: &mut Vec<(usize, usize)>) -> Seen<()> {
+        let s = self.quoted()?;
+        if !no_card_run(s) {
+            runs.push((self.i - 1 - s.len(), self.i - 1));
+        }
+        Some(())
     }
 
     fn id(&mut self) -> Seen<&'a [u8]> {
@@ -352,6 +367,8 @@ struct Found<'a> {
     heartbeat: bool,
     log: bool,
     message: bool,
+    /// Where the free text holding digit runs is (`Reader::text`), in order.
+    runs: Vec<(usize, usize)>,
 }
 
 /// The place of `name` among `keys`, at compile time.
@@ -468,8 +485,8 @@ fn event<'a>(r: &mut Reader<'a>) -> Seen<Found<'a>> {
             found.log = seen != 0;
             found.log.then_some(())
         }
-        E_MESSAGE => r.string().map(|_| found.message = true),
-        E_ERROR => r.object(ERROR, |r, _| r.string().map(drop)).map(drop),
+        E_MESSAGE => r.text(&mut found.runs).map(|()| found.message = true),
+        E_ERROR => r.object(ERROR, |r, _| r.text(&mut found.runs)).map(drop),
         E_TRACE | E_SPAN => with_id(r),
         _ => r
             .map(|r| r.string().map(drop))
@@ -502,24 +519,29 @@ fn complete(found: &Found<'_>, dataset: &[u8]) -> bool {
 /// One message → its bulk line: `action` + `"<event.id>"}}\n` + the message with `@timestamp` as
 /// msgspec writes it and `,"ingested":<ingested>` added to its `event` object + `\n`; None
 /// unless it is a canonical contract event of `dataset`.
+///
+/// Free text holding a digit run is written as `mask` (paywatch.pan's `mask_text`, the one judge
+/// of card numbers) returns it, when the card-number policy masks free text; without `mask`, or
+/// when what it returns would need escaping, the message is left to the Python path.
 fn bulk_line<'py>(
     py: Python<'py>,
     raw: &[u8],
-    dataset: &[u8],
-    action: &[u8],
+    (dataset, action, mask): &Route<'py>,
     ingested: &[u8],
     buf: &mut Vec<u8>,
-) -> Option<Bound<'py, PyBytes>> {
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
     if !printable(raw) {
-        return None;
+        return Ok(None);
     }
-    let found = event(&mut Reader { b: raw, i: 0 })?;
+    let Some(found) = event(&mut Reader { b: raw, i: 0 }) else {
+        return Ok(None);
+    };
     if !complete(&found, dataset) {
-        return None;
+        return Ok(None);
     }
     buf.clear();
     for part in [
-        action,
+        action.as_slice(),
         b"\"",
         found.id,
         b"\"}}\n",
@@ -528,12 +550,31 @@ fn bulk_line<'py>(
         &raw[found.timestamp_end - 1..found.meta_end],
         b",\"ingested\":",
         ingested,
-        &raw[found.meta_end..],
-        b"\n",
     ] {
         buf.extend_from_slice(part);
     }
-    Some(PyBytes::new(py, buf))
+    let mut done = found.meta_end; // free text comes after the `event` object
+    for &(start, end) in &found.runs {
+        let (Some(mask), Ok(text), true) =
+            (mask, std::str::from_utf8(&raw[start..end]), start >= done)
+        else {
+            return Ok(None);
+        };
+        let masked = mask.call1((text,))?;
+        let masked = masked
+            .downcast::<pyo3::types::PyString>()?
+            .to_str()?
+            .as_bytes();
+        if !printable(masked) || masked.contains(&b'"') {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&raw[done..start]);
+        buf.extend_from_slice(masked);
+        done = end;
+    }
+    buf.extend_from_slice(&raw[done..]);
+    buf.push(b'\n');
+    Ok(Some(PyBytes::new(py, buf)))
 }
 
 /// `f`'s result, with a panic (a bug here) turned into a RuntimeError: PyO3's own
@@ -547,13 +588,14 @@ pub(crate) fn unwound<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
     })
 }
 
-/// A topic's dataset and its bulk action line up to the `_id` value.
-type Route = (Vec<u8>, Vec<u8>);
+/// A topic's dataset, its bulk action line up to the `_id` value, and how free text holding a
+/// digit run is masked (None: such a message is left to the Python path).
+type Route<'py> = (Vec<u8>, Vec<u8>, Option<Bound<'py, PyAny>>);
 
 /// For each message (`values[i]`, read from `topics[i]`): its bulk line when the topic's route
-/// (`routes`: topic → (dataset, bulk action line up to the `_id` value)) carries contract events
-/// and the message, at most `max_bytes` long, is recognised; else None. `ingested` is the JSON
-/// of the processing time.
+/// (`routes`: topic → (dataset, bulk action line up to the `_id` value, masking callable or
+/// None)) carries contract events and the message, at most `max_bytes` long, is recognised; else
+/// None. `ingested` is the JSON of the processing time.
 #[pyfunction]
 fn bulk_lines<'py>(
     py: Python<'py>,
@@ -572,7 +614,7 @@ fn bulk_lines<'py>(
         let mut out: Vec<PyObject> = Vec::with_capacity(values.len());
         let mut buf = Vec::with_capacity(1024);
         // Messages of one topic come in runs: its route is looked up once per run.
-        let mut route: Option<(Bound<'py, PyAny>, Option<Route>)> = None;
+        let mut route: Option<(Bound<'py, PyAny>, Option<Route<'py>>)> = None;
         for (value, topic) in values.iter().zip(topics.iter()) {
             let same = match &route {
                 Some((last, _)) => last.is(&topic) || last.eq(&topic)?,
@@ -581,18 +623,16 @@ fn bulk_lines<'py>(
             if !same {
                 let found = match routes.get_item(&topic)? {
                     Some(r) => Some(
-                        r.extract::<(String, Vec<u8>)>()
-                            .map(|(d, a)| (d.into_bytes(), a))?,
+                        r.extract::<(String, Vec<u8>, Option<Bound<'py, PyAny>>)>()
+                            .map(|(d, a, m)| (d.into_bytes(), a, m))?,
                     ),
                     None => None,
                 };
                 route = Some((topic, found));
             }
             let line = match (&route, value.downcast::<PyBytes>()) {
-                (Some((_, Some((dataset, action)))), Ok(raw))
-                    if raw.as_bytes().len() <= max_bytes =>
-                {
-                    bulk_line(py, raw.as_bytes(), dataset, action, ingested, &mut buf)
+                (Some((_, Some(route))), Ok(raw)) if raw.as_bytes().len() <= max_bytes => {
+                    bulk_line(py, raw.as_bytes(), route, ingested, &mut buf)?
                 }
                 _ => None,
             };
