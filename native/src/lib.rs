@@ -19,7 +19,7 @@
 //! and terms (`contract_terms`).
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 mod sdk;
 
@@ -176,7 +176,8 @@ impl<'a> Reader<'a> {
         Some(&self.b[start..end])
     }
 
-    /// Free text or an id: also holding no digit run a card number could be.
+    /// An id, or free text other than `message` and `error.*`: also holding no digit run a card
+    /// number could be.
     fn string(&mut self) -> Seen<&'a [u8]> {
         let s = self.quoted()?;
         no_card_run(s).then_some(s)
@@ -555,16 +556,16 @@ fn bulk_line<'py>(
     }
     let mut done = found.meta_end; // free text comes after the `event` object
     for &(start, end) in &found.runs {
-        let (Some(mask), Ok(text), true) =
-            (mask, std::str::from_utf8(&raw[start..end]), start >= done)
-        else {
+        let Some(mask) = mask else {
+            return Ok(None);
+        };
+        // Spans come in field order, after the `event` object, in text printable() has proved
+        // ASCII: neither check below can fail, and neither is left to a panic.
+        let (true, Ok(text)) = (start >= done, std::str::from_utf8(&raw[start..end])) else {
             return Ok(None);
         };
         let masked = mask.call1((text,))?;
-        let masked = masked
-            .downcast::<pyo3::types::PyString>()?
-            .to_str()?
-            .as_bytes();
+        let masked = masked.downcast::<PyString>()?.to_str()?.as_bytes();
         if !printable(masked) || masked.contains(&b'"') {
             return Ok(None);
         }
