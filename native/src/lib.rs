@@ -111,6 +111,11 @@ pub(crate) fn printable(raw: &[u8]) -> bool {
     })
 }
 
+/// Text JSON writes as it is between its quotes: printable ASCII with no `"` or `\`.
+pub(crate) fn unescaped(s: &[u8]) -> bool {
+    printable(s) && !s.contains(&b'"')
+}
+
 /// Where the first `"` is, eight bytes at a time (most strings are short: no memchr set-up).
 fn find_quote(s: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -566,7 +571,7 @@ fn bulk_line<'py>(
         };
         let masked = mask.call1((text,))?;
         let masked = masked.downcast::<PyString>()?.to_str()?.as_bytes();
-        if !printable(masked) || masked.contains(&b'"') {
+        if !unescaped(masked) {
             return Ok(None);
         }
         buf.extend_from_slice(&raw[done..start]);

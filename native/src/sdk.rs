@@ -17,8 +17,8 @@ use pyo3::types::{
 };
 
 use crate::{
-    no_card_run, one_of, printable, ATTEMPT_ACTIONS, CHANNEL_ACTIONS, ERROR_CATEGORIES, MAX_ID,
-    MAX_INT, MIN_PAN, OUTCOMES, PAYMENT, PAYMENT_ACTIONS,
+    no_card_run, one_of, printable, unescaped, ATTEMPT_ACTIONS, CHANNEL_ACTIONS, ERROR_CATEGORIES,
+    MAX_ID, MAX_INT, MIN_PAN, OUTCOMES, PAYMENT, PAYMENT_ACTIONS,
 };
 
 /// The counter part of the event ids drawn here (the random part is the caller's `id_prefix`,
@@ -60,8 +60,7 @@ fn key_index(name: &str) -> Option<usize> {
 /// Text msgspec writes as it is (printable ASCII, no `"` or `\`), holding no digit run a card
 /// number could be.
 fn plain(s: &str) -> bool {
-    let b = s.as_bytes();
-    printable(b) && !b.contains(&b'"') && no_card_run(b)
+    unescaped(s.as_bytes()) && no_card_run(s.as_bytes())
 }
 
 fn text<'a>(v: &'a Bound<'_, PyAny>) -> Option<&'a str> {
